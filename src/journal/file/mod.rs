@@ -1,0 +1,255 @@
+/*!
+The embedded journal: segment files in one local directory, written by one thread with group commit.
+
+# Durability
+[`FileJournal::append`] returns only after its records were written and `fdatasync`ed. Appends
+that arrive while the writer is busy are committed together: one `write` and one `fdatasync`
+serve every request queued at that moment. If a write or an fsync fails, the journal is
+poisoned: that group and every later append fail with [`JournalError::Poisoned`], because after
+a failed fsync the kernel may have dropped the dirty pages and nothing can be trusted until a
+restart re-reads the disk. Records of a failed group may still be found on disk after that
+restart; they were never acknowledged, so the sender retried them (at-least-once).
+
+# On-disk format
+The directory holds segment files named after the offset of their first entry, written as
+20 zero-padded decimal digits: `00000000000000001024.seg`. Other files are ignored. A segment
+starts with a 16-byte header:
+
+| bytes   | field                                                      |
+|---------|------------------------------------------------------------|
+| `0..8`  | magic `SLUICEJ1` (ASCII)                                   |
+| `8..16` | base offset, `u64` little-endian (equals the file name)    |
+
+then entries back to back, with no padding. Entry `i` of a segment has offset `base + i`;
+offsets are not stored. Each entry is:
+
+| bytes        | field                                                                 |
+|--------------|-----------------------------------------------------------------------|
+| `0..4`       | payload length `n`, `u32` little-endian, at most [`MAX_RECORD_BYTES`] |
+| `4..8`       | CRC-32C (Castagnoli), `u32` little-endian, of bytes `8..17 + n`       |
+| `8`          | record kind tag ([`RecordKind::tag`](crate::record::RecordKind::tag)) |
+| `9..17`      | `received_at_ms`, `i64` little-endian                                 |
+| `17..17 + n` | payload                                                               |
+
+An entry is *broken* when fewer than 17 header bytes or fewer than `n` payload bytes remain,
+when `n` is over the limit, or when the checksum does not match. A well-formed entry with an
+unknown kind tag is not broken (a newer sluice may have written it) but cannot be read.
+
+# Recovery (RocksDB's `kTolerateCorruptedTailRecords`)
+A crash can only tear the end of the newest segment, so on open:
+- the newest segment is read in full; from its first broken entry on, the file is truncated
+  (with a warning saying how many bytes were dropped and where). A newest segment shorter than
+  its header holds no entry and gets its header rewritten;
+- older segments only have their header checked: reading them whole would make start-up
+  proportional to the retained data. A broken entry in an older segment is found by the reader
+  that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that reaches
+  the end of a segment before the offset where the next one begins (a missing segment);
+- nothing is ever repaired outside the newest segment's tail.
+
+# Rotation and retention
+Between groups, once the active segment holds at least
+[`segment_bytes`](FileJournalConfig::segment_bytes), the writer starts a new one. A segment
+other than the active one is deleted once every registered consumer has committed past its
+last entry, and either it was last written more than
+[`replay_window_secs`](FileJournalConfig::replay_window_secs) ago or the journal is over half
+its [`max_bytes`](FileJournalConfig::max_bytes). With no consumer registered nothing is deleted.
+Consumers are registered in memory only, by [`Journal::reader`]; after a restart, register
+every consumer before accepting traffic, or retention may delete what a late one still needs.
+*/
+
+mod format;
+mod reader;
+mod recovery;
+mod retention;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Journal, JournalError, JournalReader, JournalStats, Record};
+use segment::Segment;
+use writer::{AppendRequest, Command};
+
+/// The largest payload one record may have (16 MiB); larger appends are refused.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// Append requests that may wait for the writer before `append` itself waits (backpressure).
+const COMMAND_QUEUE: usize = 1024;
+
+/// Settings of the embedded journal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileJournalConfig {
+    /// Start a new segment once the active one holds at least this many bytes. A segment can
+    /// exceed it by one group commit, since a group is never split across segments.
+    pub segment_bytes: u64,
+    /// Disk budget for the whole journal, for backpressure against `stats().disk_bytes`. Above
+    /// half of it, fully consumed segments are deleted without waiting for the replay window.
+    pub max_bytes: u64,
+    /// How long fully consumed segments are kept after their last write, so an operator can
+    /// replay recent records.
+    pub replay_window_secs: u64,
+}
+
+impl Default for FileJournalConfig {
+    fn default() -> Self {
+        FileJournalConfig { segment_bytes: 64 << 20, max_bytes: 8 << 30, replay_window_secs: 3600 }
+    }
+}
+
+/// The embedded [`Journal`]: segment files in one directory, written by a dedicated thread.
+pub struct FileJournal {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// State shared by the handle, the writer thread and the readers.
+struct Shared {
+    dir: PathBuf,
+    config: FileJournalConfig,
+    /// Retained segments, oldest first; the last one is the active segment. Only the writer
+    /// thread adds or removes entries.
+    segments: Mutex<VecDeque<Segment>>,
+    /// Registered consumers and their committed offsets.
+    consumers: Mutex<BTreeMap<String, u64>>,
+    /// One past the newest durable offset; readers wait on it.
+    durable: watch::Sender<u64>,
+    /// True until the writer thread has ended.
+    writer_running: watch::Sender<bool>,
+    /// Why the journal stopped accepting appends, once a write or an fsync failed.
+    poisoned: OnceLock<String>,
+    /// Data fsyncs done for appends since open.
+    syncs: AtomicU64,
+    /// A retention pass is already queued for the writer, so commits need not queue another.
+    retention_queued: AtomicBool,
+    /// Makes the writer's next fsync fail, to test poisoning.
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
+}
+
+impl FileJournal {
+    /// Opens (creating if needed) the journal in `dir`, repairs a torn tail and starts the writer thread.
+    pub fn open(dir: &Path, config: FileJournalConfig) -> Result<FileJournal, JournalError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let recovered = recovery::recover(dir)?;
+        let next_offset = recovered.next_offset;
+        let active = recovered.active;
+        let (file, path, bytes) = (active.open_for_append()?, active.path.clone(), active.bytes);
+        let mut segments = recovered.sealed;
+        segments.push_back(active);
+
+        let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            config,
+            segments: Mutex::new(segments),
+            consumers: Mutex::new(BTreeMap::new()),
+            durable: watch::Sender::new(next_offset),
+            writer_running: watch::Sender::new(true),
+            poisoned: OnceLock::new(),
+            syncs: AtomicU64::new(0),
+            retention_queued: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
+        });
+        writer::Writer::new(Arc::clone(&shared), queue, file, path, bytes, next_offset).spawn()?;
+        Ok(FileJournal { shared, commands })
+    }
+
+    /// Stops accepting appends, completes every append already queued, and waits for the writer thread to end.
+    ///
+    /// Dropping the journal also ends the writer once the queue is drained, but without waiting.
+    pub async fn close(&self) {
+        // A refused send means the writer is already shutting down, which is what we ask for.
+        let _ = self.commands.send(Command::Close).await;
+        // `Shared` owns the sender, so this can only end by the writer reporting it stopped.
+        let _ = self.shared.writer_running.subscribe().wait_for(|running| !running).await;
+    }
+
+    /// Number of data fsyncs done for appends since open: one per group commit, so far fewer than appends under load.
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn append(&self, records: Vec<Record>) -> Result<Range<u64>, JournalError> {
+        if let Some(record) = records.iter().find(|record| record.payload.len() > MAX_RECORD_BYTES) {
+            return Err(JournalError::RecordTooLarge { size: record.payload.len(), max: MAX_RECORD_BYTES });
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Command::Append(AppendRequest { records, reply });
+        self.commands.send(request).await.map_err(|_| self.shared.stopped())?;
+        answer.await.map_err(|_| self.shared.stopped())?
+    }
+
+    fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError> {
+        let first = self.shared.first_offset();
+        if from < first {
+            return Err(JournalError::OffsetGone { requested: from, first });
+        }
+        lock(&self.shared.consumers).insert(name.to_owned(), from);
+        Ok(Box::new(reader::FileReader::new(Arc::clone(&self.shared), from)))
+    }
+
+    fn commit(&self, name: &str, offset: u64) {
+        lock(&self.shared.consumers).insert(name.to_owned(), offset);
+        // Wake the writer for a retention pass even when no append is coming. If the queue is
+        // full the writer is busy with appends and runs retention after each group anyway.
+        if !self.shared.retention_queued.swap(true, Ordering::AcqRel)
+            && self.commands.try_send(Command::Retain).is_err()
+        {
+            self.shared.retention_queued.store(false, Ordering::Release);
+        }
+    }
+
+    fn stats(&self) -> JournalStats {
+        let consumers = lock(&self.shared.consumers).iter().map(|(name, offset)| (name.clone(), *offset)).collect();
+        let segments = lock(&self.shared.segments);
+        JournalStats {
+            first_offset: segments.front().map_or(0, |segment| segment.base),
+            next_offset: *self.shared.durable.borrow(),
+            disk_bytes: segments.iter().map(|segment| segment.bytes).sum(),
+            segments: segments.len(),
+            consumers,
+            poisoned: self.shared.poisoned.get().is_some(),
+        }
+    }
+}
+
+impl Shared {
+    /// The base offset of the oldest retained segment.
+    fn first_offset(&self) -> u64 {
+        lock(&self.segments).front().map_or(0, |segment| segment.base)
+    }
+
+    /// The error for an append that the writer thread will not answer.
+    fn stopped(&self) -> JournalError {
+        match self.poisoned.get() {
+            Some(reason) => JournalError::Poisoned(reason.clone()),
+            None => JournalError::Closed,
+        }
+    }
+}
+
+/// Locks one of the journal's mutexes. Their critical sections only copy plain values, so a
+/// panic inside one cannot leave the data half-updated: a poisoned mutex is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wraps an I/O error with the path it happened on.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io { path: path.to_owned(), source }
+}

@@ -1,0 +1,89 @@
+/*!
+Opening a journal directory: find the segments, check their headers, and cut a torn tail off
+the newest one (the policy is in [`super`]).
+*/
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::format::{self, HEADER_LEN, ReadFailure, SegmentReader};
+use super::io_error;
+use super::segment::{self, Segment};
+use crate::journal::JournalError;
+
+/// The journal as found on disk, ready for the writer.
+pub(super) struct Recovered {
+    /// Every segment but the newest, oldest first.
+    pub sealed: VecDeque<Segment>,
+    /// The newest segment, where appends continue.
+    pub active: Segment,
+    /// The offset the next appended record gets.
+    pub next_offset: u64,
+}
+
+/// Checks and repairs the segments in `dir`; an empty directory gets a first segment at offset 0.
+pub(super) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+    let mut found = segment::list(dir)?;
+    let Some((newest_base, newest_path)) = found.pop() else {
+        let (_, active) = segment::create(dir, 0)?;
+        return Ok(Recovered { sealed: VecDeque::new(), active, next_offset: 0 });
+    };
+    let sealed = found.into_iter().map(|(base, path)| check_sealed(base, path)).collect::<Result<_, _>>()?;
+    let (active, count) = repair_newest(newest_base, newest_path)?;
+    Ok(Recovered { sealed, active, next_offset: newest_base + count })
+}
+
+/// Checks an older segment's header and takes its size and age, without reading its entries.
+fn check_sealed(base: u64, path: PathBuf) -> Result<Segment, JournalError> {
+    let mut file = File::open(&path).map_err(io_error(&path))?;
+    format::check_header(&mut file, &path, base)?;
+    describe(base, path)
+}
+
+/// Reads the newest segment whole, truncating it after its last intact entry; returns it and its entry count.
+fn repair_newest(base: u64, path: PathBuf) -> Result<(Segment, u64), JournalError> {
+    let len = std::fs::metadata(&path).map_err(io_error(&path))?.len();
+    if len < HEADER_LEN {
+        // Torn while being created: it cannot hold an entry. Keep the name (its base is where
+        // appends continue, even if retention deleted every older segment) and rewrite the header.
+        tracing::warn!(path = %path.display(), len, "journal: rewriting the torn header of the newest segment");
+        let mut file = OpenOptions::new().write(true).truncate(true).open(&path).map_err(io_error(&path))?;
+        file.write_all(&format::encode_header(base)).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+        return Ok((describe(base, path)?, 0));
+    }
+
+    let mut reader = SegmentReader::open(&path, base)?;
+    let mut count = 0;
+    let broken = loop {
+        match reader.next_entry() {
+            Ok(Some(_)) => count += 1,
+            Ok(None) => break None,
+            Err(ReadFailure::Broken { reason, .. }) => break Some(reason),
+            Err(other) => return Err(other.into_error(&path)),
+        }
+    };
+    let good_end = reader.position();
+    if let Some(reason) = broken {
+        let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
+        file.set_len(good_end).and_then(|()| file.sync_all()).map_err(io_error(&path))?;
+        tracing::warn!(
+            path = %path.display(),
+            dropped_bytes = len - good_end,
+            at = good_end,
+            intact_entries = count,
+            reason,
+            "journal: dropped a torn tail of the newest segment"
+        );
+    }
+    Ok((describe(base, path)?, count))
+}
+
+/// The in-memory description of the segment file `path`.
+fn describe(base: u64, path: PathBuf) -> Result<Segment, JournalError> {
+    let metadata = std::fs::metadata(&path).map_err(io_error(&path))?;
+    let last_write = metadata.modified().map_err(io_error(&path))?;
+    Ok(Segment { base, path, bytes: metadata.len(), last_write })
+}

@@ -1,0 +1,143 @@
+/*!
+The journal: sluice's single durability point.
+
+Sources append validated records and answer 2xx only once [`Journal::append`] has returned,
+which means the records are on stable storage. Consumers (store loader, later the lake writer
+and forwarders) each read from their own offset and report progress with [`Journal::commit`];
+segments are deleted only once every registered consumer is past them.
+
+Offsets are dense: the first record ever appended has offset 0 and each record takes the next.
+
+[`Journal`] is the interface; [`file::FileJournal`] is the embedded implementation (segment
+files on local disk). A clustered deployment plugs in a distributed log behind the same trait.
+*/
+
+pub mod file;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::record::RecordKind;
+
+/// One record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// What the payload is.
+    pub kind: RecordKind,
+    /// When sluice received it, epoch milliseconds.
+    pub received_at_ms: i64,
+    /// The record itself (for impressions: the original JSON object).
+    pub payload: Bytes,
+}
+
+/// A record read back, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the journal.
+    pub offset: u64,
+    /// What the payload is.
+    pub kind: RecordKind,
+    /// When sluice received it, epoch milliseconds.
+    pub received_at_ms: i64,
+    /// The record itself.
+    pub payload: Bytes,
+}
+
+/// A point-in-time view of the journal for health checks, metrics and backpressure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Oldest offset still retained.
+    pub first_offset: u64,
+    /// One past the newest durable offset.
+    pub next_offset: u64,
+    /// Bytes on disk (all segments).
+    pub disk_bytes: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Each registered consumer and the offset it has committed (everything below is processed).
+    pub consumers: Vec<(String, u64)>,
+    /// Set once a write or fsync failed: the journal refuses appends until restarted.
+    pub poisoned: bool,
+}
+
+impl JournalStats {
+    /// The largest number of records any consumer still has to process.
+    pub fn max_lag(&self) -> u64 {
+        self.consumers.iter().map(|(_, off)| self.next_offset.saturating_sub(*off)).max().unwrap_or(0)
+    }
+}
+
+/// What can go wrong in the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An I/O operation on a journal file failed.
+    #[error("journal I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A segment other than the newest is damaged; sluice will not guess which records to drop.
+    #[error(
+        "journal segment {path} is corrupt at byte {position}: {reason}. Only a torn tail of the newest segment is repaired automatically; move the file aside (its records will be lost) and restart"
+    )]
+    Corrupt {
+        /// The damaged segment.
+        path: std::path::PathBuf,
+        /// Byte position of the first bad entry.
+        position: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// An earlier write or fsync failed, so nothing after it can be trusted to be durable.
+    #[error("the journal stopped accepting writes after an earlier I/O failure ({0}); fix the disk and restart sluice")]
+    Poisoned(String),
+    /// A record is larger than one journal entry may hold.
+    #[error("a record of {size} bytes is over the journal's limit of {max} bytes per record")]
+    RecordTooLarge {
+        /// The record's payload size.
+        size: usize,
+        /// The largest payload accepted.
+        max: usize,
+    },
+    /// A consumer asked for an offset that retention already deleted.
+    #[error("offset {requested} is no longer in the journal (oldest retained is {first})")]
+    OffsetGone {
+        /// The offset asked for.
+        requested: u64,
+        /// The oldest retained offset.
+        first: u64,
+    },
+    /// The journal is shutting down.
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// The durable, ordered log that sits between sources and consumers.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Appends `records` atomically and in order, returning their offsets once they are durable.
+    /// Concurrent calls are group-committed: one fsync serves many callers.
+    async fn append(&self, records: Vec<Record>) -> Result<Range<u64>, JournalError>;
+
+    /// Registers consumer `name` at `from` (the offset it has committed) and returns a reader
+    /// positioned there. Retention keeps everything at or after the lowest registered offset.
+    fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError>;
+
+    /// Records that consumer `name` has durably processed every offset below `offset`.
+    fn commit(&self, name: &str, offset: u64);
+
+    /// Current figures.
+    fn stats(&self) -> JournalStats;
+}
+
+/// A consumer's sequential view of the journal.
+#[async_trait]
+pub trait JournalReader: Send {
+    /// Returns the next entries in offset order, at most `max` of them. Waits while there are none;
+    /// returns an empty batch after `idle` has passed with nothing new, so a consumer can flush or stop.
+    async fn next_batch(&mut self, max: usize, idle: std::time::Duration) -> Result<Vec<Entry>, JournalError>;
+}

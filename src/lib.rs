@@ -1,0 +1,21 @@
+//! sluice: your own copy of your Split impressions and Segment events.
+//!
+//! Records flow through the modules in this order:
+//! [`sources`] (HTTP webhooks: decode, validate) → [`journal`] (durable; ack after fsync) →
+//! [`consumers`] (the store loader) → [`store`] (SQLite). [`query`] reads the store and [`api`]
+//! serves sources, queries and operations over HTTP; [`cli`] wires it all together.
+
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod consumers;
+pub mod journal;
+pub mod query;
+pub mod record;
+pub mod shutdown;
+pub mod sources;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,39 @@
+/*!
+Records: what the sources accept and the journal carries.
+
+Each record kind has one parser here, shared by ingest (validation) and by every consumer.
+*/
+
+pub mod impression;
+
+pub use impression::{DedupMode, FieldLimits, Impression, RecordError};
+
+/// The kind of a journaled record, stored in each journal entry's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// One Split impression object, as the webhook sent it.
+    SplitImpression = 1,
+}
+
+impl RecordKind {
+    /// The kind stored under this tag byte, if any.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            1 => Some(RecordKind::SplitImpression),
+            _ => None,
+        }
+    }
+
+    /// The tag byte stored on disk.
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    /// A short name for logs, metrics and dead letters.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::SplitImpression => "split_impression",
+        }
+    }
+}
