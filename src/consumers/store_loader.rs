@@ -1,0 +1,201 @@
+/*!
+The store loader: journal → SQLite, exactly once.
+
+Each batch goes into the store in one transaction together with the loader's offset, and only
+then is the offset committed to the journal (which may delete the segments below it). After a
+crash the loader resumes from the offset the store holds, so nothing is loaded twice and nothing
+acknowledged is lost. A batch the store refuses (busy, disk full, I/O error) is retried with
+backoff until it goes in: it is never skipped.
+*/
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::journal::{Entry, Journal};
+use crate::record::DedupMode;
+use crate::store::{LoadOutcome, Store, StoreError};
+
+/// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
+pub const CONSUMER: &str = "store";
+
+/// First retry delay after a failed load.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// Store loader settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// Most journal entries loaded in one transaction; larger batches load faster, smaller ones
+    /// show up in queries sooner.
+    pub batch_rows: usize,
+    /// Which impressions count as the same and are stored once.
+    pub dedup: DedupMode,
+    /// How long to wait for new entries before loading a partial batch, in milliseconds.
+    pub idle_ms: u64,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig { batch_rows: 10_000, dedup: DedupMode::Exact, idle_ms: 200 }
+    }
+}
+
+/// The loader's live state, for `/readyz` and metrics.
+#[derive(Debug)]
+pub struct LoaderStatus {
+    committed_offset: AtomicU64,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for LoaderStatus {
+    fn default() -> Self {
+        LoaderStatus {
+            committed_offset: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+impl LoaderStatus {
+    /// One past the last journal offset durably in the store.
+    pub fn committed_offset(&self) -> u64 {
+        self.committed_offset.load(Ordering::Acquire)
+    }
+
+    /// False while the store is refusing batches.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The most recent store error, kept after recovery for diagnosis.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn committed(&self, offset: u64) {
+        self.committed_offset.store(offset, Ordering::Release);
+        metrics::gauge!("sluice_consumer_offset", "consumer" => CONSUMER).set(offset as f64);
+    }
+
+    /// Records a failure; returns true when this starts a failing spell (so it is logged once).
+    fn failing(&self, error: &StoreError) -> bool {
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        self.healthy.swap(false, Ordering::AcqRel)
+    }
+
+    /// Records success; returns true when this ends a failing spell.
+    fn recovered(&self) -> bool {
+        !self.healthy.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Loads the journal into the store at `store_path` until `shutdown` is cancelled, then finishes
+/// what the journal already holds (until a read comes back empty) and returns.
+pub async fn run(
+    journal: Arc<dyn Journal>,
+    store_path: PathBuf,
+    config: LoaderConfig,
+    shutdown: CancellationToken,
+    status: Arc<LoaderStatus>,
+) -> anyhow::Result<()> {
+    let (mut store, offset) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Store, u64)> {
+        let store = Store::open(&store_path)?;
+        let offset = store.consumer_offset(CONSUMER)?;
+        Ok((store, offset))
+    })
+    .await
+    .context("the store loader's start-up task panicked")??;
+    status.committed(offset);
+    let mut reader = journal
+        .reader(CONSUMER, offset)
+        .with_context(|| format!("store loader: opening the journal at offset {offset}"))?;
+    tracing::info!(offset, "store loader started");
+    let idle = Duration::from_millis(config.idle_ms);
+    loop {
+        let batch = reader
+            .next_batch(config.batch_rows.max(1), idle)
+            .await
+            .with_context(|| format!("store loader: reading the journal after offset {}", status.committed_offset()))?;
+        if batch.is_empty() {
+            // Checked only between reads, never by abandoning one midway: shutdown waits at most
+            // one idle period, and everything journaled before it is loaded first.
+            if shutdown.is_cancelled() {
+                tracing::info!(offset = status.committed_offset(), "store loader caught up; stopping");
+                return Ok(());
+            }
+            continue;
+        }
+        let outcome;
+        (store, outcome) = load_until_stored(store, batch, config.dedup, &shutdown, &status).await?;
+        journal.commit(CONSUMER, outcome.next_offset);
+        status.committed(outcome.next_offset);
+    }
+}
+
+/// Loads one batch, retrying with exponential backoff and jitter until the store takes it.
+/// Gives up only if shutdown is requested while the store is failing: the batch stays in the
+/// journal, uncommitted, and loads on the next start.
+async fn load_until_stored(
+    mut store: Store,
+    mut batch: Vec<Entry>,
+    mode: DedupMode,
+    shutdown: &CancellationToken,
+    status: &LoaderStatus,
+) -> anyhow::Result<(Store, LoadOutcome)> {
+    let mut delay = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        // SQLite blocks, so the batch and the connection travel to a blocking thread and back.
+        let result;
+        (store, batch, result) = tokio::task::spawn_blocking(move || {
+            let result = store.load(CONSUMER, &batch, mode);
+            (store, batch, result)
+        })
+        .await
+        .context("the store loader's load task panicked")?;
+        match result {
+            Ok(outcome) => {
+                metrics::histogram!("sluice_store_batch_seconds").record(started.elapsed().as_secs_f64());
+                for (result, n) in [
+                    ("inserted", outcome.inserted),
+                    ("duplicate", outcome.duplicates),
+                    ("unparseable", outcome.unparseable),
+                ] {
+                    metrics::counter!("sluice_store_rows_total", "result" => result).increment(n);
+                }
+                if status.recovered() {
+                    tracing::info!(offset = outcome.next_offset, "store loader recovered; loading again");
+                }
+                return Ok((store, outcome));
+            }
+            Err(e) => {
+                let first = batch.first().map_or(0, |e| e.offset);
+                if status.failing(&e) {
+                    tracing::error!(error = %e, offset = first, "store loader cannot write to the store; retrying with backoff until it can");
+                }
+                // Equal jitter: at least half the delay, so retries back off, randomised so that
+                // several stores recovering at once do not retry in step.
+                let sleep = delay / 2 + delay.mul_f64(rand::rng().random::<f64>() / 2.0);
+                tokio::select! {
+                    () = tokio::time::sleep(sleep) => {}
+                    () = shutdown.cancelled() => {
+                        anyhow::bail!(
+                            "store loader stopped while the store was failing ({e}); entries from offset {first} stay in the journal and load on the next start"
+                        );
+                    }
+                }
+                delay = (delay * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+}

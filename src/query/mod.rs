@@ -1,0 +1,31 @@
+/*!
+Queries: what users ask of the store and how the answers are written.
+
+[`ImpressionQuery::from_pairs`] turns HTTP query strings and CLI flags (both as name/value pairs)
+into a query and an [`OutputFormat`]; [`write_impressions`] streams the matching rows in that
+format. The HTTP export endpoint and `sluice export` both call exactly these two.
+*/
+
+mod filter;
+mod format;
+
+pub use filter::{ImpressionQuery, ParamError};
+pub use format::{OutputFormat, write_impressions};
+
+/// Why a query or an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The store could not be read.
+    #[error("reading impressions from the store failed: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// The output could not be written (disk full, client disconnected…).
+    #[error("writing the export failed: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+impl From<csv::Error> for QueryError {
+    fn from(e: csv::Error) -> Self {
+        // The CSV writer only fails on I/O: every value it gets is already a string.
+        QueryError::Write(e.into())
+    }
+}

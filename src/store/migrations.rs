@@ -1,0 +1,162 @@
+/*!
+Versioned schema migrations: an ordered list of SQL steps, each applied once in its own transaction.
+
+`schema_migrations(version, applied_at)` records what has been applied. A database that already
+holds a version this binary does not know was written by a newer sluice and is refused rather
+than guessed at.
+*/
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StoreError;
+
+/// One schema step.
+struct Migration {
+    version: u32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first; versions are 1, 2, 3… with no gaps. Never edit a released step:
+/// append a new one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "impressions and consumer offsets",
+    sql: "
+        CREATE TABLE impressions (
+            key TEXT NOT NULL,
+            split TEXT NOT NULL,
+            environment TEXT,
+            environment_id TEXT,
+            treatment TEXT NOT NULL,
+            label TEXT,
+            time INTEGER NOT NULL,
+            bucketing_key TEXT,
+            machine_name TEXT,
+            machine_ip TEXT,
+            split_version_number INTEGER,
+            sdk TEXT,
+            sdk_version TEXT,
+            properties TEXT,
+            extra TEXT,
+            received_at INTEGER NOT NULL,
+            journal_offset INTEGER NOT NULL,
+            identity BLOB NOT NULL UNIQUE
+        );
+        CREATE INDEX impressions_time ON impressions (time);
+        CREATE TABLE consumer_offsets (
+            consumer TEXT PRIMARY KEY,
+            next_offset INTEGER NOT NULL
+        );
+    ",
+}];
+
+/// The schema version this binary writes and reads.
+pub(super) fn latest() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The highest migration applied to `conn`'s database; 0 for a database sluice never touched.
+pub(super) fn applied_version(conn: &Connection) -> rusqlite::Result<u32> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+}
+
+/// Refuses a database whose schema differs from [`latest`]; used where migrating is not allowed.
+pub(super) fn check_current(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found = applied_version(conn)?;
+    let expected = latest();
+    if found > expected {
+        return Err(StoreError::TooNew { path: path.to_owned(), found, supported: expected });
+    }
+    if found < expected {
+        return Err(StoreError::Outdated { path: path.to_owned(), found, expected });
+    }
+    Ok(())
+}
+
+/// Applies every migration the database lacks.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )?;
+    let found = applied_version(conn)?;
+    if found > latest() {
+        return Err(StoreError::TooNew { path: path.to_owned(), found, supported: latest() });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        apply(conn, m).map_err(|source| StoreError::Migration {
+            version: m.version,
+            description: m.description,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply(conn: &mut Connection, m: &Migration) -> rusqlite::Result<()> {
+    // IMMEDIATE takes the write lock before checking, so two processes opening a fresh store
+    // at once cannot both apply the same step.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let done = tx
+        .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [m.version], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !done {
+        tx.execute_batch(m.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            (m.version, chrono::Utc::now().timestamp_millis()),
+        )?;
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_dense_and_start_at_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration {} is out of order", m.description);
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_are_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new(":memory:");
+        assert_eq!(applied_version(&conn).unwrap(), 0);
+        migrate(&mut conn, path).unwrap();
+        assert_eq!(applied_version(&conn).unwrap(), latest());
+        migrate(&mut conn, path).unwrap();
+        let rows: u32 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows as usize, MIGRATIONS.len());
+        check_current(&conn, path).unwrap();
+    }
+
+    #[test]
+    fn a_database_from_a_newer_binary_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new("/data/sluice.db");
+        migrate(&mut conn, path).unwrap();
+        conn.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [latest() + 1]).unwrap();
+        let err = migrate(&mut conn, path).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found, .. } if found == latest() + 1), "{err}");
+        assert!(err.to_string().contains("run a newer sluice"), "{err}");
+        assert!(matches!(check_current(&conn, path), Err(StoreError::TooNew { .. })));
+    }
+}

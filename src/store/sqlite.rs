@@ -1,0 +1,538 @@
+/*!
+The SQLite store: one database file in WAL mode, written by the store loader, read by queries.
+
+WAL lets exports and queries read while the loader writes. `synchronous=FULL` makes every load
+commit durable before [`Store::load`] returns, because that commit carries the loader's journal
+offset and the journal may delete segments below it as soon as it is told.
+*/
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params, params_from_iter};
+
+use super::where_clause::{SqlValue, WhereClause};
+use super::{ImpressionView, LoadOutcome, StoreError, migrations};
+use crate::journal::Entry;
+use crate::query::{ImpressionQuery, QueryError};
+use crate::record::{DedupMode, FieldLimits, Impression, RecordKind};
+
+/// Page cache per connection, in KiB (SQLite reads a negative `cache_size` as KiB). The identity
+/// index is random-access, so a cache that holds its hot pages keeps loading fast as the table grows.
+const CACHE_KIB: i64 = 64 * 1024;
+
+/// How long a statement waits for another connection's lock before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INSERT_IMPRESSION: &str = "INSERT OR IGNORE INTO impressions (
+        key, split, environment, environment_id, treatment, label, time, bucketing_key, machine_name,
+        machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, journal_offset, identity
+    ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES (?1, ?2)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+
+/// The columns [`view`] reads, in its order.
+const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
+    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
+
+/// The embedded SQLite store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.conn.path()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` for writing and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some network file systems cannot do WAL; sluice still works, but exports then block loads.
+            tracing::warn!(path = %path.display(), journal_mode = %mode, "the store could not switch to WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        migrations::migrate(&mut conn, path)?;
+        Ok(Store { conn })
+    }
+
+    /// Opens an existing store for queries; works while `sluice serve` is writing to it.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing { path: path.to_owned() });
+        }
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        migrations::check_current(&conn, path)?;
+        Ok(Store { conn })
+    }
+
+    /// The offset `consumer` committed with its last load (0 if it never loaded).
+    pub fn consumer_offset(&self, consumer: &str) -> Result<u64, StoreError> {
+        let offset = self
+            .conn
+            .query_row("SELECT next_offset FROM consumer_offsets WHERE consumer = ?1", [consumer], |r| r.get(0))
+            .optional()?;
+        Ok(offset.unwrap_or(0))
+    }
+
+    /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,
+    /// all in one durable transaction: either both happen or neither does.
+    pub fn load(&mut self, consumer: &str, entries: &[Entry], mode: DedupMode) -> Result<LoadOutcome, StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(LoadOutcome { next_offset: self.consumer_offset(consumer)?, ..LoadOutcome::default() });
+        };
+        let mut outcome = LoadOutcome { next_offset: last.offset + 1, ..LoadOutcome::default() };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_IMPRESSION)?;
+            for entry in entries {
+                // The journal is shared by every source; kinds this loader does not store pass by,
+                // and the offset still moves past them.
+                if entry.kind != RecordKind::SplitImpression {
+                    continue;
+                }
+                let json = match std::str::from_utf8(&entry.payload) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        unparseable(entry, &format!("payload is not UTF-8: {e}"));
+                        outcome.unparseable += 1;
+                        continue;
+                    }
+                };
+                let imp = match Impression::parse(json, &FieldLimits::NONE) {
+                    Ok(imp) => imp,
+                    Err(e) => {
+                        unparseable(entry, &e.to_string());
+                        outcome.unparseable += 1;
+                        continue;
+                    }
+                };
+                let changed = insert.execute(params![
+                    imp.key.as_ref(),
+                    imp.split.as_ref(),
+                    imp.environment_name.as_deref(),
+                    imp.environment_id.as_deref(),
+                    imp.treatment.as_ref(),
+                    imp.label.as_deref(),
+                    imp.time,
+                    imp.bucketing_key.as_deref(),
+                    imp.machine_name.as_deref(),
+                    imp.machine_ip.as_deref(),
+                    imp.split_version_number,
+                    imp.sdk.as_deref(),
+                    imp.sdk_version.as_deref(),
+                    imp.properties.as_deref(),
+                    imp.extra_json(),
+                    entry.received_at_ms,
+                    entry.offset,
+                    imp.identity(mode),
+                ])?;
+                if changed == 1 {
+                    outcome.inserted += 1;
+                } else {
+                    outcome.duplicates += 1;
+                }
+            }
+            tx.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, outcome.next_offset])?;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
+    /// how many there were. Rows are read one at a time, so memory stays flat for any result size.
+    pub fn query_impressions(
+        &self,
+        q: &ImpressionQuery,
+        row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut clause = WhereClause::for_impressions(q);
+        let limit = match q.limit {
+            Some(n) => format!(" LIMIT {}", clause.bind(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)))),
+            None => String::new(),
+        };
+        // `time, rowid` is exactly the key of the time index, so rows come out without a sort.
+        let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, rowid{limit}", clause.sql);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(clause.params.iter()))?;
+        let mut count = 0;
+        while let Some(r) = rows.next()? {
+            row(&view(r)?)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// Settings every connection gets.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+}
+
+fn unparseable(entry: &Entry, reason: &str) {
+    // Ingest validated this record, so this means a bug or a damaged journal; the entry is counted
+    // and logged rather than blocking every record behind it.
+    tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
+}
+
+/// Reads one row of [`VIEW_COLUMNS`] without copying its text.
+fn view<'r>(r: &'r Row<'_>) -> rusqlite::Result<ImpressionView<'r>> {
+    let text = |i| -> rusqlite::Result<&'r str> { Ok(r.get_ref(i)?.as_str()?) };
+    let opt_text = |i| -> rusqlite::Result<Option<&'r str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
+    let int = |i| -> rusqlite::Result<i64> { Ok(r.get_ref(i)?.as_i64()?) };
+    Ok(ImpressionView {
+        key: text(0)?,
+        split: text(1)?,
+        environment: opt_text(2)?,
+        environment_id: opt_text(3)?,
+        treatment: text(4)?,
+        label: opt_text(5)?,
+        time: int(6)?,
+        bucketing_key: opt_text(7)?,
+        machine_name: opt_text(8)?,
+        machine_ip: opt_text(9)?,
+        split_version_number: r.get_ref(10)?.as_i64_or_null()?,
+        sdk: opt_text(11)?,
+        sdk_version: opt_text(12)?,
+        properties: opt_text(13)?,
+        extra: opt_text(14)?,
+        received_at: int(15)?,
+    })
+}
+
+impl ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            SqlValue::Integer(i) => ValueRef::Integer(i),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{entry, impression};
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sluice.db")).unwrap();
+        (dir, store)
+    }
+
+    fn count(store: &Store) -> i64 {
+        store.conn.query_row("SELECT COUNT(*) FROM impressions", [], |r| r.get(0)).unwrap()
+    }
+
+    /// Keys of the rows `q` returns, in order.
+    fn keys(store: &Store, q: &ImpressionQuery) -> Vec<String> {
+        let mut out = Vec::new();
+        let n = store
+            .query_impressions(q, &mut |v| {
+                out.push(v.key.to_owned());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n as usize, out.len());
+        out
+    }
+
+    /// Four impressions loaded out of time order, covering name-only, id-only and missing labels.
+    fn fixture() -> (tempfile::TempDir, Store) {
+        let (dir, mut store) = temp_store();
+        let mut dave = impression("dave", "sample_feature", "", "off", "", 400);
+        dave = dave.replace(r#""environmentName":"""#, r#""environmentId":"env3""#).replace(r#","label":"""#, "");
+        let entries = [
+            entry(0, &impression("alphonso", "sample_feature", "Production", "off", "default rule", 300)),
+            entry(1, &impression("bob", "sample_feature", "Production", "on", "whitelisted", 100)),
+            entry(2, &impression("carol", "other", "Staging", "on", "default rule", 200)),
+            entry(3, &dave),
+        ];
+        let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
+        assert_eq!(outcome.inserted, 4);
+        (dir, store)
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn open_creates_the_schema_and_reopening_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut store = Store::open(&path).unwrap();
+        store.load("store", &[entry(0, &impression("k", "s", "Production", "on", "r", 1))], DedupMode::Exact).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(count(&store), 1);
+        let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        // The seed's own check query.
+        let row: (String, String, String, String, String, i64) = store
+            .conn
+            .query_row("select key, split, environment, treatment, label, time from impressions;", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("k".into(), "s".into(), "Production".into(), "on".into(), "r".into(), 1));
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_store_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.db");
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no store at {} — run `sluice serve` first or pass --data-dir", path.display())
+        );
+        assert!(!path.exists(), "a read-only open must not create the file");
+    }
+
+    #[test]
+    fn read_only_open_refuses_a_database_that_is_not_a_migrated_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Outdated { found: 0, .. }), "{err}");
+        assert!(err.to_string().contains("run `sluice serve` once to migrate it"), "{err}");
+    }
+
+    #[test]
+    fn read_only_store_reads_while_the_writer_loads() {
+        let (dir, mut writer) = temp_store();
+        let path = dir.path().join("sluice.db");
+        writer.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a"]);
+        writer.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 2))], DedupMode::Exact).unwrap();
+        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a", "b"]);
+        assert_eq!(reader.consumer_offset("store").unwrap(), 2);
+    }
+
+    #[test]
+    fn read_only_open_works_after_the_writer_closed() {
+        let (dir, mut writer) = temp_store();
+        writer.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+        drop(writer);
+        let reader = Store::open_read_only(&dir.path().join("sluice.db")).unwrap();
+        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a"]);
+    }
+
+    #[test]
+    fn load_stores_every_field_and_commits_the_offset() {
+        let (_dir, mut store) = temp_store();
+        assert_eq!(store.consumer_offset("store").unwrap(), 0);
+        let json = r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":"b","label":"default rule","machineName":"m","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","newField":[1]}"#;
+        let outcome = store.load("store", &[entry(41, json)], DedupMode::Exact).unwrap();
+        assert_eq!(outcome, LoadOutcome { inserted: 1, duplicates: 0, unparseable: 0, next_offset: 42 });
+        assert_eq!(store.consumer_offset("store").unwrap(), 42);
+        assert_eq!(store.consumer_offset("someone-else").unwrap(), 0);
+        let mut seen = Vec::new();
+        store
+            .query_impressions(&ImpressionQuery::default(), &mut |v| {
+                seen.push(format!("{v:?}"));
+                Ok(())
+            })
+            .unwrap();
+        let expected = ImpressionView {
+            key: "alphonso",
+            split: "sample_feature",
+            environment: Some("Production"),
+            environment_id: Some("env1"),
+            treatment: "off",
+            label: Some("default rule"),
+            time: 1572632114350,
+            bucketing_key: Some("b"),
+            machine_name: Some("m"),
+            machine_ip: Some("10.0.0.1"),
+            split_version_number: Some(1572632100000),
+            sdk: Some("java"),
+            sdk_version: Some("4.1.0"),
+            properties: Some("{}"),
+            extra: Some(r#"{"newField":[1]}"#),
+            received_at: 1041,
+        };
+        assert_eq!(seen, [format!("{expected:?}")]);
+        let journal_offset: i64 =
+            store.conn.query_row("SELECT journal_offset FROM impressions", [], |r| r.get(0)).unwrap();
+        assert_eq!(journal_offset, 41);
+    }
+
+    #[test]
+    fn loading_the_same_entries_again_inserts_nothing_and_keeps_the_offset() {
+        let (_dir, mut store) = temp_store();
+        let entries: Vec<_> = (0..5).map(|i| entry(i, &impression(&format!("k{i}"), "s", "P", "on", "r", 1))).collect();
+        let first = store.load("store", &entries, DedupMode::Exact).unwrap();
+        assert_eq!((first.inserted, first.duplicates, first.next_offset), (5, 0, 5));
+        let again = store.load("store", &entries, DedupMode::Exact).unwrap();
+        assert_eq!((again.inserted, again.duplicates, again.next_offset), (0, 5, 5));
+        assert_eq!(store.consumer_offset("store").unwrap(), 5);
+        assert_eq!(count(&store), 5);
+    }
+
+    #[test]
+    fn an_empty_load_reports_the_committed_offset() {
+        let (_dir, mut store) = temp_store();
+        store.load("store", &[entry(6, &impression("k", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+        assert_eq!(
+            store.load("store", &[], DedupMode::Exact).unwrap(),
+            LoadOutcome { next_offset: 7, ..Default::default() }
+        );
+    }
+
+    #[test]
+    fn a_failed_offset_commit_rolls_back_the_rows() {
+        let (_dir, mut store) = temp_store();
+        // The next offset (i64::MAX + 1) does not fit SQLite's INTEGER: the upsert fails after the
+        // row was inserted, and the row must go with it.
+        let err = store
+            .load("store", &[entry(i64::MAX as u64, &impression("k", "s", "P", "on", "r", 1))], DedupMode::Exact)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+        assert_eq!(count(&store), 0);
+        assert_eq!(store.consumer_offset("store").unwrap(), 0);
+    }
+
+    #[test]
+    fn exact_dedup_stores_identical_impressions_once() {
+        let (_dir, mut store) = temp_store();
+        let same = impression("k", "s", "P", "on", "r", 1);
+        let later = impression("k", "s", "P", "on", "r", 2);
+        let outcome =
+            store.load("store", &[entry(0, &same), entry(1, &same), entry(2, &later)], DedupMode::Exact).unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
+        // Field order and unknown fields do not change an impression's identity.
+        let reordered = r#"{"time":1,"label":"r","treatment":"on","environmentName":"P","split":"s","key":"k","x":1}"#;
+        let outcome = store.load("store", &[entry(3, reordered)], DedupMode::Exact).unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (0, 1));
+    }
+
+    #[test]
+    fn per_version_dedup_keeps_the_first_impression() {
+        let (_dir, mut store) = temp_store();
+        let entries = [
+            entry(0, &impression("k", "s", "P", "on", "r", 300)),
+            entry(1, &impression("k", "s", "P", "on", "r", 100)),
+            entry(2, &impression("k", "s", "P", "off", "r", 200)),
+        ];
+        let outcome = store.load("store", &entries[..2], DedupMode::PerVersion).unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
+        let outcome = store.load("store", &entries[2..], DedupMode::PerVersion).unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
+        let mut times = Vec::new();
+        store
+            .query_impressions(&ImpressionQuery::default(), &mut |v| {
+                times.push((v.treatment.to_owned(), v.time));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(times, [("off".to_owned(), 200), ("on".to_owned(), 300)]);
+    }
+
+    #[test]
+    fn unparseable_entries_are_counted_and_the_rest_load() {
+        let (_dir, mut store) = temp_store();
+        let mut bad_utf8 = entry(1, "");
+        bad_utf8.payload = bytes::Bytes::from_static(b"{\"key\":\"\xff\"}");
+        let entries = [
+            entry(0, &impression("a", "s", "P", "on", "r", 1)),
+            bad_utf8,
+            entry(2, r#"{"key":"k","split":"s","time":1}"#),
+            entry(3, &impression("b", "s", "P", "on", "r", 2)),
+        ];
+        let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
+        assert_eq!(outcome, LoadOutcome { inserted: 2, duplicates: 0, unparseable: 2, next_offset: 4 });
+    }
+
+    #[test]
+    fn rows_come_out_ordered_by_time_then_arrival() {
+        let (_dir, store) = fixture();
+        assert_eq!(keys(&store, &ImpressionQuery::default()), ["bob", "carol", "alphonso", "dave"]);
+        let (_dir, mut store) = temp_store();
+        let entries: Vec<_> = ["c", "a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| entry(i as u64, &impression(k, "s", "P", "on", "r", 5)))
+            .collect();
+        store.load("store", &entries, DedupMode::Exact).unwrap();
+        assert_eq!(keys(&store, &ImpressionQuery::default()), ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn each_filter_alone() {
+        let (_dir, store) = fixture();
+        let q = |f: fn(&mut ImpressionQuery)| {
+            let mut q = ImpressionQuery::default();
+            f(&mut q);
+            keys(&store, &q)
+        };
+        assert_eq!(q(|q| q.environments = strings(&["Production"])), ["bob", "alphonso"]);
+        assert_eq!(q(|q| q.environments = strings(&["env3"])), ["dave"], "environment also matches the id");
+        assert_eq!(q(|q| q.splits = strings(&["other"])), ["carol"]);
+        assert_eq!(q(|q| q.keys = strings(&["alphonso", "dave"])), ["alphonso", "dave"]);
+        assert_eq!(q(|q| q.treatments = strings(&["on"])), ["bob", "carol"]);
+        assert_eq!(q(|q| q.labels = strings(&["default rule"])), ["carol", "alphonso"]);
+        assert_eq!(q(|q| q.from = Some(300)), ["alphonso", "dave"]);
+        assert_eq!(q(|q| q.to = Some(300)), ["bob", "carol"]);
+        assert_eq!(q(|q| q.limit = Some(2)), ["bob", "carol"]);
+        assert_eq!(q(|q| q.keys = strings(&["nobody"])), Vec::<String>::new());
+    }
+
+    #[test]
+    fn from_is_inclusive_and_to_exclusive() {
+        let (_dir, store) = fixture();
+        let q = ImpressionQuery { from: Some(200), to: Some(400), ..Default::default() };
+        assert_eq!(keys(&store, &q), ["carol", "alphonso"]);
+        let q = ImpressionQuery { from: Some(201), to: Some(401), ..Default::default() };
+        assert_eq!(keys(&store, &q), ["alphonso", "dave"]);
+    }
+
+    #[test]
+    fn filters_combine_with_and() {
+        let (_dir, store) = fixture();
+        let q = ImpressionQuery {
+            environments: strings(&["Production", "Staging"]),
+            splits: strings(&["sample_feature", "other"]),
+            treatments: strings(&["on"]),
+            labels: strings(&["whitelisted", "default rule"]),
+            from: Some(100),
+            to: Some(1_000),
+            limit: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(keys(&store, &q), ["bob"]);
+        let q = ImpressionQuery { environments: strings(&["Staging"]), splits: strings(&["sample_feature"]), ..q };
+        assert_eq!(keys(&store, &q), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_row_callback_error_stops_the_query() {
+        let (_dir, store) = fixture();
+        let mut calls = 0;
+        let err = store
+            .query_impressions(&ImpressionQuery::default(), &mut |_| {
+                calls += 1;
+                Err(QueryError::Write(std::io::Error::other("client went away")))
+            })
+            .unwrap_err();
+        assert!(matches!(err, QueryError::Write(_)));
+        assert_eq!(calls, 1);
+    }
+}
