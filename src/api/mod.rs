@@ -1,0 +1,57 @@
+/*!
+The HTTP surface: sources (ingest), queries over the store, and operations endpoints.
+
+[`router`] builds the whole application from an [`AppState`]; tests drive it with
+`tower::ServiceExt::oneshot` and the server binds it to a socket.
+*/
+
+pub mod error;
+pub mod impressions;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::consumers::store_loader::LoaderStatus;
+use crate::journal::Journal;
+use crate::sources::dead_letter::DeadLetters;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Where sources append.
+    pub journal: Arc<dyn Journal>,
+    /// Where sources put what they reject.
+    pub dead_letters: Arc<DeadLetters>,
+    /// The store loader's health, for `/readyz`.
+    pub loader: Arc<LoaderStatus>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Bounds concurrent ingest requests (and so the memory they hold).
+    pub ingest_permits: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`.
+    pub fn new(
+        config: Arc<Config>,
+        journal: Arc<dyn Journal>,
+        dead_letters: Arc<DeadLetters>,
+        loader: Arc<LoaderStatus>,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
+        AppState { config, journal, dead_letters, loader, metrics, ingest_permits }
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(crate::sources::routes()).merge(impressions::routes()).merge(ops::routes()).with_state(state)
+}

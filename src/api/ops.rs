@@ -1,0 +1,66 @@
+/*!
+Operations endpoints: `/healthz` (the process answers), `/readyz` (it can do its job) and
+`/metrics` (Prometheus text format).
+*/
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router, routing::get};
+use serde_json::json;
+
+use super::AppState;
+
+/// Routes of the operations endpoints.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready means: the journal accepts writes and has room, and every consumer is healthy and
+/// within the lag limit — the same conditions under which ingest does not push back.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.journal.stats();
+    let max_lag = state.config.backpressure.max_consumer_lag;
+    let journal_ok = !stats.poisoned && stats.disk_bytes <= state.config.journal.max_bytes;
+    let loader_healthy = state.loader.is_healthy();
+    let consumers: serde_json::Map<String, serde_json::Value> = stats
+        .consumers
+        .iter()
+        .map(|(name, offset)| {
+            let lag = stats.next_offset.saturating_sub(*offset);
+            (name.clone(), json!({"offset": offset, "lag": lag, "ok": lag <= max_lag}))
+        })
+        .collect();
+    let lag_ok = stats.max_lag() <= max_lag;
+    let ready = journal_ok && lag_ok && loader_healthy;
+    let body = json!({
+        "ready": ready,
+        "journal": {
+            "writable": !stats.poisoned,
+            "diskBytes": stats.disk_bytes,
+            "maxBytes": state.config.journal.max_bytes,
+            "nextOffset": stats.next_offset,
+        },
+        "consumers": consumers,
+        "store": {"healthy": loader_healthy, "lastError": state.loader.last_error()},
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Gauges derived from the journal are computed at scrape time rather than on every append.
+    let stats = state.journal.stats();
+    metrics::gauge!("sluice_journal_disk_bytes").set(stats.disk_bytes as f64);
+    metrics::gauge!("sluice_journal_segments").set(stats.segments as f64);
+    metrics::gauge!("sluice_journal_next_offset").set(stats.next_offset as f64);
+    for (name, offset) in &stats.consumers {
+        metrics::gauge!("sluice_consumer_lag", "consumer" => name.clone())
+            .set(stats.next_offset.saturating_sub(*offset) as f64);
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

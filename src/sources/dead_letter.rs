@@ -1,0 +1,155 @@
+/*!
+The dead-letter area: every record a source rejects, with its reason, under `<data-dir>/dead-letter/`.
+
+Files are NDJSON, one rejected record per line:
+`{"receivedAt":…,"source":"split","index":3,"field":"time","reason":"…","record":<the JSON as sent>}`.
+The newest file is `current.ndjson`; it is renamed to `<epoch-ms>-<n>.ndjson` once it passes a quarter
+of the budget, and the oldest renamed files are deleted while the area is over its budget. The
+client is always told about each rejection in the response, so eviction loses no unreported data;
+it is counted in `sluice_dead_letter_evicted_bytes_total`.
+*/
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// One rejected record.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection<'a> {
+    /// Position of the record in the request's batch.
+    pub index: usize,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    /// Why it was rejected.
+    pub reason: &'a str,
+    /// The record exactly as sent.
+    #[serde(skip)]
+    pub record: &'a RawValue,
+}
+
+/// The bounded, append-only area of rejected records.
+#[derive(Debug)]
+pub struct DeadLetters {
+    dir: PathBuf,
+    max_bytes: u64,
+    current: Mutex<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
+    file: File,
+    bytes: u64,
+    rotations: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    received_at: i64,
+    source: &'a str,
+    #[serde(flatten)]
+    rejection: &'a Rejection<'a>,
+    record: &'a RawValue,
+}
+
+impl DeadLetters {
+    /// Opens (creating) the area in `dir`, keeping at most about `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<DeadLetters> {
+        fs::create_dir_all(dir)?;
+        let file = OpenOptions::new().create(true).append(true).open(dir.join("current.ndjson"))?;
+        let bytes = file.metadata()?.len();
+        Ok(DeadLetters { dir: dir.to_owned(), max_bytes, current: Mutex::new(Current { file, bytes, rotations: 0 }) })
+    }
+
+    /// Appends `rejections` from one request of `source`.
+    pub fn write(&self, source: &str, received_at: i64, rejections: &[Rejection<'_>]) -> std::io::Result<()> {
+        if rejections.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for rejection in rejections {
+            let line = Line { received_at, source, rejection, record: rejection.record };
+            serde_json::to_writer(&mut buf, &line)?;
+            buf.push(b'\n');
+        }
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.file.write_all(&buf)?;
+        current.bytes += buf.len() as u64;
+        metrics::counter!("sluice_dead_letter_records_total", "source" => source.to_owned())
+            .increment(rejections.len() as u64);
+        if current.bytes > self.max_bytes / 4 {
+            self.rotate(&mut current)?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&self, current: &mut Current) -> std::io::Result<()> {
+        // The counter keeps two rotations within one millisecond from overwriting each other.
+        current.rotations += 1;
+        let name = format!("{:013}-{:06}.ndjson", chrono::Utc::now().timestamp_millis(), current.rotations);
+        fs::rename(self.dir.join("current.ndjson"), self.dir.join(name))?;
+        current.file = OpenOptions::new().create(true).append(true).open(self.dir.join("current.ndjson"))?;
+        current.bytes = 0;
+        let mut rotated: Vec<(PathBuf, u64)> = fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "current.ndjson")
+            .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+            .collect();
+        rotated.sort();
+        let mut total: u64 = rotated.iter().map(|(_, len)| len).sum();
+        for (path, len) in rotated {
+            if total <= self.max_bytes {
+                break;
+            }
+            fs::remove_file(&path)?;
+            total -= len;
+            metrics::counter!("sluice_dead_letter_evicted_bytes_total").increment(len);
+            tracing::warn!(file = %path.display(), bytes = len, "dead-letter area over its budget: deleted the oldest file");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn writes_one_line_per_rejection_with_the_record_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::open(dir.path(), 1 << 20).unwrap();
+        let record = raw(r#"{"key":5}"#);
+        let r = Rejection { index: 2, field: Some("key"), reason: "expected a string", record: &record };
+        dl.write("split", 42, &[r]).unwrap();
+        let text = fs::read_to_string(dir.path().join("current.ndjson")).unwrap();
+        assert_eq!(
+            text,
+            "{\"receivedAt\":42,\"source\":\"split\",\"index\":2,\"field\":\"key\",\"reason\":\"expected a string\",\"record\":{\"key\":5}}\n"
+        );
+    }
+
+    #[test]
+    fn stays_within_its_budget_by_dropping_the_oldest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::open(dir.path(), 4096).unwrap();
+        let record = raw(&format!("\"{}\"", "x".repeat(500)));
+        for i in 0..100 {
+            let r = Rejection { index: i, field: None, reason: "not an object", record: &record };
+            dl.write("split", i as i64, &[r]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let total: u64 = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(total <= 4096 + 4096 / 4 + 600, "dead letters use {total} bytes");
+        assert!(fs::read_dir(dir.path()).unwrap().count() > 1, "rotated at least once");
+    }
+}

@@ -1,0 +1,176 @@
+/*!
+Split's "Outgoing Webhook (Impressions)": `POST /v1/split/impressions`.
+
+The body is a JSON array of flat impression objects, usually gzipped, sometimes without saying so.
+Each element is validated on its own: valid ones are journaled verbatim (unknown fields included),
+invalid ones go to the dead-letter area, and the response counts both. The answer is 200 only
+after every accepted record is durable in the journal.
+*/
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::post};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::dead_letter::{DeadLetters, Rejection};
+use super::{admit, authorize, body};
+use crate::api::AppState;
+use crate::api::error::AppError;
+use crate::config::IngestLimits;
+use crate::journal::Record;
+use crate::record::{Impression, RecordKind};
+
+/// The most per-record errors listed in one response; the dead-letter area has them all.
+const MAX_LISTED_ERRORS: usize = 100;
+
+/// Routes of this source.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/split/impressions", post(ingest))
+}
+
+/// What the webhook may put on the URL.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    /// The shared secret, for senders that cannot set headers.
+    token: Option<String>,
+    /// Split's own switch; accepted and ignored because the body's first bytes tell.
+    #[serde(rename = "gzip")]
+    _gzip: Option<String>,
+}
+
+/// The answer to one webhook call.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Records made durable.
+    pub accepted: usize,
+    /// Records refused; each is in the dead-letter area with its reason.
+    pub rejected: usize,
+    /// The first few refusals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RecordFault>,
+}
+
+/// Why one record of the batch was refused.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordFault {
+    /// Position in the array.
+    pub index: usize,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let result = handle(&state, query.as_deref(), &headers, body).await;
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    metrics::counter!("sluice_source_requests_total", "source" => "split", "status" => status.as_str().to_owned())
+        .increment(1);
+    result
+}
+
+async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
+    let params: Params = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
+    authorize(state.config.split.token.as_deref(), params.token.as_deref(), headers)?;
+    let _permit = admit(state)?;
+
+    let limits = state.config.limits;
+    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let encoding = body::detect_encoding(headers, &raw)?;
+    metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "received")
+        .increment(raw.len() as u64);
+    let received_at = chrono::Utc::now().timestamp_millis();
+    let dead_letters = state.dead_letters.clone();
+    // Inflating and parsing a 100 MiB batch takes a while: keep it off the async workers.
+    let (records, report) = tokio::task::spawn_blocking(move || {
+        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
+        metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "decoded")
+            .increment(plain.len() as u64);
+        parse_batch(&plain, &limits, received_at, &dead_letters)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))??;
+
+    if !records.is_empty() {
+        state.journal.append(records).await.map_err(super::journal_unavailable)?;
+    }
+    metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "accepted")
+        .increment(report.accepted as u64);
+    metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "rejected")
+        .increment(report.rejected as u64);
+    // A batch in which nothing was usable is a sender bug: say so with a 4xx the sender's logs will show.
+    let status = if report.accepted == 0 && report.rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok((status, Json(report)).into_response())
+}
+
+/// Splits a decoded body into journal records and an account of what was refused.
+pub fn parse_batch(
+    plain: &Bytes,
+    limits: &IngestLimits,
+    received_at: i64,
+    dead_letters: &DeadLetters,
+) -> Result<(Vec<Record>, IngestReport), AppError> {
+    let text = std::str::from_utf8(plain).map_err(|e| {
+        AppError::bad_request(format!(
+            "the body is not valid UTF-8 (first bad byte at offset {}); Split sends UTF-8 JSON",
+            e.valid_up_to()
+        ))
+    })?;
+    let elements: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| AppError::bad_request(format!("the body must be a JSON array of impression objects: {e}")))?;
+    if elements.len() > limits.max_batch_records {
+        return Err(AppError::TooLarge(format!(
+            "the batch holds {} records, the limit is {} (limits.max_batch_records); send smaller batches",
+            elements.len(),
+            limits.max_batch_records
+        )));
+    }
+
+    let fields = limits.fields();
+    let mut records = Vec::with_capacity(elements.len());
+    let mut errors = Vec::new();
+    let mut faults = Vec::new();
+    for (index, element) in elements.iter().enumerate() {
+        match Impression::parse(element.get(), &fields) {
+            Ok(_) => records.push(Record {
+                kind: RecordKind::SplitImpression,
+                received_at_ms: received_at,
+                // A view into the request body: the record is journaled exactly as sent, with no copy.
+                payload: plain.slice_ref(element.get().as_bytes()),
+            }),
+            Err(e) => errors.push((index, e, *element)),
+        }
+    }
+    if !errors.is_empty() {
+        let rejections: Vec<Rejection<'_>> = errors
+            .iter()
+            .map(|(index, e, record)| Rejection { index: *index, field: e.field.as_deref(), reason: &e.reason, record })
+            .collect();
+        dead_letters.write("split", received_at, &rejections).map_err(|e| {
+            AppError::Internal(
+                anyhow::Error::new(e).context("could not write rejected records to the dead-letter area"),
+            )
+        })?;
+        faults = errors
+            .iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(|(index, e, _)| RecordFault { index: *index, field: e.field.clone(), reason: e.reason.clone() })
+            .collect();
+    }
+    let report = IngestReport { accepted: records.len(), rejected: errors.len(), errors: faults };
+    Ok((records, report))
+}
