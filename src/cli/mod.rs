@@ -1,0 +1,71 @@
+/*!
+The command line: `sluice serve`, `sluice export impressions`, `sluice bench`.
+
+Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
+*/
+
+pub mod bench;
+pub mod export;
+pub mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// sluice: your own copy of your Split impressions, durable and queryable.
+///
+/// Point Split's "Outgoing Webhook (Impressions)" at http://HOST:7878/v1/split/impressions,
+/// then query with `sluice export impressions` or GET /api/impressions.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (settings: see the README). Flags beat SLUICE_* variables, which beat the file.
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the journal, the store and dead letters [default: ./sluice-data]
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing would only add noise")]
+pub enum Command {
+    /// Run the server: receive webhooks, journal, load the store, answer queries.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:7878]
+        #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Write records from the store to a file or stdout (no server needed; safe while it runs).
+    Export {
+        /// What to export.
+        #[command(subcommand)]
+        what: export::ExportWhat,
+    },
+    /// Load-test the Split webhook and report impressions/s, latency and the in-process limit.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        Command::Export { .. } | Command::Bench(_) => None,
+    };
+    let overrides = Overrides { listen, data_dir: cli.data_dir.clone() };
+    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    match cli.command {
+        Command::Serve { .. } => serve::run(config),
+        Command::Export { what } => export::run(&config, what),
+        Command::Bench(args) => bench::run(config, args),
+    }
+}

@@ -1,0 +1,129 @@
+/*!
+`sluice serve`: start the journal, the consumers and the HTTP server; stop them in order.
+
+Stopping is the reverse of starting: stop accepting, finish in-flight requests, let the
+consumers catch up with the journal, close the journal.
+*/
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::consumers::store_loader::{self, LoaderStatus};
+use crate::journal::Journal as _;
+use crate::journal::file::FileJournal;
+use crate::sources::dead_letter::DeadLetters;
+use crate::store::Store;
+use crate::telemetry;
+
+/// Runs the server until SIGINT or SIGTERM, then drains and returns.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    telemetry::init_logging(&config.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?
+        .block_on(async {
+            let server = Server::start(config).await?;
+            crate::shutdown::signal().await;
+            server.stop().await
+        })
+}
+
+/// A running sluice server.
+pub struct Server {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    http_stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}; pass --data-dir", data_dir.display()))?;
+        let lock = lock_data_dir(data_dir)?;
+        let journal = Arc::new(
+            FileJournal::open(&config.journal_dir(), config.journal.clone())
+                .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
+        );
+        // Create or migrate the store now, so a broken store is reported at start-up, not at first query.
+        Store::open(&config.store_path())
+            .with_context(|| format!("cannot open the store {}", config.store_path().display()))?;
+        let dead_letters = Arc::new(
+            DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes)
+                .with_context(|| format!("cannot open the dead-letter area {}", config.dead_letter_dir().display()))?,
+        );
+
+        let consumers_stop = CancellationToken::new();
+        let loader_status = Arc::new(LoaderStatus::default());
+        let loader = tokio::spawn(store_loader::run(
+            journal.clone(),
+            config.store_path(),
+            config.store,
+            consumers_stop.clone(),
+            loader_status.clone(),
+        ));
+
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+            format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
+        })?;
+        let addr = listener.local_addr().context("the listening socket has no address")?;
+        tracing::info!(%addr, data_dir = %data_dir.display(), "sluice is listening");
+
+        let state = AppState::new(Arc::new(config), journal.clone(), dead_letters, loader_status, telemetry::metrics());
+        let http_stop = CancellationToken::new();
+        let stopped = http_stop.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await
+                .context("the HTTP server failed")?;
+            tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
+            consumers_stop.cancel();
+            match loader.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the store loader stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "the store loader panicked"),
+            }
+            journal.close().await;
+            drop(lock);
+            tracing::info!(next_offset = journal.stats().next_offset, "sluice stopped cleanly");
+            Ok(())
+        });
+        Ok(Server { addr, http_stop, task })
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests finish, consumers drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.http_stop.cancel();
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Two servers appending to one journal would interleave and corrupt it: hold an exclusive
+/// lock on `<data-dir>/sluice.lock` for as long as the server runs (the OS drops it if we die).
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("sluice.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another sluice is already serving {}; stop it or pass another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
