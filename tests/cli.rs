@@ -1,0 +1,115 @@
+//! The `sluice` command line as a user runs it: help, configuration layering, and
+//! `sluice export impressions` reading the store of a running server.
+
+mod common;
+
+use common::{Binary, gzip, seed_batch, sluice, wait_loaded};
+
+#[test]
+fn help_describes_every_subcommand() {
+    let (code, out, _) = sluice(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for word in ["serve", "export", "bench", "--data-dir", "--config"] {
+        assert!(out.contains(word), "`sluice --help` should mention {word}:\n{out}");
+    }
+    let (code, out, _) = sluice(&["export", "impressions", "--help"], &[]);
+    assert_eq!(code, 0);
+    for word in
+        ["--environment", "--split", "--key", "--treatment", "--label", "--from", "--to", "--format", "--output"]
+    {
+        assert!(out.contains(word), "export help should mention {word}:\n{out}");
+    }
+    let (code, out, _) = sluice(&["serve", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--listen") && out.contains("SLUICE_LISTEN"), "{out}");
+}
+
+#[test]
+fn a_bad_config_file_is_reported_with_its_key_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "[limits]\nmax_body = 3\n").unwrap();
+    let (code, _, err) = sluice(&["--config", file.to_str().unwrap(), "export", "impressions"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max_body"), "{err}");
+    let (code, _, err) = sluice(&["export", "impressions", "--data-dir", dir.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sluice serve"), "a missing store should say how to get one: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_reads_the_store_of_a_running_server_with_the_same_filters_as_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(b.url("/v1/split/impressions"))
+        .body(gzip(seed_batch().to_string().as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_loaded(&client, &format!("http://{}", b.addr)).await;
+
+    let out = dir.path().join("exposures.csv");
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, _, err) = sluice(
+        &[
+            "export",
+            "impressions",
+            "--data-dir",
+            data_dir,
+            "--environment",
+            "Production",
+            "--split",
+            "sample_feature",
+            "--from",
+            "1970-01-01",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let file = std::fs::read_to_string(&out).unwrap();
+    let http = client
+        .get(b.url("/api/impressions?environment=Production&split=sample_feature&from=1970-01-01"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(file, http);
+    assert_eq!(file.lines().count(), 3);
+
+    let (code, stdout, _) =
+        sluice(&["export", "impressions", "--format", "ndjson", "--key", "bob"], &[("SLUICE_DATA_DIR", data_dir)]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(stdout.contains("\"whitelisted\""), "{stdout}");
+
+    let (code, _, err) = sluice(&["export", "impressions", "--data-dir", data_dir, "--from", "last tuesday"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--from"), "the error names the flag: {err}");
+    assert_eq!(b.terminate(), Some(0));
+}
+
+#[tokio::test]
+async fn flags_beat_environment_which_beats_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, format!("data_dir = \"{}/from-file\"\n", dir.path().display())).unwrap();
+    let config = file.to_str().unwrap();
+    let (_, _, err) = sluice(&["--config", config, "export", "impressions"], &[]);
+    assert!(err.contains("from-file"), "{err}");
+    let env_dir = format!("{}/from-env", dir.path().display());
+    let (_, _, err) = sluice(&["--config", config, "export", "impressions"], &[("SLUICE_DATA_DIR", &env_dir)]);
+    assert!(err.contains("from-env"), "{err}");
+    let flag_dir = format!("{}/from-flag", dir.path().display());
+    let (_, _, err) = sluice(
+        &["--config", config, "export", "impressions", "--data-dir", &flag_dir],
+        &[("SLUICE_DATA_DIR", &env_dir)],
+    );
+    assert!(err.contains("from-flag"), "{err}");
+}

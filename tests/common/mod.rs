@@ -1,0 +1,194 @@
+//! Shared helpers for the integration tests: start sluice (in process or as the real binary),
+//! post batches, wait for the store, read exports.
+
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+use sluice::cli::serve::Server;
+use sluice::config::Config;
+
+/// A config for a test: its own data dir, an ephemeral port, quick loader flushes.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut c =
+        Config { data_dir: data_dir.to_owned(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
+    c.store.idle_ms = 20;
+    c
+}
+
+/// A sluice server running inside the test process.
+pub struct InProcess {
+    pub server: Server,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let server = Server::start(config).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        InProcess { server, base, client: reqwest::Client::new(), dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a body to the Split webhook with optional headers; returns status and JSON body.
+    pub async fn post(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post_gzip(&self, impressions: &Value) -> (u16, Value) {
+        self.post("/v1/split/impressions", gzip(impressions.to_string().as_bytes()), &[]).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Waits until every consumer has caught up with the journal.
+    pub async fn wait_loaded(&self) {
+        wait_loaded(&self.client, &self.base).await
+    }
+
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.stop().await.unwrap();
+        self.dir
+    }
+}
+
+pub async fn wait_loaded(client: &reqwest::Client, base: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(resp) = client.get(format!("{base}/readyz")).send().await
+            && let Ok(ready) = resp.json::<Value>().await
+            && let Some(consumers) = ready["consumers"].as_object()
+            && !consumers.is_empty()
+            && consumers.values().all(|c| c["lag"].as_u64() == Some(0))
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the store did not catch up within 60 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// One impression with every documented field.
+pub fn impression(key: &str, split: &str, env: &str, treatment: &str, label: &str, time: i64) -> Value {
+    json!({
+        "key": key, "split": split, "environmentId": format!("id-{env}"), "environmentName": env,
+        "treatment": treatment, "time": time, "bucketingKey": null, "label": label,
+        "machineName": "ip-10-0-0-1", "machineIp": "10.0.0.1", "splitVersionNumber": 1572632100000i64,
+        "sdk": "java", "sdkVersion": "4.1.0", "properties": "{}"
+    })
+}
+
+/// The rows of the seed's sample report, as impressions.
+pub fn seed_batch() -> Value {
+    let rows = [
+        ("alphonso", "sample_feature", "off", "default rule", 1572632114350i64),
+        ("bob", "sample_feature", "on", "whitelisted", 1572632224436),
+        ("anonymous80008", "front_end_packages_anonymous", "checked", "default rule", 1572894348393),
+        ("anonymous652788", "front_end_packages_anonymous", "checked", "default rule", 1572894351426),
+        ("anonymous484843", "front_end_packages_anonymous", "unchecked", "default rule", 1572894350414),
+        ("anonymous854427", "front_end_packages_anonymous", "unchecked", "default rule", 1572894349404),
+        ("anonymous652788", "front_end_discount_coupon_anonymous", "high", "default rule", 1572894351425),
+        ("anonymous854427", "front_end_discount_coupon_anonymous", "high", "default rule", 1572894349403),
+        ("anonymous484843", "front_end_discount_coupon_anonymous", "high", "default rule", 1572894350413),
+        ("anonymous80008", "front_end_discount_coupon_anonymous", "low", "default rule", 1572894348392),
+        ("anonymous28108", "front_end_discount_coupon_anonymous", "off", "default rule", 1572894352430),
+    ];
+    Value::Array(rows.iter().map(|(k, s, t, l, time)| impression(k, s, "Production", t, l, *time)).collect())
+}
+
+/// The real `sluice` binary running as a child process.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Binary {
+    /// Starts `sluice serve` on a free port with `data_dir` and waits for `/healthz`.
+    pub async fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(data_dir);
+        cmd.env("SLUICE_STORE__IDLE_MS", "20").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let b = Binary { child, addr, data_dir: data_dir.to_owned() };
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(b.url("/healthz")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "sluice did not start within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit and returns its status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait().unwrap().code()
+    }
+}
+
+/// Runs the `sluice` binary to completion with `args`; returns (status, stdout, stderr).
+pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args).env_remove("SLUICE_CONFIG").env_remove("SLUICE_DATA_DIR").env_remove("SLUICE_LISTEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
