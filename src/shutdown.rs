@@ -2,27 +2,32 @@
 Shutdown: the signal that starts a graceful stop.
 */
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+use anyhow::Context as _;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// SIGINT and SIGTERM, listened for from the moment [`Signals::install`] returns.
+///
+/// Installed before the server starts, so a SIGTERM that arrives while it is still starting
+/// (a supervisor giving up early, a test that is quick) stops it gracefully instead of killing it.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// Replaces the default "die at once" action of SIGINT and SIGTERM; needs a Tokio runtime.
+    pub fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+    pub async fn received(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received: shutting down"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received: shutting down"),
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received: shutting down"),
-        () = term => tracing::info!("SIGTERM received: shutting down"),
     }
 }

@@ -29,8 +29,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("could not start the async runtime")?
         .block_on(async {
+            let signals = crate::shutdown::Signals::install()?;
             let server = Server::start(config).await?;
-            crate::shutdown::signal().await;
+            signals.received().await;
             server.stop().await
         })
 }

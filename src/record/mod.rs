@@ -6,7 +6,7 @@ Each record kind has one parser here, shared by ingest (validation) and by every
 
 pub mod impression;
 
-pub use impression::{DedupMode, FieldLimits, Impression, RecordError};
+pub use impression::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordError};
 
 /// The kind of a journaled record, stored in each journal entry's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -118,6 +118,9 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The thread parsing a batch panicked (a bug); the batch was rolled back and will be retried.
+    #[error("the store loader's parser thread panicked; the batch was rolled back — please report this as a bug")]
+    ParserPanicked,
     /// A statement failed (busy, disk full, I/O error…); the transaction was rolled back.
     #[error("store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -178,6 +178,17 @@ impl Binary {
     }
 }
 
+impl Drop for Binary {
+    /// A test that fails midway must not leave a server running (it would hold the test
+    /// harness's output pipe open, and its port, forever).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs the `sluice` binary to completion with `args`; returns (status, stdout, stderr).
 pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
