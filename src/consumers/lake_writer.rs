@@ -42,6 +42,8 @@ const READ_BATCH: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How long a stopping writer waits for more entries before it flushes and returns.
+const SHUTDOWN_IDLE: Duration = Duration::from_millis(20);
 /// Least time between two checkpoint saves when no flush forces one.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -252,8 +254,11 @@ impl Run {
     }
 
     async fn main_loop(&mut self) -> anyhow::Result<()> {
-        let idle = self.flush_age.min(Duration::from_secs(1));
         loop {
+            // Wake at least every second to flush by age; once stopping, only wait long enough
+            // to see that the journal has nothing more.
+            let idle =
+                if self.shutdown.is_cancelled() { SHUTDOWN_IDLE } else { self.flush_age.min(Duration::from_secs(1)) };
             let batch = self
                 .w
                 .reader
