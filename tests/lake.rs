@@ -18,7 +18,8 @@ use sluice::lake::LakeFormat;
 const T0: i64 = 1_572_632_114_350;
 const HOUR: i64 = 3_600_000;
 
-/// Every object file under `dir`, as (path relative to `dir`, contents).
+/// Every object file under `dir`, as (path relative to `dir`, contents). Upload staging files
+/// (`<name>#<n>`, renamed into place when complete) are not objects yet.
 fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -27,7 +28,9 @@ fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 walk(root, &path, out);
             } else {
                 let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push((name, std::fs::read(&path).unwrap()));
+                if !name.contains('#') {
+                    out.push((name, std::fs::read(&path).unwrap()));
+                }
             }
         }
     }
@@ -111,6 +114,15 @@ async fn ndjson_gzip_objects_hold_every_record_once_in_its_event_hour_after_a_gr
     let checkpoint: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("lake-writer.json")).unwrap()).unwrap();
     assert_eq!(checkpoint["offset"], sent.len(), "the checkpoint is past every record");
+
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, out, err) = common::sluice(&["lake", "ls", "--data-dir", data_dir], &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(listed[..3], names[..], "`lake ls` lists every object, sorted: {out}");
+    assert!(out.lines().last().unwrap().starts_with("3 objects, "), "{out}");
+    let (_, out, _) = common::sluice(&["lake", "ls", "--data-dir", data_dir, "split_impression/2019/11/01/19"], &[]);
+    assert!(out.lines().last().unwrap().starts_with("1 object, "), "a prefix narrows the listing: {out}");
 }
 
 #[tokio::test]

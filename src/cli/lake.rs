@@ -42,6 +42,7 @@ pub fn run(config: &Config, command: LakeCommand) -> anyhow::Result<()> {
         total += size;
         writeln!(out, "{size:>12}  {}  {name}", modified.format("%Y-%m-%dT%H:%M:%SZ"))?;
     }
-    writeln!(out, "{} objects, {total} bytes in {}", objects.len(), lake.description())?;
+    let plural = if objects.len() == 1 { "" } else { "s" };
+    writeln!(out, "{} object{plural}, {total} bytes in {}", objects.len(), lake.description())?;
     Ok(())
 }
