@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
+use crate::lake::LakeConfig;
 use crate::record::FieldLimits;
 
 /// The whole validated configuration of a sluice process.
@@ -40,6 +41,8 @@ pub struct Config {
     pub backpressure: BackpressureConfig,
     /// Where rejected records are kept.
     pub dead_letter: DeadLetterConfig,
+    /// The lake: every record archived as objects.
+    pub lake: LakeConfig,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             store: LoaderConfig::default(),
             backpressure: BackpressureConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            lake: LakeConfig::default(),
         }
     }
 }
@@ -210,6 +214,7 @@ impl Config {
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");
         }
+        self.lake.validate()?;
         Ok(())
     }
 
@@ -226,6 +231,16 @@ impl Config {
     /// Where rejected records are written.
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.data_dir.join("dead-letter")
+    }
+
+    /// The lake's directory when `lake.url` is unset.
+    pub fn lake_dir(&self) -> PathBuf {
+        self.data_dir.join("lake")
+    }
+
+    /// The lake writer's checkpoint: its lake and committed offset.
+    pub fn lake_checkpoint_path(&self) -> PathBuf {
+        self.data_dir.join("lake-writer.json")
     }
 }
 

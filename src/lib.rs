@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod consumers;
 pub mod journal;
+pub mod lake;
 pub mod query;
 pub mod record;
 pub mod shutdown;

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
+use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::journal::Journal;
 use crate::sources::dead_letter::DeadLetters;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Bounds concurrent ingest requests (and so the memory they hold).
     pub ingest_permits: Arc<Semaphore>,
+    /// The lake writer's health, when the lake is on.
+    pub lake: Option<Arc<LakeStatus>>,
 }
 
 impl AppState {
@@ -47,7 +50,13 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
-        AppState { config, journal, dead_letters, loader, metrics, ingest_permits }
+        AppState { config, journal, dead_letters, loader, metrics, ingest_permits, lake: None }
+    }
+
+    /// Adds the lake writer's status, shown by `/readyz`.
+    pub fn with_lake(mut self, lake: Arc<LakeStatus>) -> Self {
+        self.lake = Some(lake);
+        self
     }
 }
 

@@ -22,6 +22,8 @@ async fn healthz() -> &'static str {
 
 /// Ready means: the journal accepts writes and has room, and every consumer is healthy and
 /// within the lag limit — the same conditions under which ingest does not push back.
+/// A failing lake is reported but does not make sluice unready: ingest goes on while the lake is
+/// down (that is the point of the journal), and the lake's lag still counts against the limit.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let stats = state.journal.stats();
     let max_lag = state.config.backpressure.max_consumer_lag;
@@ -37,7 +39,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .collect();
     let lag_ok = stats.max_lag() <= max_lag;
     let ready = journal_ok && lag_ok && loader_healthy;
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "journal": {
             "writable": !stats.poisoned,
@@ -48,6 +50,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "consumers": consumers,
         "store": {"healthy": loader_healthy, "lastError": state.loader.last_error()},
     });
+    if let Some(lake) = &state.lake {
+        body["lake"] = json!({
+            "healthy": lake.is_healthy(),
+            "lastError": lake.last_error(),
+            "committedOffset": lake.committed_offset(),
+            "bufferedBytes": lake.buffered_bytes(),
+        });
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }

@@ -1,11 +1,12 @@
 /*!
-The command line: `sluice serve`, `sluice export impressions`, `sluice bench`.
+The command line: `sluice serve`, `sluice export impressions`, `sluice lake ls`, `sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
 
 pub mod bench;
 pub mod export;
+pub mod lake;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -51,6 +52,12 @@ pub enum Command {
         #[command(subcommand)]
         what: export::ExportWhat,
     },
+    /// Look at the lake (no server needed; safe while it runs).
+    Lake {
+        /// What to do.
+        #[command(subcommand)]
+        what: lake::LakeCommand,
+    },
     /// Load-test the Split webhook and report impressions/s, latency and the in-process limit.
     Bench(bench::BenchArgs),
 }
@@ -59,13 +66,14 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::Export { .. } | Command::Bench(_) => None,
+        Command::Export { .. } | Command::Lake { .. } | Command::Bench(_) => None,
     };
     let overrides = Overrides { listen, data_dir: cli.data_dir.clone() };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
         Command::Serve { .. } => serve::run(config),
         Command::Export { what } => export::run(&config, what),
+        Command::Lake { what } => lake::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
     }
 }

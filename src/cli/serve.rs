@@ -14,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::consumers::lake_writer::{LakeStatus, LakeWriter};
 use crate::consumers::store_loader::{self, LoaderStatus};
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
+use crate::lake::Lake;
 use crate::sources::dead_letter::DeadLetters;
 use crate::store::Store;
 use crate::telemetry;
@@ -64,6 +66,25 @@ impl Server {
         );
 
         let consumers_stop = CancellationToken::new();
+        // Registered with the journal before the loader runs and commits, so that retention
+        // cannot delete what the lake has not archived yet.
+        let lake = if config.lake.enabled {
+            let lake = Lake::open(&config.lake, &config.lake_dir())
+                .context("cannot open the lake (set lake.enabled = false to run without one)")?;
+            let writer = LakeWriter::register(journal.clone(), lake, &config.lake, &config.lake_checkpoint_path())?;
+            let status = Arc::new(LakeStatus::default());
+            let (stop, running) = (consumers_stop.clone(), status.clone());
+            let task = tokio::spawn(async move {
+                // Logged when it happens, not at shutdown: ingest goes on without the lake, and
+                // the operator should learn why it stopped (also shown by /readyz).
+                if let Err(e) = writer.run(stop, running).await {
+                    tracing::error!(error = format!("{e:#}"), "the lake writer stopped");
+                }
+            });
+            Some((task, status))
+        } else {
+            None
+        };
         let loader_status = Arc::new(LoaderStatus::default());
         let loader = tokio::spawn(store_loader::run(
             journal.clone(),
@@ -79,7 +100,13 @@ impl Server {
         let addr = listener.local_addr().context("the listening socket has no address")?;
         tracing::info!(%addr, data_dir = %data_dir.display(), "sluice is listening");
 
-        let state = AppState::new(Arc::new(config), journal.clone(), dead_letters, loader_status, telemetry::metrics());
+        let mut state =
+            AppState::new(Arc::new(config), journal.clone(), dead_letters, loader_status, telemetry::metrics());
+        let mut lake_writer = None;
+        if let Some((task, status)) = lake {
+            state = state.with_lake(status);
+            lake_writer = Some(task);
+        }
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
         let task = tokio::spawn(async move {
@@ -93,6 +120,11 @@ impl Server {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the store loader stopped with an error"),
                 Err(e) => tracing::error!(error = %e, "the store loader panicked"),
+            }
+            if let Some(task) = lake_writer
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, "the lake writer panicked");
             }
             journal.close().await;
             drop(lock);

@@ -249,7 +249,8 @@ fn write_json(
 }
 
 /// Writes one impression as a JSON object: the webhook fields, `receivedAt`, then the unknown fields.
-fn write_object(w: &mut impl Write, v: &ImpressionView<'_>) -> std::io::Result<()> {
+/// The lake writes its NDJSON objects with it too, so a lake line reads like an export line.
+pub(crate) fn write_object(w: &mut impl Write, v: &ImpressionView<'_>) -> std::io::Result<()> {
     w.write_all(b"{")?;
     for (i, (name, value)) in WEBHOOK_FIELDS.iter().zip(webhook_values(v)).enumerate() {
         if i > 0 {

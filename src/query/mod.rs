@@ -10,6 +10,7 @@ mod filter;
 mod format;
 
 pub use filter::{ImpressionQuery, ParamError};
+pub(crate) use format::write_object;
 pub use format::{OutputFormat, write_impressions};
 
 /// Why a query or an export stopped.

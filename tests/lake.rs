@@ -1,0 +1,342 @@
+//! The lake writer against a local directory: layout, formats, flush triggers, error prefix,
+//! crash safety of the real binary, and Parquet read back by pyarrow.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Binary, InProcess, gzip, impression};
+use rand::Rng as _;
+use serde_json::Value;
+use sluice::lake::LakeFormat;
+
+/// 2019-11-01T18:15:14.350Z.
+const T0: i64 = 1_572_632_114_350;
+const HOUR: i64 = 3_600_000;
+
+/// Every object file under `dir`, as (path relative to `dir`, contents). Upload staging files
+/// (`<name>#<n>`, renamed into place when complete) are not objects yet.
+fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                if !name.contains('#') {
+                    out.push((name, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// Decompresses a `.json.gz` or `.json.zst` object and parses every line; checks each line is
+/// one JSON object and the text ends with a newline.
+fn ndjson_lines(name: &str, bytes: &[u8]) -> Vec<Value> {
+    let mut text = String::new();
+    if name.ends_with(".json.gz") {
+        flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut text).unwrap();
+    } else {
+        assert!(name.ends_with(".json.zst"), "unexpected object {name}");
+        text = String::from_utf8(zstd::decode_all(bytes).unwrap()).unwrap();
+    }
+    assert!(text.ends_with('\n'), "{name} ends with a newline");
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).inspect(|v| assert!(v.is_object())).collect()
+}
+
+/// The offsets in an object's file name.
+fn offsets(name: &str) -> (u64, u64) {
+    let file = name.rsplit('/').next().unwrap();
+    let (first, last) = file.split_once('.').unwrap().0.split_once('-').unwrap();
+    assert_eq!((first.len(), last.len()), (20, 20), "zero-padded offsets in {name}");
+    (first.parse().unwrap(), last.parse().unwrap())
+}
+
+/// Every key in the NDJSON objects of the lake at `dir` with how often it appears; also checks
+/// each object's lines lie within the offsets its name claims (by count) and its folder matches
+/// each record's event hour.
+fn lake_keys(dir: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for (name, bytes) in objects(dir) {
+        if name.starts_with("errors/") {
+            continue;
+        }
+        let (first, last) = offsets(&name);
+        let lines = ndjson_lines(&name, &bytes);
+        assert!(lines.len() as u64 <= last - first + 1, "{name} holds more records than its offset range");
+        for line in lines {
+            let time = chrono::DateTime::from_timestamp_millis(line["time"].as_i64().unwrap()).unwrap();
+            let folder = format!("split_impression/{}/", time.format("%Y/%m/%d/%H"));
+            assert!(name.starts_with(&folder), "{name} holds a record of {folder}");
+            *counts.entry(line["key"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn batch(keys: &[String], time: impl Fn(usize) -> i64) -> Value {
+    Value::Array(keys.iter().enumerate().map(|(i, k)| impression(k, "f", "Production", "on", "r", time(i))).collect())
+}
+
+#[tokio::test]
+async fn ndjson_gzip_objects_hold_every_record_once_in_its_event_hour_after_a_graceful_stop() {
+    let app = InProcess::start().await;
+    let mut sent = Vec::new();
+    for b in 0..5 {
+        let keys: Vec<String> = (0..300).map(|i| format!("b{b}-k{i}")).collect();
+        // Three event hours interleaved within each batch.
+        let (status, _) = app.post_gzip(&batch(&keys, |i| T0 + (i % 3) as i64 * HOUR)).await;
+        assert_eq!(status, 200);
+        sent.extend(keys);
+    }
+    let lake = app.dir.path().join("lake");
+    assert!(objects(&lake).is_empty(), "nothing is flushed before the age or size limit");
+    let dir = app.stop().await;
+
+    let names: Vec<String> = objects(&lake).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 3, "one object per event hour on shutdown: {names:?}");
+    assert!(names[0].starts_with("split_impression/2019/11/01/18/00000000000000000000-"), "{names:?}");
+    let counts = lake_keys(&lake);
+    assert_eq!(counts.len(), sent.len());
+    assert!(sent.iter().all(|k| counts.get(k) == Some(&1)));
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("lake-writer.json")).unwrap()).unwrap();
+    assert_eq!(checkpoint["offset"], sent.len(), "the checkpoint is past every record");
+
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, out, err) = common::sluice(&["lake", "ls", "--data-dir", data_dir], &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<&str> = out.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(listed[..3], names[..], "`lake ls` lists every object, sorted: {out}");
+    assert!(out.lines().last().unwrap().starts_with("3 objects, "), "{out}");
+    let (_, out, _) = common::sluice(&["lake", "ls", "--data-dir", data_dir, "split_impression/2019/11/01/19"], &[]);
+    assert!(out.lines().last().unwrap().starts_with("1 object, "), "a prefix narrows the listing: {out}");
+}
+
+#[tokio::test]
+async fn lines_are_the_webhook_fields_plus_arrival_time_in_hive_layout_with_zstd() {
+    let app = InProcess::start_with(|c| {
+        c.lake.layout = "hive".into();
+        c.lake.format = LakeFormat::NdjsonZstd;
+    })
+    .await;
+    let mut sent = impression("alphonso", "sample_feature", "Production", "off", "default rule", T0);
+    sent["newField"] = serde_json::json!({"a": [1, 2]});
+    let before = chrono::Utc::now().timestamp_millis();
+    assert_eq!(app.post_gzip(&Value::Array(vec![sent.clone()])).await.0, 200);
+    let dir = app.stop().await;
+    let all = objects(&dir.path().join("lake"));
+    assert_eq!(all.len(), 1);
+    let (name, bytes) = &all[0];
+    assert_eq!(name, "split_impression/dt=2019-11-01/hour=18/00000000000000000000-00000000000000000000.json.zst");
+    let line = &ndjson_lines(name, bytes)[0];
+    let received = line["receivedAt"].as_i64().unwrap();
+    assert!(received >= before, "receivedAt is sluice's arrival time");
+    let mut want = sent;
+    want["receivedAt"] = received.into();
+    assert_eq!(line, &want);
+}
+
+#[tokio::test]
+async fn full_buffers_flush_as_consecutive_objects_and_old_ones_flush_by_age() {
+    let app = InProcess::start_with(|c| {
+        c.lake.flush_bytes = 20_000;
+        c.lake.flush_secs = 1;
+    })
+    .await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+    assert_eq!(app.post_gzip(&batch(&keys, |_| T0)).await.0, 200);
+    // No shutdown: the last, partial buffer goes out by age.
+    let started = Instant::now();
+    let lake = app.dir.path().join("lake");
+    while lake_keys(&lake).len() < keys.len() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the age flush did not come");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ranges: Vec<(u64, u64)> = objects(&lake).iter().map(|(n, _)| offsets(n)).collect();
+    assert!(ranges.len() >= 5, "size flushes cut several objects: {ranges:?}");
+    for pair in ranges.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1 + 1, "consecutive, non-overlapping offset ranges: {ranges:?}");
+    }
+    assert_eq!(ranges.last().unwrap().1, 999);
+    let (_, ready) = app.get("/readyz").await;
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["lake"]["healthy"], true);
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(metrics.contains("sluice_lake_objects_total"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn records_that_cannot_be_partitioned_go_to_the_error_prefix_with_the_reason() {
+    let app = InProcess::start().await;
+    let keys = vec!["fine".to_owned(), "far-future".to_owned()];
+    assert_eq!(app.post_gzip(&batch(&keys, |i| if i == 0 { T0 } else { i64::MAX })).await.0, 200);
+    let dir = app.stop().await;
+    let all = objects(&dir.path().join("lake"));
+    let errors: Vec<_> = all.iter().filter(|(n, _)| n.starts_with("errors/split_impression/")).collect();
+    assert_eq!(errors.len(), 1, "{all:?}");
+    let line = &ndjson_lines(&errors[0].0, &errors[0].1)[0];
+    assert_eq!(line["offset"], 1);
+    assert!(line["reason"].as_str().unwrap().contains("`time`"), "{line}");
+    let payload: Value = serde_json::from_str(line["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["key"], "far-future");
+    assert_eq!(lake_keys(&dir.path().join("lake")).keys().collect::<Vec<_>>(), ["fine"]);
+}
+
+#[tokio::test]
+async fn a_new_data_dir_refuses_a_lake_written_from_another_journal() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = shared.path().to_str().unwrap().to_owned();
+    let first = InProcess::start_with(|c| c.lake.url = Some(url.clone())).await;
+    assert_eq!(first.post_gzip(&batch(&["a".to_owned()], |_| T0)).await.0, 200);
+    first.stop().await;
+    let second = InProcess::start_with(|c| c.lake.url = Some(url.clone())).await;
+    let started = Instant::now();
+    loop {
+        let ready: Value = serde_json::from_str(&second.get("/readyz").await.1).unwrap();
+        if ready["lake"]["healthy"] == false {
+            assert!(ready["lake"]["lastError"].as_str().unwrap().contains("already holds objects"), "{ready}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the clash was not reported: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(second.post_gzip(&batch(&["b".to_owned()], |_| T0)).await.0, 200, "ingest goes on");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Small buffers over many hours: flushes (and so kills inside them) all the time.
+    let env = [("SLUICE_LAKE__FLUSH_BYTES", "30000"), ("SLUICE_LAKE__FLUSH_SECS", "1")];
+    for round in 0..4 {
+        let b = Binary::start(dir.path(), &env).await;
+        let url = b.url("/v1/split/impressions");
+        let posters: Vec<_> = (0..4)
+            .map(|p| {
+                let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let keys: Vec<String> = (0..200).map(|i| format!("r{round}-p{p}-b{n}-i{i}")).collect();
+                        let body = batch(&keys, |i| T0 + (i % 7) as i64 * HOUR);
+                        match client.post(&url).body(gzip(body.to_string().as_bytes())).send().await {
+                            Ok(resp) if resp.status().is_success() => acked.lock().unwrap().extend(keys),
+                            _ => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..900))).await;
+        b.kill9();
+        for p in posters {
+            p.await.unwrap();
+        }
+    }
+    let b = Binary::start(dir.path(), &env).await;
+    common::wait_loaded(&client, &format!("http://{}", b.addr)).await;
+    assert_eq!(b.terminate(), Some(0), "a graceful stop flushes everything");
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 2000, "the load was too light to prove anything: {} acknowledged", acked.len());
+    let counts = lake_keys(&dir.path().join("lake"));
+    for key in &acked {
+        assert_eq!(counts.get(key), Some(&1), "acknowledged impression {key} is in the lake exactly once");
+    }
+    assert!(counts.values().all(|&n| n == 1), "no record is in two objects");
+}
+
+/// The test virtualenv's Python with pyarrow (`scripts/test.sh` creates it), if there is one.
+fn python() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("TEST_PYARROW_PYTHON")?);
+    path.exists().then_some(path)
+}
+
+#[tokio::test]
+async fn parquet_objects_read_back_by_pyarrow_match_every_posted_row() {
+    let Some(python) = python() else {
+        eprintln!("TEST_PYARROW_PYTHON is not set: skipping the pyarrow read-back (scripts/test.sh sets it)");
+        return;
+    };
+    let app = InProcess::start_with(|c| c.lake.format = LakeFormat::Parquet).await;
+    let mut sent: Vec<Value> = (0..500)
+        .map(|i| {
+            let mut imp =
+                impression(&format!("k{i}"), "checkout_v2", "Production", "on", "default rule", T0 + i * 60_000);
+            if i % 2 == 0 {
+                imp["bucketingKey"] = format!("b{i}").into();
+                imp["properties"] = r#"{"plan":"pro"}"#.into();
+            }
+            if i % 5 == 0 {
+                imp["splitVersionNumber"] = Value::Null;
+                imp["sdk"] = Value::Null;
+            }
+            imp
+        })
+        .collect();
+    assert_eq!(app.post_gzip(&Value::Array(sent.clone())).await.0, 200);
+    let dir = app.stop().await;
+    let lake = dir.path().join("lake");
+    assert!(objects(&lake).iter().all(|(n, _)| n.ends_with(".parquet")));
+
+    let script = r#"
+import glob, json, sys
+import pyarrow.parquet as pq
+rows = []
+for path in sorted(glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True)):
+    table = pq.read_table(path)
+    for row in table.to_pylist():
+        row["timestamp"] = int(row["timestamp"].timestamp() * 1000)
+        row["receptionTimestamp"] = int(row["receptionTimestamp"].timestamp() * 1000)
+        rows.append(row)
+print(json.dumps({"schema": str(pq.read_schema(path)), "rows": rows}))
+"#;
+    let out = std::process::Command::new(python).args(["-c", script]).arg(&lake).output().unwrap();
+    assert!(out.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&out.stderr));
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema = read["schema"].as_str().unwrap();
+    assert!(schema.contains("timestamp: timestamp[ms, tz=UTC] not null"), "{schema}");
+    assert!(schema.contains("splitVersion: int64"), "{schema}");
+    let mut rows: Vec<Value> = read["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["key"].as_str().unwrap()[1..].parse::<u32>().unwrap());
+    sent.sort_by_key(|r| r["key"].as_str().unwrap()[1..].parse::<u32>().unwrap());
+    assert_eq!(rows.len(), sent.len());
+    for (row, sent) in rows.iter().zip(&sent) {
+        let renamed = [
+            ("key", "key"),
+            ("bucketingKey", "bucketingKey"),
+            ("label", "label"),
+            ("treatment", "treatment"),
+            ("splitName", "split"),
+            ("splitVersion", "splitVersionNumber"),
+            ("properties", "properties"),
+            ("environmentId", "environmentId"),
+            ("environmentName", "environmentName"),
+            ("sdk", "sdk"),
+            ("sdkVersion", "sdkVersion"),
+            ("machineName", "machineName"),
+            ("machineIp", "machineIp"),
+            ("timestamp", "time"),
+        ];
+        for (column, field) in renamed {
+            assert_eq!(row[column], sent[field], "column {column} of {}", sent["key"]);
+        }
+        assert!(row["receptionTimestamp"].as_i64().unwrap() > T0);
+        assert_eq!(row["extra"], Value::Null);
+    }
+}

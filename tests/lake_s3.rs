@@ -1,0 +1,154 @@
+//! The lake writer against a real S3-compatible server (s3s-fs, on loopback): objects arrive
+//! through the S3 protocol with signed requests, and an outage of the server loses nothing.
+//! `scripts/test.sh` installs s3s-fs and points `TEST_S3S_FS` at it; without it the test
+//! says so and does nothing.
+
+mod common;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Binary, gzip, impression};
+use serde_json::Value;
+
+const ACCESS_KEY: &str = "sluice-test-access";
+const SECRET_KEY: &str = "sluice-test-secret-0123456789";
+const BUCKET: &str = "lake";
+
+/// An s3s-fs server storing under `root`, on `port`.
+struct S3Server {
+    child: Child,
+}
+
+impl S3Server {
+    async fn start(binary: &Path, root: &Path, port: u16) -> S3Server {
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY])
+            .args(["--secret-key", SECRET_KEY])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        S3Server { child }
+    }
+
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Also on a failed assertion: no server outlives its test.
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every key in the `.json.gz` objects stored under `dir` (s3s-fs keeps one file per object).
+fn keys_in(dir: &Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            keys_in(&path, out);
+        } else if path.to_string_lossy().ends_with(".json.gz") {
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut text).unwrap();
+            for line in text.lines() {
+                let row: Value = serde_json::from_str(line).unwrap();
+                out.push(row["key"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+}
+
+async fn ready(client: &reqwest::Client, b: &Binary) -> Value {
+    client.get(b.url("/readyz")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn post(client: &reqwest::Client, b: &Binary, keys: &[String]) {
+    let body = Value::Array(keys.iter().map(|k| impression(k, "f", "P", "on", "r", 1_572_632_114_350)).collect());
+    let resp =
+        client.post(b.url("/v1/split/impressions")).body(gzip(body.to_string().as_bytes())).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "ingest accepts whatever the lake is doing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_reach_s3_and_an_outage_of_the_server_loses_nothing() {
+    let Some(binary) = std::env::var_os("TEST_S3S_FS").map(PathBuf::from) else {
+        eprintln!("TEST_S3S_FS is not set: skipping the S3 test (scripts/test.sh installs s3s-fs and sets it)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = S3Server::start(&binary, root.path(), port).await;
+    let data = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("SLUICE_LAKE__URL", "s3://lake/archive/sluice"),
+        ("SLUICE_LAKE__ENDPOINT", endpoint.as_str()),
+        ("SLUICE_LAKE__FLUSH_SECS", "1"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let b = Binary::start(data.path(), &env).await;
+    let client = reqwest::Client::new();
+    let wait_committed = |what: &'static str| {
+        let (client, b) = (&client, &b);
+        async move {
+            let started = Instant::now();
+            loop {
+                let r = ready(client, b).await;
+                if r["lake"]["healthy"] == true && r["lake"]["committedOffset"] == r["journal"]["nextOffset"] {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "{what}: the lake did not catch up: {r}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let mut sent: Vec<String> = (0..300).map(|i| format!("before-{i}")).collect();
+    post(&client, &b, &sent).await;
+    wait_committed("before the outage").await;
+
+    server.stop();
+    let during: Vec<String> = (0..300).map(|i| format!("during-{i}")).collect();
+    post(&client, &b, &during).await;
+    sent.extend(during);
+    let started = Instant::now();
+    loop {
+        let r = ready(&client, &b).await;
+        if r["lake"]["healthy"] == false {
+            assert!(r["lake"]["lastError"].as_str().unwrap().contains("PUT"), "{r}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the outage was not reported: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server = S3Server::start(&binary, root.path(), port).await;
+    let after: Vec<String> = (0..300).map(|i| format!("after-{i}")).collect();
+    post(&client, &b, &after).await;
+    sent.extend(after);
+    wait_committed("after the outage").await;
+    assert_eq!(b.terminate(), Some(0));
+    server.stop();
+
+    let prefix = root.path().join(BUCKET).join("archive/sluice/split_impression/2019/11/01/18");
+    assert!(prefix.is_dir(), "objects are under the URL's prefix and the event hour");
+    let mut stored = Vec::new();
+    keys_in(&root.path().join(BUCKET), &mut stored);
+    stored.sort();
+    sent.sort();
+    assert_eq!(stored, sent, "every record exactly once");
+}
