@@ -46,7 +46,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "nextOffset": stats.next_offset,
         },
         "consumers": consumers,
-        "store": {"healthy": loader_healthy, "lastError": state.loader.last_error()},
+        "store": {
+            "backend": state.readers.target().backend(),
+            "healthy": loader_healthy,
+            "lastError": state.loader.last_error(),
+        },
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
