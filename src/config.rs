@@ -139,7 +139,7 @@ pub struct SplitSourceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]` or `sqlite://PATH`; unset
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or `sqlite://PATH`; unset
     /// means the embedded SQLite file `<data_dir>/store.sqlite`. Without a password in the URL,
     /// `PGPASSWORD` is used.
     pub url: Option<String>,
@@ -383,6 +383,13 @@ mod tests {
                 Overrides { store: Some(StoreOverrides { url: "postgres://flag@db/f".into() }), ..Default::default() };
             let c = Config::load(file, &o).unwrap();
             assert_eq!(c.store_target().unwrap().to_string(), "postgres://flag@db:5432/f");
+
+            let o = Overrides {
+                store: Some(StoreOverrides { url: "postgres://u@db/x?sslmode=require".into() }),
+                ..Default::default()
+            };
+            let err = Config::load(file, &o).unwrap_err();
+            assert!(format!("{err:#}").contains("sslmode=require is not supported"), "{err:#}");
 
             let o = Overrides { store: Some(StoreOverrides { url: "mysql://nope".into() }), ..Default::default() };
             let err = Config::load(file, &o).unwrap_err();

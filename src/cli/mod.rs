@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Store URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require] or sqlite://PATH [default: DIR/store.sqlite]
+    /// Store URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite://PATH [default: DIR/store.sqlite]
     #[arg(long, global = true, env = "SLUICE_STORE", value_name = "URL", hide_env_values = true)]
     pub store: Option<String>,
 

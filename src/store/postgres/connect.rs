@@ -1,5 +1,6 @@
 /*!
-Opening a connection: plain TCP or TLS, as the URL's `sslmode` asks.
+Opening a connection. Plain TCP only for now: `PgSettings::from_url` refuses `sslmode=require`,
+and `prefer` falls back to an unencrypted connection.
 */
 
 use ::postgres::{Client, Config, NoTls};

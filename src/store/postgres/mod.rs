@@ -1,10 +1,12 @@
 /*!
 The PostgreSQL store: the production backend, chosen with a `postgres://` store URL.
 
-Loading is bulk: a batch is `COPY`'d in binary into a per-connection temporary staging table, then
-moved with one `INSERT … SELECT … ON CONFLICT (identity) DO NOTHING`, and the consumer offset is
-written in the same transaction. The staging step is what lets `COPY` (which cannot skip
-conflicting rows itself) absorb re-delivered impressions. Queries stream rows through the
+Loading is bulk, with the consumer offset written in the same transaction. A batch is first
+`COPY`'d in binary straight into `impressions`, inside a savepoint. `COPY` cannot skip rows that
+conflict, so when the batch holds an impression already stored (a re-delivery) the savepoint is
+rolled back and the batch goes through a per-connection temporary staging table instead, moved
+with `INSERT … SELECT … ON CONFLICT (identity) DO NOTHING`. New data, the common case, thus costs
+one `COPY`; re-deliveries cost a second pass. Queries stream rows through the
 extended protocol: the driver stops reading the socket while the caller is busy with a row, so
 memory stays flat whatever the result size.
 
@@ -20,9 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::postgres::binary_copy::BinaryCopyInWriter;
+use ::postgres::error::SqlState;
 use ::postgres::fallible_iterator::FallibleIterator as _;
 use ::postgres::types::{ToSql, Type};
-use ::postgres::{Client, Row};
+use ::postgres::{Client, Row, Transaction};
 
 use super::where_clause::{SqlValue, WhereClause};
 use super::{ImpressionView, LoadOutcome, StoreError};
@@ -85,6 +88,13 @@ impl PgSettings {
     pub fn from_url(url: &str, statement_timeout_ms: u64) -> Result<PgSettings, StoreError> {
         let mut config: ::postgres::Config =
             url.parse().map_err(|e: ::postgres::Error| StoreError::BadUrl { reason: e.to_string() })?;
+        if config.get_ssl_mode() == ::postgres::config::SslMode::Require {
+            return Err(StoreError::BadUrl {
+                reason: "sslmode=require is not supported by this sluice yet (it connects without TLS); \
+                         use sslmode=disable or prefer, or reach the server through a TLS tunnel"
+                    .into(),
+            });
+        }
         if config.get_password().is_none()
             && let Ok(password) = std::env::var("PGPASSWORD")
         {
@@ -211,63 +221,35 @@ impl PgStore {
         let next_offset = last.offset + 1;
         let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
         let mut outcome = LoadOutcome { next_offset, ..LoadOutcome::default() };
-        let client = self.client()?;
-        let mut tx = client.transaction()?;
-        // Inside the transaction: on a fresh connection this creates the table, otherwise it is a no-op.
-        tx.batch_execute(CREATE_STAGING)?;
-        let mut staged = 0u64;
-        {
-            let sink = tx.copy_in(&format!("COPY impressions_staging ({LOAD_COLUMNS}) FROM STDIN (FORMAT binary)"))?;
-            let mut writer = BinaryCopyInWriter::new(sink, &STAGED_TYPES);
-            for entry in entries {
-                // The journal is shared by every source; kinds this loader does not store pass by,
-                // and the offset still moves past them.
-                if entry.kind != RecordKind::SplitImpression {
-                    continue;
-                }
-                let Some(imp) = parse(entry) else {
-                    outcome.unparseable += 1;
-                    continue;
-                };
-                let journal_offset =
-                    i64::try_from(entry.offset).map_err(|_| StoreError::OffsetTooLarge(entry.offset))?;
-                let extra = imp.extra_json();
-                let identity = imp.identity(mode);
-                writer.write(&[
-                    &imp.key.as_ref(),
-                    &imp.split.as_ref(),
-                    &imp.environment_name.as_deref(),
-                    &imp.environment_id.as_deref(),
-                    &imp.treatment.as_ref(),
-                    &imp.label.as_deref(),
-                    &imp.time,
-                    &imp.bucketing_key.as_deref(),
-                    &imp.machine_name.as_deref(),
-                    &imp.machine_ip.as_deref(),
-                    &imp.split_version_number,
-                    &imp.sdk.as_deref(),
-                    &imp.sdk_version.as_deref(),
-                    &imp.properties.as_deref(),
-                    &extra,
-                    &entry.received_at_ms,
-                    &journal_offset,
-                    &identity.as_slice(),
-                ])?;
-                staged += 1;
+        let mut tx = self.client()?.transaction()?;
+        // Fast path: most batches hold only new impressions, so they are copied straight into
+        // the table. A unique violation rolls back just this attempt and the batch takes the
+        // staging path, which absorbs duplicates.
+        let mut direct = tx.savepoint("direct")?;
+        match copy_rows(&mut direct, "impressions", entries, mode, true) {
+            Ok((copied, unparseable)) => {
+                direct.commit()?;
+                outcome.inserted = copied;
+                outcome.unparseable = unparseable;
             }
-            writer.finish()?;
-        }
-        if staged > 0 {
-            // In journal order, so that among duplicates the first one delivered is the one kept,
-            // exactly as SQLite's INSERT OR IGNORE does.
-            outcome.inserted = tx.execute(
-                &format!(
-                    "INSERT INTO impressions ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM impressions_staging \
-                     ORDER BY journal_offset ON CONFLICT (identity) DO NOTHING"
-                ),
-                &[],
-            )?;
-            outcome.duplicates = staged - outcome.inserted;
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                direct.rollback()?;
+                // Inside the transaction: on a fresh connection this creates the table, otherwise it is a no-op.
+                tx.batch_execute(CREATE_STAGING)?;
+                let (staged, unparseable) = copy_rows(&mut tx, "impressions_staging", entries, mode, false)?;
+                // In journal order, so that among duplicates the first one delivered is the one
+                // kept, exactly as SQLite's INSERT OR IGNORE does.
+                outcome.inserted = tx.execute(
+                    &format!(
+                        "INSERT INTO impressions ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM impressions_staging \
+                         ORDER BY journal_offset ON CONFLICT (identity) DO NOTHING"
+                    ),
+                    &[],
+                )?;
+                outcome.duplicates = staged - outcome.inserted;
+                outcome.unparseable = unparseable;
+            }
+            Err(e) => return Err(e.into()),
         }
         tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
         tx.commit()?;
@@ -304,6 +286,59 @@ impl PgStore {
     }
 }
 
+/// Binary-`COPY`s the impressions among `entries` into `table`; returns how many rows were
+/// written and how many entries could not be parsed (logged only when `log` is set, so a retried
+/// batch does not log them twice).
+fn copy_rows(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    entries: &[Entry],
+    mode: DedupMode,
+    log: bool,
+) -> Result<(u64, u64), ::postgres::Error> {
+    let (mut copied, mut unparseable) = (0, 0);
+    let sink = tx.copy_in(&format!("COPY {table} ({LOAD_COLUMNS}) FROM STDIN (FORMAT binary)"))?;
+    let mut writer = BinaryCopyInWriter::new(sink, &STAGED_TYPES);
+    for entry in entries {
+        // The journal is shared by every source; kinds this loader does not store pass by, and
+        // the offset still moves past them.
+        if entry.kind != RecordKind::SplitImpression {
+            continue;
+        }
+        let Some(imp) = parse(entry, log) else {
+            unparseable += 1;
+            continue;
+        };
+        // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
+        let journal_offset = entry.offset as i64;
+        let extra = imp.extra_json();
+        let identity = imp.identity(mode);
+        writer.write(&[
+            &imp.key.as_ref(),
+            &imp.split.as_ref(),
+            &imp.environment_name.as_deref(),
+            &imp.environment_id.as_deref(),
+            &imp.treatment.as_ref(),
+            &imp.label.as_deref(),
+            &imp.time,
+            &imp.bucketing_key.as_deref(),
+            &imp.machine_name.as_deref(),
+            &imp.machine_ip.as_deref(),
+            &imp.split_version_number,
+            &imp.sdk.as_deref(),
+            &imp.sdk_version.as_deref(),
+            &imp.properties.as_deref(),
+            &extra,
+            &entry.received_at_ms,
+            &journal_offset,
+            &identity.as_slice(),
+        ])?;
+        copied += 1;
+    }
+    writer.finish()?;
+    Ok((copied, unparseable))
+}
+
 fn stream<'p>(
     client: &mut Client,
     sql: &str,
@@ -319,19 +354,20 @@ fn stream<'p>(
     Ok(count)
 }
 
-/// Parses one journal entry, logging (and returning `None` for) one that is not an impression.
-fn parse(entry: &Entry) -> Option<Impression<'_>> {
+/// Parses one journal entry; `None` (logged if `log`) for one that is not an impression.
+fn parse(entry: &Entry, log: bool) -> Option<Impression<'_>> {
     let result = std::str::from_utf8(&entry.payload)
         .map_err(|e| format!("payload is not UTF-8: {e}"))
         .and_then(|json| Impression::parse(json, &FieldLimits::NONE).map_err(|e| e.to_string()));
     match result {
         Ok(imp) => Some(imp),
-        Err(reason) => {
+        Err(reason) if log => {
             // Ingest validated this record, so this means a bug or a damaged journal; the entry is
             // counted and logged rather than blocking every record behind it.
             tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
             None
         }
+        Err(_) => None,
     }
 }
 
