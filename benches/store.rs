@@ -21,7 +21,7 @@ use rusqlite::{Connection, params};
 use sluice::journal::Entry;
 use sluice::query::{ImpressionQuery, OutputFormat, write_impressions};
 use sluice::record::{DedupMode, FieldLimits, Impression, RecordKind};
-use sluice::store::Store;
+use sluice::store::{Store, StoreTarget};
 
 const BATCH_ROWS: u64 = 10_000;
 const EXPORT_ROWS: u64 = 200_000;
@@ -65,7 +65,7 @@ fn load(c: &mut Criterion, dir: &Path) {
     let mut group = c.benchmark_group("load");
     group.sample_size(10).measurement_time(Duration::from_secs(10)).throughput(Throughput::Elements(BATCH_ROWS));
 
-    let mut store = Store::open(&dir.join("load.db")).expect("open the store");
+    let mut store = Store::open(&StoreTarget::Sqlite(dir.join("load.db"))).expect("open the store");
     let mut next = 0;
     group.bench_function("store_loader", |b| {
         b.iter_custom(|iterations| {
@@ -172,12 +172,12 @@ fn insert_raw(raw: &Connection, first_offset: u64, rows: &[(Impression<'_>, impl
 
 fn export(c: &mut Criterion, dir: &Path) {
     let path = dir.join("export.db");
-    let mut store = Store::open(&path).expect("open the store");
+    let mut store = Store::open(&StoreTarget::Sqlite(path.clone())).expect("open the store");
     for first in (0..EXPORT_ROWS).step_by(BATCH_ROWS as usize) {
         store.load("bench", &entries(first, BATCH_ROWS), DedupMode::Exact).expect("load");
     }
     drop(store);
-    let store = Store::open_read_only(&path).expect("open the store read-only");
+    let mut store = Store::open_read_only(&StoreTarget::Sqlite(path.clone())).expect("open the store read-only");
     let q = ImpressionQuery::default();
 
     let mut group = c.benchmark_group("export");
@@ -189,7 +189,8 @@ fn export(c: &mut Criterion, dir: &Path) {
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let rows = write_impressions(&store, &q, &format, &mut std::io::sink(), &mut |_| {}).expect("export");
+                let rows =
+                    write_impressions(&mut store, &q, &format, &mut std::io::sink(), &mut |_| {}).expect("export");
                 assert_eq!(rows, EXPORT_ROWS);
             });
         });

@@ -4,6 +4,8 @@ Configuration: defaults, then a TOML file, then `SLUICE_*` environment variables
 Everything is read and validated once at start-up into one [`Config`]; nothing reads the
 environment or the file after that. Nested keys use a double underscore in the environment:
 `[split] token = "…"` is `SLUICE_SPLIT__TOKEN`, `[journal] max_bytes` is `SLUICE_JOURNAL__MAX_BYTES`.
+The store URL is the exception users expect from `--store`: `SLUICE_STORE` (read with the flag)
+as well as `SLUICE_STORE__URL`.
 */
 
 use std::net::SocketAddr;
@@ -17,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::LakeConfig;
-use crate::record::FieldLimits;
+use crate::record::{DedupMode, FieldLimits};
+use crate::store::StoreTarget;
 
 /// The whole validated configuration of a sluice process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,8 +38,8 @@ pub struct Config {
     pub split: SplitSourceConfig,
     /// The embedded journal.
     pub journal: FileJournalConfig,
-    /// The store loader.
-    pub store: LoaderConfig,
+    /// The store and its loader.
+    pub store: StoreConfig,
     /// When ingest pushes back instead of accepting more.
     pub backpressure: BackpressureConfig,
     /// Where rejected records are kept.
@@ -54,7 +57,7 @@ impl Default for Config {
             limits: IngestLimits::default(),
             split: SplitSourceConfig::default(),
             journal: FileJournalConfig::default(),
-            store: LoaderConfig::default(),
+            store: StoreConfig::default(),
             backpressure: BackpressureConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             lake: LakeConfig::default(),
@@ -136,6 +139,49 @@ pub struct SplitSourceConfig {
     pub token: Option<String>,
 }
 
+/// The store: which database, how to reach it, and how the loader fills it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or `sqlite://PATH`; unset
+    /// means the embedded SQLite file `<data_dir>/store.sqlite`. Without a password in the URL,
+    /// `PGPASSWORD` is used.
+    pub url: Option<String>,
+    /// Most database connections that queries and exports hold at once (the loader has its own).
+    pub pool_size: usize,
+    /// PostgreSQL only: longest a loader statement may run before it fails and is retried, in
+    /// milliseconds (0: no limit).
+    pub statement_timeout_ms: u64,
+    /// Most journal entries loaded in one transaction; larger batches load faster, smaller ones
+    /// show up in queries sooner.
+    pub batch_rows: usize,
+    /// Which impressions count as the same and are stored once.
+    pub dedup: DedupMode,
+    /// How long to wait for new entries before loading a partial batch, in milliseconds.
+    pub idle_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let loader = LoaderConfig::default();
+        StoreConfig {
+            url: None,
+            pool_size: 8,
+            statement_timeout_ms: 60_000,
+            batch_rows: loader.batch_rows,
+            dedup: loader.dedup,
+            idle_ms: loader.idle_ms,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The loader's part.
+    pub fn loader(&self) -> LoaderConfig {
+        LoaderConfig { batch_rows: self.batch_rows, dedup: self.dedup, idle_ms: self.idle_ms }
+    }
+}
+
 /// When ingest answers 503 with `Retry-After` instead of accepting.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -175,6 +221,16 @@ pub struct Overrides {
     /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--store` / `SLUICE_STORE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreOverrides>,
+}
+
+/// The `[store]` settings given on the command line.
+#[derive(Debug, Serialize)]
+pub struct StoreOverrides {
+    /// `--store`.
+    pub url: String,
 }
 
 impl Config {
@@ -189,7 +245,9 @@ impl Config {
             );
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env = Env::prefixed("SLUICE_").split("__").ignore(&["config"]);
+        // `SLUICE_STORE` is the `--store` flag's variable (clap reads it): as a figment key it
+        // would name the whole `[store]` table.
+        let env = Env::prefixed("SLUICE_").split("__").ignore(&["config", "store"]);
         let config: Config = figment
             .merge(env)
             .merge(Serialized::globals(overrides))
@@ -211,6 +269,8 @@ impl Config {
         anyhow::ensure!(l.max_batch_records > 0, "limits.max_batch_records must be above 0");
         anyhow::ensure!(l.max_concurrent_requests > 0, "limits.max_concurrent_requests must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
+        anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
+        self.store_target()?;
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");
         }
@@ -223,9 +283,14 @@ impl Config {
         self.data_dir.join("journal")
     }
 
-    /// The SQLite store file.
-    pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("store.sqlite")
+    /// Which database holds the store: `store.url`, or the SQLite file in the data directory.
+    /// Reads `PGPASSWORD`, so call it once at start-up.
+    pub fn store_target(&self) -> anyhow::Result<StoreTarget> {
+        Ok(StoreTarget::parse(
+            self.store.url.as_deref(),
+            self.data_dir.join("store.sqlite"),
+            self.store.statement_timeout_ms,
+        )?)
     }
 
     /// Where rejected records are written.
@@ -280,7 +345,11 @@ mod tests {
             assert_eq!(c.split.token.as_deref(), Some("env-token-0123456789"));
             assert_eq!(c.data_dir, PathBuf::from("from-file"));
 
-            let o = Overrides { listen: Some("127.0.0.1:3000".parse().unwrap()), data_dir: Some("flag".into()) };
+            let o = Overrides {
+                listen: Some("127.0.0.1:3000".parse().unwrap()),
+                data_dir: Some("flag".into()),
+                store: None,
+            };
             let c = Config::load(file, &o).unwrap();
             assert_eq!(c.listen.port(), 3000);
             assert_eq!(c.data_dir, PathBuf::from("flag"));
@@ -301,6 +370,45 @@ mod tests {
 
             let err = Config::load(Some(Path::new("missing.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("does not exist"), "{err:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_store_url_comes_from_the_file_env_or_flag_and_defaults_to_sqlite() {
+        Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert!(
+                matches!(c.store_target().unwrap(), StoreTarget::Sqlite(p) if p == Path::new("sluice-data/store.sqlite"))
+            );
+
+            jail.create_file("s.toml", "[store]\nurl = \"postgres://file@db:5432/sluice\"\npool_size = 3\n")?;
+            let file = Some(Path::new("s.toml"));
+            let c = Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(c.store_target().unwrap().to_string(), "postgres://file@db:5432/sluice");
+            assert_eq!(c.store.pool_size, 3);
+
+            jail.set_env("SLUICE_STORE__URL", "postgres://env@db/sluice");
+            jail.set_env("SLUICE_STORE", "postgres://read-by-the-flag-not-by-figment@db/x");
+            let c = Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(c.store_target().unwrap().to_string(), "postgres://env@db:5432/sluice");
+            assert_eq!(c.store.pool_size, 3, "the env URL leaves the file's other store keys alone");
+
+            let o =
+                Overrides { store: Some(StoreOverrides { url: "postgres://flag@db/f".into() }), ..Default::default() };
+            let c = Config::load(file, &o).unwrap();
+            assert_eq!(c.store_target().unwrap().to_string(), "postgres://flag@db:5432/f");
+
+            let o = Overrides {
+                store: Some(StoreOverrides { url: "postgres://u@db/x?sslmode=require".into() }),
+                ..Default::default()
+            };
+            let err = Config::load(file, &o).unwrap_err();
+            assert!(format!("{err:#}").contains("sslmode=require is not supported"), "{err:#}");
+
+            let o = Overrides { store: Some(StoreOverrides { url: "mysql://nope".into() }), ..Default::default() };
+            let err = Config::load(file, &o).unwrap_err();
+            assert!(format!("{err:#}").contains("postgres://USER"), "{err:#}");
             Ok(())
         });
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Binary, gzip, seed_batch, sluice, wait_loaded};
+use common::{Binary, TestSchema, gzip, seed_batch, sluice, wait_loaded};
 
 #[test]
 fn help_describes_every_subcommand() {
@@ -112,4 +112,33 @@ async fn flags_beat_environment_which_beats_the_config_file() {
         &[("SLUICE_DATA_DIR", &env_dir)],
     );
     assert!(err.contains("from-flag"), "{err}");
+}
+
+#[test]
+fn migrate_and_export_work_against_postgresql_given_by_url() {
+    let Some(schema) = TestSchema::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, _, err) = sluice(&["export", "impressions", "--data-dir", data_dir, "--store", &schema.url], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("run `sluice migrate`"), "an unmigrated database should say how to fix it: {err}");
+    let (code, out, err) = sluice(&["migrate", "--data-dir", data_dir], &[("SLUICE_STORE", &schema.url)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("up to date") && !out.contains("search_path"), "{out}");
+    let (code, out, err) = sluice(&["export", "impressions", "--data-dir", data_dir, "--store", &schema.url], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "User Key, Split, Environment, Treatment, Rule, Time\r\n");
+}
+
+#[test]
+fn an_unreachable_postgresql_is_reported_with_what_to_check() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://sluice:secret-pw@127.0.0.1:{port}/nowhere");
+    let (code, _, err) = sluice(&["migrate", "--store", &url], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("cannot connect to PostgreSQL at postgres://sluice@127.0.0.1:{port}/nowhere")),
+        "{err}"
+    );
+    assert!(err.contains("SLUICE_STORE") && !err.contains("secret-pw"), "{err}");
 }

@@ -103,7 +103,7 @@ async fn ndjson_gzip_objects_hold_every_record_once_in_its_event_hour_after_a_gr
     }
     let lake = app.dir.path().join("lake");
     assert!(objects(&lake).is_empty(), "nothing is flushed before the age or size limit");
-    let dir = app.stop().await;
+    let (dir, _) = app.stop().await;
 
     let names: Vec<String> = objects(&lake).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 3, "one object per event hour on shutdown: {names:?}");
@@ -136,7 +136,7 @@ async fn lines_are_the_webhook_fields_plus_arrival_time_in_hive_layout_with_zstd
     sent["newField"] = serde_json::json!({"a": [1, 2]});
     let before = chrono::Utc::now().timestamp_millis();
     assert_eq!(app.post_gzip(&Value::Array(vec![sent.clone()])).await.0, 200);
-    let dir = app.stop().await;
+    let (dir, _) = app.stop().await;
     let all = objects(&dir.path().join("lake"));
     assert_eq!(all.len(), 1);
     let (name, bytes) = &all[0];
@@ -184,7 +184,7 @@ async fn records_that_cannot_be_partitioned_go_to_the_error_prefix_with_the_reas
     let app = InProcess::start().await;
     let keys = vec!["fine".to_owned(), "far-future".to_owned()];
     assert_eq!(app.post_gzip(&batch(&keys, |i| if i == 0 { T0 } else { i64::MAX })).await.0, 200);
-    let dir = app.stop().await;
+    let (dir, _) = app.stop().await;
     let all = objects(&dir.path().join("lake"));
     let errors: Vec<_> = all.iter().filter(|(n, _)| n.starts_with("errors/split_impression/")).collect();
     assert_eq!(errors.len(), 1, "{all:?}");
@@ -290,7 +290,7 @@ async fn parquet_objects_read_back_by_pyarrow_match_every_posted_row() {
         })
         .collect();
     assert_eq!(app.post_gzip(&Value::Array(sent.clone())).await.0, 200);
-    let dir = app.stop().await;
+    let (dir, _) = app.stop().await;
     let lake = dir.path().join("lake");
     assert!(objects(&lake).iter().all(|(n, _)| n.ends_with(".parquet")));
 

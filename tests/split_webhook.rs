@@ -1,9 +1,10 @@
 //! The Split impressions webhook end to end over real HTTP: encodings, validation, limits,
 //! auth, backpressure, dead letters, dedup, and the impressions query in every format.
+//! Everything that goes through the store runs on both backends (see `on_both_backends!`).
 
 mod common;
 
-use common::{InProcess, gzip, impression, seed_batch};
+use common::{Backend, InProcess, gzip, impression, seed_batch, store_scalar};
 use serde_json::{Value, json};
 use sluice::record::DedupMode;
 
@@ -15,9 +16,8 @@ async fn rows(s: &InProcess, query: &str) -> Vec<Value> {
     body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-#[tokio::test]
-async fn gzip_with_header_without_header_and_plain_json_are_all_accepted() {
-    let s = InProcess::start().await;
+async fn gzip_with_header_without_header_and_plain_json_are_all_accepted(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let batch = |k: &str| json!([impression(k, "f", "Production", "on", "default rule", 1)]);
     let gz_hdr = gzip(batch("a").to_string().as_bytes());
     assert_eq!(
@@ -39,9 +39,8 @@ async fn gzip_with_header_without_header_and_plain_json_are_all_accepted() {
     }
 }
 
-#[tokio::test]
-async fn the_default_csv_export_is_the_seeds_report_byte_for_byte() {
-    let s = InProcess::start().await;
+async fn the_default_csv_export_is_the_seeds_report_byte_for_byte(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     assert_eq!(s.post_gzip(&seed_batch()).await.0, 200);
     s.wait_loaded().await;
     let (status, csv) = s.get("/api/impressions?environment=Production&split=sample_feature").await;
@@ -65,9 +64,8 @@ async fn the_default_csv_export_is_the_seeds_report_byte_for_byte() {
     );
 }
 
-#[tokio::test]
-async fn every_filter_alone_and_combined() {
-    let s = InProcess::start().await;
+async fn every_filter_alone_and_combined(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let batch = json!([
         impression("u1", "checkout", "Production", "on", "default rule", 1000),
         impression("u2", "checkout", "Production", "off", "default rule", 2000),
@@ -93,9 +91,8 @@ async fn every_filter_alone_and_combined() {
     assert!(rows(&s, "split=nope").await.is_empty());
 }
 
-#[tokio::test]
-async fn ndjson_and_json_use_the_webhook_field_names_and_keep_unknown_fields() {
-    let s = InProcess::start().await;
+async fn ndjson_and_json_use_the_webhook_field_names_and_keep_unknown_fields(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let mut imp = impression("u1", "checkout", "Production", "on", "default rule", 1000);
     imp["newSplitField"] = json!({"nested": [1, 2]});
     assert_eq!(s.post_gzip(&json!([imp])).await.0, 200);
@@ -130,9 +127,8 @@ async fn ndjson_and_json_use_the_webhook_field_names_and_keep_unknown_fields() {
     assert!(all.starts_with("key,split,environmentId,environmentName,treatment,time,"), "{all}");
 }
 
-#[tokio::test]
-async fn a_reposted_batch_is_stored_once() {
-    let s = InProcess::start().await;
+async fn a_reposted_batch_is_stored_once(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let batch = seed_batch();
     assert_eq!(s.post_gzip(&batch).await.0, 200);
     assert_eq!(s.post_gzip(&batch).await.0, 200);
@@ -142,9 +138,8 @@ async fn a_reposted_batch_is_stored_once() {
     assert_eq!(rows(&s, "").await.len(), 11);
 }
 
-#[tokio::test]
-async fn per_version_mode_keeps_the_first_impression_per_version() {
-    let s = InProcess::start_with(|c| c.store.dedup = DedupMode::PerVersion).await;
+async fn per_version_mode_keeps_the_first_impression_per_version(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.store.dedup = DedupMode::PerVersion).await else { return };
     let first = json!([impression("u1", "checkout", "Production", "on", "default rule", 1000)]);
     let later = json!([
         impression("u1", "checkout", "Production", "on", "default rule", 2000),
@@ -277,9 +272,8 @@ async fn bad_query_parameters_are_400_naming_the_parameter() {
     }
 }
 
-#[tokio::test]
-async fn metrics_and_readiness_report_sources_journal_and_consumers() {
-    let s = InProcess::start().await;
+async fn metrics_and_readiness_report_sources_journal_and_consumers(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     assert_eq!(s.post_gzip(&seed_batch()).await.0, 200);
     s.wait_loaded().await;
     let (status, metrics) = s.get("/metrics").await;
@@ -291,6 +285,7 @@ async fn metrics_and_readiness_report_sources_journal_and_consumers() {
         "sluice_journal_disk_bytes",
         "sluice_consumer_lag",
         "sluice_store_batch_seconds",
+        "sluice_store_up",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
@@ -298,12 +293,13 @@ async fn metrics_and_readiness_report_sources_journal_and_consumers() {
     assert_eq!(status, 200);
     let ready: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(ready["consumers"]["store"]["lag"], 0);
+    let backend = if b == Backend::Sqlite { "sqlite" } else { "postgres" };
+    assert_eq!(ready["store"], json!({"backend": backend, "healthy": true, "lastError": null}));
     assert_eq!(ready["journal"]["writable"], true);
 }
 
-#[tokio::test]
-async fn csv_cells_cannot_run_as_spreadsheet_formulas() {
-    let s = InProcess::start().await;
+async fn csv_cells_cannot_run_as_spreadsheet_formulas(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let batch = json!([
         impression("=HYPERLINK(\"http://x\")", "f", "P", "on", "+1", 1),
         impression("@SUM(A1)", "f", "P", "-2", "a,b", 2),
@@ -316,23 +312,20 @@ async fn csv_cells_cannot_run_as_spreadsheet_formulas() {
     assert_eq!(lines[2], "'@SUM(A1),f,P,'-2,\"a,b\",2");
 }
 
-#[tokio::test]
-async fn graceful_stop_loads_everything_acknowledged_before_exiting() {
-    let s = InProcess::start().await;
+async fn graceful_stop_loads_everything_acknowledged_before_exiting(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let batch = Value::Array((0..5000).map(|i| impression(&format!("k{i}"), "f", "P", "on", "r", i)).collect());
     assert_eq!(s.post_gzip(&batch).await.0, 200);
-    let dir = s.stop().await;
-    // Read the store file directly: every acknowledged impression was loaded before stop() returned.
-    let db = rusqlite::Connection::open(dir.path().join("store.sqlite")).unwrap();
-    let count: i64 = db.query_row("select count(*) from impressions", [], |r| r.get(0)).unwrap();
+    let (dir, schema) = s.stop().await;
+    // Read the database directly: every acknowledged impression was loaded before stop() returned.
+    let count = store_scalar(dir.path(), schema.as_ref(), "select count(*) from impressions").await;
     assert_eq!(count, 5000);
-    let seed_check: i64 = db
-        .query_row(
-            "select count(*) from (select key, split, environment, treatment, label, time from impressions)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let seed_check = store_scalar(
+        dir.path(),
+        schema.as_ref(),
+        "select count(*) from (select key, split, environment, treatment, label, time from impressions) seed",
+    )
+    .await;
     assert_eq!(seed_check, 5000, "the seed's own query works on the store");
 }
 
@@ -358,3 +351,27 @@ async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(s.post(WEBHOOK, b"[]".to_vec(), &[]).await.0, 200, "the permit is released when the slow client goes");
 }
+
+/// Makes a `sqlite::NAME` and a `postgres::NAME` test of each `async fn NAME(Backend)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    gzip_with_header_without_header_and_plain_json_are_all_accepted,
+    the_default_csv_export_is_the_seeds_report_byte_for_byte,
+    every_filter_alone_and_combined,
+    ndjson_and_json_use_the_webhook_field_names_and_keep_unknown_fields,
+    a_reposted_batch_is_stored_once,
+    per_version_mode_keeps_the_first_impression_per_version,
+    metrics_and_readiness_report_sources_journal_and_consumers,
+    csv_cells_cannot_run_as_spreadsheet_formulas,
+    graceful_stop_loads_everything_acknowledged_before_exiting,
+);

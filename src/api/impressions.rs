@@ -1,7 +1,7 @@
 /*!
 `GET /api/impressions`: filtered impressions from the store, streamed as CSV, NDJSON or JSON.
 
-The query runs on a blocking thread and hands the encoded output over in chunks through a small
+The query runs on a blocking thread, on a connection from the store's reader pool, and hands the encoded output over in chunks through a small
 channel, so memory stays flat however many rows match and a slow client slows the query down.
 */
 
@@ -19,7 +19,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::AppState;
 use super::error::AppError;
 use crate::query::{ImpressionQuery, write_impressions};
-use crate::store::Store;
 
 /// Bytes handed to the HTTP body at a time.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -34,16 +33,12 @@ async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
         .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
     let (query, format) =
         ImpressionQuery::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))?;
-    let path = state.config.store_path();
-    let store = tokio::task::spawn_blocking(move || Store::open_read_only(&path))
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
-        .map_err(|e| AppError::Internal(e.into()))?;
+    let mut store = state.readers.get().await.map_err(|e| AppError::Internal(e.into()))?;
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter { tx, buf: Vec::with_capacity(CHUNK_BYTES) };
-        let result = write_impressions(&store, &query, &format, &mut out, &mut |_| {});
+        let result = write_impressions(&mut store, &query, &format, &mut out, &mut |_| {});
         if let Err(e) = result {
             // Headers are gone already; failing the body makes the client see a broken download,
             // never a silently short one.

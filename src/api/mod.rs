@@ -20,6 +20,7 @@ use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::journal::Journal;
 use crate::sources::dead_letter::DeadLetters;
+use crate::store::Readers;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,6 +33,8 @@ pub struct AppState {
     pub dead_letters: Arc<DeadLetters>,
     /// The store loader's health, for `/readyz`.
     pub loader: Arc<LoaderStatus>,
+    /// Store connections for queries.
+    pub readers: Arc<Readers>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Bounds concurrent ingest requests (and so the memory they hold).
@@ -47,10 +50,11 @@ impl AppState {
         journal: Arc<dyn Journal>,
         dead_letters: Arc<DeadLetters>,
         loader: Arc<LoaderStatus>,
+        readers: Arc<Readers>,
         metrics: PrometheusHandle,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
-        AppState { config, journal, dead_letters, loader, metrics, ingest_permits, lake: None }
+        AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, lake: None }
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.

@@ -48,7 +48,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "nextOffset": stats.next_offset,
         },
         "consumers": consumers,
-        "store": {"healthy": loader_healthy, "lastError": state.loader.last_error()},
+        "store": {
+            "backend": state.readers.target().backend(),
+            "healthy": loader_healthy,
+            "lastError": state.loader.last_error(),
+        },
     });
     if let Some(lake) = &state.lake {
         body["lake"] = json!({

@@ -87,8 +87,8 @@ pub fn run(config: &Config, what: ExportWhat) -> anyhow::Result<()> {
         // Name the flag, not the query parameter the message was written for.
         anyhow::anyhow!("{}", e.to_string().replace(&format!("parameter `{}`", e.param), &format!("--{}", e.param)))
     })?;
-    let path = config.store_path();
-    let store = Store::open_read_only(&path).with_context(|| format!("cannot read the store {}", path.display()))?;
+    let target = config.store_target()?;
+    let mut store = Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))?;
 
     let (mut out, show_progress): (Box<dyn Write>, bool) = match &args.output {
         Some(file) => {
@@ -103,7 +103,7 @@ pub fn run(config: &Config, what: ExportWhat) -> anyhow::Result<()> {
             .context("the progress template is invalid")?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let rows = write_impressions(&store, &query, &format, &mut out, &mut |n| bar.set_position(n))
+    let rows = write_impressions(&mut store, &query, &format, &mut out, &mut |n| bar.set_position(n))
         .context("the export failed")?;
     out.flush().context("could not finish writing the output")?;
     bar.finish_and_clear();

@@ -1,5 +1,6 @@
 /*!
-The command line: `sluice serve`, `sluice export impressions`, `sluice lake ls`, `sluice bench`.
+The command line: `sluice serve`, `sluice export impressions`, `sluice lake ls`, `sluice migrate`,
+`sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
@@ -7,6 +8,7 @@ Parsing (clap) is separate from doing: each subcommand has a module with one ent
 pub mod bench;
 pub mod export;
 pub mod lake;
+pub mod migrate;
 pub mod serve;
 
 use std::net::SocketAddr;
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, StoreOverrides};
 
 /// sluice: your own copy of your Split impressions, durable and queryable.
 ///
@@ -30,6 +32,10 @@ pub struct Cli {
     /// Directory holding the journal, the store and dead letters [default: ./sluice-data]
     #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Store URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite://PATH [default: DIR/store.sqlite]
+    #[arg(long, global = true, env = "SLUICE_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
@@ -60,20 +66,24 @@ pub enum Command {
     },
     /// Load-test the Split webhook and report impressions/s, latency and the in-process limit.
     Bench(bench::BenchArgs),
+    /// Create or upgrade the store's schema and exit (`serve` also does this on start).
+    Migrate,
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::Export { .. } | Command::Lake { .. } | Command::Bench(_) => None,
+        Command::Export { .. } | Command::Lake { .. } | Command::Bench(_) | Command::Migrate => None,
     };
-    let overrides = Overrides { listen, data_dir: cli.data_dir.clone() };
+    let store = cli.store.clone().map(|url| StoreOverrides { url });
+    let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
         Command::Serve { .. } => serve::run(config),
         Command::Export { what } => export::run(&config, what),
         Command::Lake { what } => lake::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
+        Command::Migrate => migrate::run(&config),
     }
 }

@@ -20,7 +20,7 @@ use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
 use crate::sources::dead_letter::DeadLetters;
-use crate::store::Store;
+use crate::store::{Readers, Store};
 use crate::telemetry;
 
 /// Runs the server until SIGINT or SIGTERM, then drains and returns.
@@ -57,9 +57,22 @@ impl Server {
             FileJournal::open(&config.journal_dir(), config.journal.clone())
                 .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
         );
-        // Create or migrate the store now, so a broken store is reported at start-up, not at first query.
-        Store::open(&config.store_path())
-            .with_context(|| format!("cannot open the store {}", config.store_path().display()))?;
+        let target = config.store_target()?;
+        // Create or migrate the store now, so a broken store is reported at start-up, not at first
+        // query. A database that is down is not a reason to refuse ingest: the loader waits for it.
+        let opened = {
+            let target = target.clone();
+            tokio::task::spawn_blocking(move || Store::open(&target))
+                .await
+                .context("the store start-up task panicked")?
+        };
+        match opened {
+            Ok(_) => {}
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "the store is unreachable; accepting ingest into the journal and loading once it is back");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open the store at {target}")),
+        }
         let dead_letters = Arc::new(
             DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes)
                 .with_context(|| format!("cannot open the dead-letter area {}", config.dead_letter_dir().display()))?,
@@ -88,8 +101,8 @@ impl Server {
         let loader_status = Arc::new(LoaderStatus::default());
         let loader = tokio::spawn(store_loader::run(
             journal.clone(),
-            config.store_path(),
-            config.store,
+            target.clone(),
+            config.store.loader(),
             consumers_stop.clone(),
             loader_status.clone(),
         ));
@@ -98,10 +111,17 @@ impl Server {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
         })?;
         let addr = listener.local_addr().context("the listening socket has no address")?;
-        tracing::info!(%addr, data_dir = %data_dir.display(), "sluice is listening");
+        tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
 
-        let mut state =
-            AppState::new(Arc::new(config), journal.clone(), dead_letters, loader_status, telemetry::metrics());
+        let readers = Readers::new(target, config.store.pool_size);
+        let mut state = AppState::new(
+            Arc::new(config),
+            journal.clone(),
+            dead_letters,
+            loader_status,
+            readers,
+            telemetry::metrics(),
+        );
         let mut lake_writer = None;
         if let Some((task, status)) = lake {
             state = state.with_lake(status);

@@ -1,14 +1,14 @@
 /*!
-The store loader: journal → SQLite, exactly once.
+The store loader: journal → store (SQLite or PostgreSQL), exactly once.
 
 Each batch goes into the store in one transaction together with the loader's offset, and only
 then is the offset committed to the journal (which may delete the segments below it). After a
 crash the loader resumes from the offset the store holds, so nothing is loaded twice and nothing
-acknowledged is lost. A batch the store refuses (busy, disk full, I/O error) is retried with
-backoff until it goes in: it is never skipped.
+acknowledged is lost. A store that cannot be reached at start, or refuses a batch (down,
+restarting, busy, disk full), is retried with backoff until it answers: a batch is never skipped,
+and ingest goes on into the journal meanwhile.
 */
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
-use crate::store::{LoadOutcome, Store, StoreError};
+use crate::store::{LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
@@ -29,9 +29,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
-/// Store loader settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
+/// Store loader settings (the `[store]` section's loader keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConfig {
     /// Most journal entries loaded in one transaction; larger batches load faster, smaller ones
     /// show up in queries sooner.
@@ -90,31 +89,28 @@ impl LoaderStatus {
     /// Records a failure; returns true when this starts a failing spell (so it is logged once).
     fn failing(&self, error: &StoreError) -> bool {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        metrics::counter!("sluice_store_errors_total").increment(1);
+        metrics::gauge!("sluice_store_up").set(0.0);
         self.healthy.swap(false, Ordering::AcqRel)
     }
 
     /// Records success; returns true when this ends a failing spell.
     fn recovered(&self) -> bool {
+        metrics::gauge!("sluice_store_up").set(1.0);
         !self.healthy.swap(true, Ordering::AcqRel)
     }
 }
 
-/// Loads the journal into the store at `store_path` until `shutdown` is cancelled, then finishes
+/// Loads the journal into the store at `target` until `shutdown` is cancelled, then finishes
 /// what the journal already holds (until a read comes back empty) and returns.
 pub async fn run(
     journal: Arc<dyn Journal>,
-    store_path: PathBuf,
+    target: StoreTarget,
     config: LoaderConfig,
     shutdown: CancellationToken,
     status: Arc<LoaderStatus>,
 ) -> anyhow::Result<()> {
-    let (mut store, offset) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Store, u64)> {
-        let store = Store::open(&store_path)?;
-        let offset = store.consumer_offset(CONSUMER)?;
-        Ok((store, offset))
-    })
-    .await
-    .context("the store loader's start-up task panicked")??;
+    let (mut store, offset) = open_until_ready(target, &shutdown, &status).await?;
     status.committed(offset);
     let mut reader = journal
         .reader(CONSUMER, offset)
@@ -142,6 +138,71 @@ pub async fn run(
     }
 }
 
+/// Opens the store and reads the loader's offset, retrying with backoff while the database is
+/// unreachable (a PostgreSQL server that is down when sluice starts). A store that answers but
+/// cannot be used (a schema from a newer sluice, a failed migration) is an error at once.
+async fn open_until_ready(
+    target: StoreTarget,
+    shutdown: &CancellationToken,
+    status: &LoaderStatus,
+) -> anyhow::Result<(Store, u64)> {
+    let target = Arc::new(target);
+    let mut backoff = Backoff::default();
+    loop {
+        let t = target.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(Store, u64), StoreError> {
+            let mut store = Store::open(&t)?;
+            let offset = store.consumer_offset(CONSUMER)?;
+            Ok((store, offset))
+        })
+        .await
+        .context("the store loader's start-up task panicked")?;
+        match result {
+            Ok(opened) => {
+                if status.recovered() {
+                    tracing::info!(store = %target, "store loader reached the store");
+                }
+                return Ok(opened);
+            }
+            Err(e) if e.is_unavailable() => {
+                if status.failing(&e) {
+                    tracing::error!(error = %e, "store loader cannot reach the store; ingest continues into the journal, retrying with backoff");
+                }
+                if !backoff.sleep(shutdown).await {
+                    anyhow::bail!(
+                        "store loader stopped before the store could be reached ({e}); the journal keeps every entry for the next start"
+                    );
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("store loader: cannot open the store at {target}")),
+        }
+    }
+}
+
+/// Exponential backoff with equal jitter: at least half the delay, so retries back off,
+/// randomised so that several loaders recovering at once do not retry in step.
+struct Backoff {
+    delay: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { delay: BACKOFF_START }
+    }
+}
+
+impl Backoff {
+    /// Waits out the next delay; false if `shutdown` came first.
+    async fn sleep(&mut self, shutdown: &CancellationToken) -> bool {
+        let sleep = self.delay / 2 + self.delay.mul_f64(rand::rng().random::<f64>() / 2.0);
+        self.delay = (self.delay * 2).min(BACKOFF_CAP);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => true,
+            () = shutdown.cancelled() => false,
+        }
+    }
+}
+
 /// Loads one batch, retrying with exponential backoff and jitter until the store takes it.
 /// Gives up only if shutdown is requested while the store is failing: the batch stays in the
 /// journal, uncommitted, and loads on the next start.
@@ -152,10 +213,10 @@ async fn load_until_stored(
     shutdown: &CancellationToken,
     status: &LoaderStatus,
 ) -> anyhow::Result<(Store, LoadOutcome)> {
-    let mut delay = BACKOFF_START;
+    let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        // SQLite blocks, so the batch and the connection travel to a blocking thread and back.
+        // Both backends' drivers block, so the batch and the connection travel to a blocking thread and back.
         let result;
         (store, batch, result) = tokio::task::spawn_blocking(move || {
             let result = store.load(CONSUMER, &batch, mode);
@@ -183,18 +244,11 @@ async fn load_until_stored(
                 if status.failing(&e) {
                     tracing::error!(error = %e, offset = first, "store loader cannot write to the store; retrying with backoff until it can");
                 }
-                // Equal jitter: at least half the delay, so retries back off, randomised so that
-                // several stores recovering at once do not retry in step.
-                let sleep = delay / 2 + delay.mul_f64(rand::rng().random::<f64>() / 2.0);
-                tokio::select! {
-                    () = tokio::time::sleep(sleep) => {}
-                    () = shutdown.cancelled() => {
-                        anyhow::bail!(
-                            "store loader stopped while the store was failing ({e}); entries from offset {first} stay in the journal and load on the next start"
-                        );
-                    }
+                if !backoff.sleep(shutdown).await {
+                    anyhow::bail!(
+                        "store loader stopped while the store was failing ({e}); entries from offset {first} stay in the journal and load on the next start"
+                    );
                 }
-                delay = (delay * 2).min(BACKOFF_CAP);
             }
         }
     }

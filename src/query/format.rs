@@ -134,7 +134,7 @@ impl Progress<'_> {
 /// Writes the impressions matching `q` to `out` as `format` — header, rows, footer — and returns
 /// the number of rows. `progress` is called with the running row count every 10,000 rows and at the end.
 pub fn write_impressions(
-    store: &Store,
+    store: &mut Store,
     q: &ImpressionQuery,
     format: &OutputFormat,
     out: &mut dyn Write,
@@ -151,7 +151,7 @@ pub fn write_impressions(
 }
 
 fn write_csv(
-    store: &Store,
+    store: &mut Store,
     q: &ImpressionQuery,
     all_columns: bool,
     out: &mut dyn Write,
@@ -220,7 +220,7 @@ fn defuse(s: &str) -> Cow<'_, str> {
 }
 
 fn write_json(
-    store: &Store,
+    store: &mut Store,
     q: &ImpressionQuery,
     array: bool,
     out: &mut dyn Write,
@@ -279,6 +279,7 @@ pub(crate) fn write_object(w: &mut impl Write, v: &ImpressionView<'_>) -> std::i
 mod tests {
     use super::*;
     use crate::record::DedupMode;
+    use crate::store::StoreTarget;
     use crate::store::test_support::{entry, impression};
 
     const ALPHONSO: &str = r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":null,"label":"default rule","machineName":"ip-10-0-0-1","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","newField":[1, {"a":"b"}]}"#;
@@ -286,20 +287,20 @@ mod tests {
 
     fn store_with(payloads: &[&str]) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("sluice.db")).unwrap();
+        let mut store = Store::open(&StoreTarget::Sqlite(dir.path().join("sluice.db"))).unwrap();
         let entries: Vec<_> = payloads.iter().enumerate().map(|(i, p)| entry(i as u64, p)).collect();
         let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
         assert_eq!(outcome.inserted as usize, payloads.len());
         (dir, store)
     }
 
-    fn export(store: &Store, format: OutputFormat) -> String {
+    fn export(store: &mut Store, format: OutputFormat) -> String {
         let mut out = Vec::new();
         write_impressions(store, &ImpressionQuery::default(), &format, &mut out, &mut |_| {}).unwrap();
         String::from_utf8(out).unwrap()
     }
 
-    fn report(store: &Store) -> String {
+    fn report(store: &mut Store) -> String {
         export(store, OutputFormat::Csv { all_columns: false })
     }
 
@@ -327,17 +328,17 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
                 impression(f[0], f[1], f[2], f[3], f[4], f[5].parse().unwrap())
             })
             .collect();
-        let (_dir, store) = store_with(&payloads.iter().map(String::as_str).collect::<Vec<_>>());
+        let (_dir, mut store) = store_with(&payloads.iter().map(String::as_str).collect::<Vec<_>>());
         lines.sort_by_key(|l| l.rsplit(',').next().unwrap().to_owned());
         let expected: String = std::iter::once(header).chain(lines).map(|l| format!("{l}\r\n")).collect();
-        assert_eq!(report(&store), expected);
+        assert_eq!(report(&mut store), expected);
     }
 
     #[test]
     fn csv_report_exact_bytes() {
-        let (_dir, store) = store_with(&[ALPHONSO, BOB]);
+        let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
         assert_eq!(
-            report(&store),
+            report(&mut store),
             "User Key, Split, Environment, Treatment, Rule, Time\r\n\
              alphonso,sample_feature,Production,off,default rule,1572632114350\r\n\
              bob,sample_feature,Production,on,whitelisted,1572632224436\r\n"
@@ -346,16 +347,16 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
 
     #[test]
     fn csv_report_shows_the_environment_id_when_there_is_no_name_and_empty_for_no_label() {
-        let (_dir, store) =
+        let (_dir, mut store) =
             store_with(&[r#"{"key":"k","split":"s","environmentId":"env9","treatment":"on","time":7}"#]);
-        assert_eq!(report(&store), "User Key, Split, Environment, Treatment, Rule, Time\r\nk,s,env9,on,,7\r\n");
+        assert_eq!(report(&mut store), "User Key, Split, Environment, Treatment, Rule, Time\r\nk,s,env9,on,,7\r\n");
     }
 
     #[test]
     fn csv_all_columns_exact_bytes() {
-        let (_dir, store) = store_with(&[ALPHONSO, BOB]);
+        let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
         assert_eq!(
-            export(&store, OutputFormat::Csv { all_columns: true }),
+            export(&mut store, OutputFormat::Csv { all_columns: true }),
             "key,split,environmentId,environmentName,treatment,time,bucketingKey,label,machineName,machineIp,\
              splitVersionNumber,sdk,sdkVersion,properties,receivedAt,extra\r\n\
              alphonso,sample_feature,env1,Production,off,1572632114350,,default rule,ip-10-0-0-1,10.0.0.1,\
@@ -366,9 +367,9 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
 
     #[test]
     fn ndjson_exact_bytes() {
-        let (_dir, store) = store_with(&[ALPHONSO, BOB]);
+        let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
         assert_eq!(
-            export(&store, OutputFormat::Ndjson),
+            export(&mut store, OutputFormat::Ndjson),
             concat!(
                 r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":null,"label":"default rule","machineName":"ip-10-0-0-1","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","receivedAt":1000,"newField":[1, {"a":"b"}]}"#,
                 "\n",
@@ -380,21 +381,21 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
 
     #[test]
     fn json_is_one_array_of_the_ndjson_objects() {
-        let (_dir, store) = store_with(&[ALPHONSO, BOB]);
-        let ndjson = export(&store, OutputFormat::Ndjson);
+        let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
+        let ndjson = export(&mut store, OutputFormat::Ndjson);
         let objects: Vec<&str> = ndjson.lines().collect();
-        assert_eq!(export(&store, OutputFormat::Json), format!("[\n{}\n]\n", objects.join(",\n")));
-        let (_dir, empty) = store_with(&[]);
-        assert_eq!(export(&empty, OutputFormat::Json), "[]\n");
-        assert_eq!(export(&empty, OutputFormat::Ndjson), "");
-        assert_eq!(report(&empty), "User Key, Split, Environment, Treatment, Rule, Time\r\n");
+        assert_eq!(export(&mut store, OutputFormat::Json), format!("[\n{}\n]\n", objects.join(",\n")));
+        let (_dir, mut empty) = store_with(&[]);
+        assert_eq!(export(&mut empty, OutputFormat::Json), "[]\n");
+        assert_eq!(export(&mut empty, OutputFormat::Ndjson), "");
+        assert_eq!(report(&mut empty), "User Key, Split, Environment, Treatment, Rule, Time\r\n");
     }
 
     #[test]
     fn unknown_fields_round_trip_into_ndjson() {
         let sent = r#"{"key":"k","split":"s","treatment":"on","time":5,"label":"r","bucketingKey":"b","impressionsDisabled":false,"rule":{"id":7,"tags":["x"]},"note":"h\u00e9 \"q\""}"#;
-        let (_dir, store) = store_with(&[sent]);
-        let line = export(&store, OutputFormat::Ndjson);
+        let (_dir, mut store) = store_with(&[sent]);
+        let line = export(&mut store, OutputFormat::Ndjson);
         let got: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         let mut want: serde_json::Value = serde_json::from_str(sent).unwrap();
         let want_map = want.as_object_mut().unwrap();
@@ -425,16 +426,16 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
             impression("\rcr", "ok", "P", "on", "r", 2),
             impression("=HYPERLINK(\"http://x\",\"y\")", "s", "P", "on", "r", 3),
         ];
-        let (_dir, store) = store_with(&rows.iter().map(String::as_str).collect::<Vec<_>>());
+        let (_dir, mut store) = store_with(&rows.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(
-            report(&store),
+            report(&mut store),
             "User Key, Split, Environment, Treatment, Rule, Time\r\n\
              '=1+2,'+s,'-env,'@t,'\tlabel,1\r\n\
              \"'\rcr\",ok,P,on,r,2\r\n\
              \"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",s,P,on,r,3\r\n"
         );
         // JSON formats carry values unchanged: they are not opened by spreadsheets.
-        assert!(export(&store, OutputFormat::Ndjson).starts_with(r#"{"key":"=1+2","split":"+s""#));
+        assert!(export(&mut store, OutputFormat::Ndjson).starts_with(r#"{"key":"=1+2","split":"+s""#));
     }
 
     #[test]
@@ -443,9 +444,9 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
             impression("a,b", "say \"hi\"", "line\nbreak", "cr\rlf", "plain rule", 1),
             impression("x", "s", "P", "on", "", 2),
         ];
-        let (_dir, store) = store_with(&rows.iter().map(String::as_str).collect::<Vec<_>>());
+        let (_dir, mut store) = store_with(&rows.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(
-            report(&store),
+            report(&mut store),
             "User Key, Split, Environment, Treatment, Rule, Time\r\n\
              \"a,b\",\"say \"\"hi\"\"\",\"line\nbreak\",\"cr\rlf\",plain rule,1\r\n\
              x,s,P,on,,2\r\n"
@@ -455,14 +456,14 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
     #[test]
     fn progress_is_reported_every_ten_thousand_rows_and_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("sluice.db")).unwrap();
+        let mut store = Store::open(&StoreTarget::Sqlite(dir.path().join("sluice.db"))).unwrap();
         let entries: Vec<_> =
             (0..25_000u64).map(|i| entry(i, &impression(&format!("k{i}"), "s", "P", "on", "r", i as i64))).collect();
         store.load("store", &entries, DedupMode::Exact).unwrap();
         for format in [OutputFormat::Csv { all_columns: false }, OutputFormat::Ndjson, OutputFormat::Json] {
             let mut calls = Vec::new();
             let rows =
-                write_impressions(&store, &ImpressionQuery::default(), &format, &mut std::io::sink(), &mut |n| {
+                write_impressions(&mut store, &ImpressionQuery::default(), &format, &mut std::io::sink(), &mut |n| {
                     calls.push(n)
                 })
                 .unwrap();
@@ -473,11 +474,11 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
 
     #[test]
     fn the_query_filters_the_export() {
-        let (_dir, store) = store_with(&[ALPHONSO, BOB]);
+        let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
         let q = ImpressionQuery { treatments: vec!["on".into()], ..Default::default() };
         let mut out = Vec::new();
-        let rows =
-            write_impressions(&store, &q, &OutputFormat::Csv { all_columns: false }, &mut out, &mut |_| {}).unwrap();
+        let rows = write_impressions(&mut store, &q, &OutputFormat::Csv { all_columns: false }, &mut out, &mut |_| {})
+            .unwrap();
         assert_eq!(rows, 1);
         assert!(
             String::from_utf8(out)

@@ -18,10 +18,16 @@ pub use format::{OutputFormat, write_impressions};
 pub enum QueryError {
     /// The store could not be read.
     #[error("reading impressions from the store failed: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::StoreError),
     /// The output could not be written (disk full, client disconnected…).
     #[error("writing the export failed: {0}")]
     Write(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Store(e.into())
+    }
 }
 
 impl From<csv::Error> for QueryError {

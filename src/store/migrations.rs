@@ -3,7 +3,9 @@ Versioned schema migrations: an ordered list of SQL steps, each applied once in 
 
 `schema_migrations(version, applied_at)` records what has been applied. A database that already
 holds a version this binary does not know was written by a newer sluice and is refused rather
-than guessed at.
+than guessed at. Each step carries its SQL for both backends side by side, so the two schemas
+cannot drift apart in version; this module applies the SQLite side and
+`store::postgres::migrate` the PostgreSQL side.
 */
 
 use std::path::Path;
@@ -12,19 +14,20 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 
-/// One schema step.
-struct Migration {
-    version: u32,
-    description: &'static str,
-    sql: &'static str,
+/// One schema step, in each backend's dialect.
+pub(super) struct Migration {
+    pub(super) version: u32,
+    pub(super) description: &'static str,
+    sqlite: &'static str,
+    pub(super) postgres: &'static str,
 }
 
 /// Every migration, oldest first; versions are 1, 2, 3… with no gaps. Never edit a released step:
 /// append a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     description: "impressions and consumer offsets",
-    sql: "
+    sqlite: "
         CREATE TABLE impressions (
             key TEXT NOT NULL,
             split TEXT NOT NULL,
@@ -49,6 +52,36 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE TABLE consumer_offsets (
             consumer TEXT PRIMARY KEY,
             next_offset INTEGER NOT NULL
+        );
+    ",
+    // Times stay epoch-ms `bigint` so the seed's check query reads the same numbers on both
+    // backends. There is no rowid: `journal_offset` is unique per impression and is the arrival
+    // order, so the time index ends with it and exports need no sort.
+    postgres: "
+        CREATE TABLE impressions (
+            key text NOT NULL,
+            split text NOT NULL,
+            environment text,
+            environment_id text,
+            treatment text NOT NULL,
+            label text,
+            time bigint NOT NULL,
+            bucketing_key text,
+            machine_name text,
+            machine_ip text,
+            split_version_number bigint,
+            sdk text,
+            sdk_version text,
+            properties text,
+            extra text,
+            received_at bigint NOT NULL,
+            journal_offset bigint NOT NULL,
+            identity bytea NOT NULL UNIQUE
+        );
+        CREATE INDEX impressions_time ON impressions (time, journal_offset);
+        CREATE TABLE consumer_offsets (
+            consumer text PRIMARY KEY,
+            next_offset bigint NOT NULL
         );
     ",
 }];
@@ -76,10 +109,10 @@ pub(super) fn check_current(conn: &Connection, path: &Path) -> Result<(), StoreE
     let found = applied_version(conn)?;
     let expected = latest();
     if found > expected {
-        return Err(StoreError::TooNew { path: path.to_owned(), found, supported: expected });
+        return Err(StoreError::TooNew { store: path.display().to_string(), found, supported: expected });
     }
     if found < expected {
-        return Err(StoreError::Outdated { path: path.to_owned(), found, expected });
+        return Err(StoreError::Outdated { store: path.display().to_string(), found, expected });
     }
     Ok(())
 }
@@ -94,7 +127,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
     )?;
     let found = applied_version(conn)?;
     if found > latest() {
-        return Err(StoreError::TooNew { path: path.to_owned(), found, supported: latest() });
+        return Err(StoreError::TooNew { store: path.display().to_string(), found, supported: latest() });
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > found) {
         apply(conn, m).map_err(|source| StoreError::Migration {
@@ -115,7 +148,7 @@ fn apply(conn: &mut Connection, m: &Migration) -> rusqlite::Result<()> {
         .optional()?
         .is_some();
     if !done {
-        tx.execute_batch(m.sql)?;
+        tx.execute_batch(m.sqlite)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             (m.version, chrono::Utc::now().timestamp_millis()),

@@ -1,19 +1,146 @@
 /*!
 The store: where journaled records become queryable rows.
 
-[`Store`] is the embedded SQLite backend. The store loader (`consumers::store_loader`) writes
-batches into it together with its journal offset; queries (`query`) stream rows out of it.
-The SQL that depends only on what a user asked ([`where_clause`]) is kept apart from the
-SQLite specifics so that a PostgreSQL backend can reuse it.
+[`Store`] is one interface over two backends: embedded SQLite (the default, one file in the data
+directory) and PostgreSQL (chosen by a `postgres://` URL). The store loader
+(`consumers::store_loader`) writes batches into it together with its journal offset; queries
+(`query`) stream rows out of it. What differs between the backends is kept small: the SQL that
+depends only on what a user asked ([`where_clause`]) and the migrations ([`migrations`], both
+dialects side by side) are shared, and each backend module holds only its connection handling,
+its bulk-load path and its row decoding.
 */
 
 mod migrations;
+#[cfg(test)]
+mod pg_test_db;
+pub mod postgres;
+mod readers;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 pub mod where_clause;
 
+use std::fmt;
 use std::path::PathBuf;
 
-pub use sqlite::Store;
+pub use self::postgres::{PgSettings, PgStore};
+pub use readers::{Reader, Readers};
+pub use sqlite::SqliteStore;
+
+use crate::journal::Entry;
+use crate::query::{ImpressionQuery, QueryError};
+use crate::record::DedupMode;
+
+/// Which database holds the store, resolved once at start-up from `--store` / `[store] url`.
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgSettings),
+}
+
+impl StoreTarget {
+    /// Reads a store URL: `sqlite://PATH` or `postgres[ql]://…`; `None` is the SQLite file
+    /// `default_sqlite`.
+    pub fn parse(url: Option<&str>, default_sqlite: PathBuf, statement_timeout_ms: u64) -> Result<Self, StoreError> {
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return Ok(StoreTarget::Sqlite(default_sqlite));
+        };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return Ok(StoreTarget::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreTarget::Postgres(PgSettings::from_url(url, statement_timeout_ms)?));
+        }
+        Err(StoreError::BadUrl {
+            reason: "it starts with neither `postgres://`, `postgresql://` nor `sqlite://`".into(),
+        })
+    }
+
+    /// The backend's name, for `/readyz` and logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StoreTarget::Sqlite(_) => "sqlite",
+            StoreTarget::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for StoreTarget {
+    /// Where the store is, safe to log: never shows a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreTarget::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreTarget::Postgres(pg) => write!(f, "{pg}"),
+        }
+    }
+}
+
+/// An open store, on either backend.
+#[derive(Debug)]
+pub enum Store {
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database (boxed: its connection is much larger than SQLite's).
+    Postgres(Box<PgStore>),
+}
+
+impl Store {
+    /// Opens the store for writing, creating it if needed and bringing its schema up to date.
+    pub fn open(target: &StoreTarget) -> Result<Store, StoreError> {
+        Ok(match target {
+            StoreTarget::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
+            StoreTarget::Postgres(pg) => Store::Postgres(Box::new(PgStore::open(pg)?)),
+        })
+    }
+
+    /// Opens an existing, migrated store for queries; works while `sluice serve` writes to it.
+    pub fn open_read_only(target: &StoreTarget) -> Result<Store, StoreError> {
+        Ok(match target {
+            StoreTarget::Sqlite(path) => Store::Sqlite(SqliteStore::open_read_only(path)?),
+            StoreTarget::Postgres(pg) => Store::Postgres(Box::new(PgStore::open_read_only(pg)?)),
+        })
+    }
+
+    /// The offset `consumer` committed with its last load (0 if it never loaded).
+    pub fn consumer_offset(&mut self, consumer: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.consumer_offset(consumer),
+            Store::Postgres(s) => s.consumer_offset(consumer),
+        }
+    }
+
+    /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,
+    /// all in one durable transaction: either both happen or neither does.
+    pub fn load(&mut self, consumer: &str, entries: &[Entry], mode: DedupMode) -> Result<LoadOutcome, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.load(consumer, entries, mode),
+            Store::Postgres(s) => s.load(consumer, entries, mode),
+        }
+    }
+
+    /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
+    /// how many there were. Rows are read one at a time, so memory stays flat for any result size.
+    pub fn query_impressions(
+        &mut self,
+        q: &ImpressionQuery,
+        row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        match self {
+            Store::Sqlite(s) => s.query_impressions(q, row),
+            Store::Postgres(s) => s.query_impressions(q, row),
+        }
+    }
+
+    /// False once the connection is known to be broken, so a pool drops it instead of reusing it.
+    fn is_reusable(&self) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Postgres(s) => s.is_connected(),
+        }
+    }
+}
 
 /// What one [`Store::load`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,14 +209,29 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The store URL cannot be used.
+    #[error("the store URL is not valid: {reason}; use postgres://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite://PATH")]
+    BadUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// PostgreSQL could not be reached or refused the login.
+    #[error(
+        "cannot connect to PostgreSQL at {store}: {source}; check the URL given to --store / SLUICE_STORE, that the server is up, and the user's password (URL or PGPASSWORD)"
+    )]
+    Connect {
+        /// The database, without its password.
+        store: String,
+        /// What the driver said.
+        source: ::postgres::Error,
+    },
     /// The database was written by a newer sluice.
     #[error(
-        "the store at {} has schema version {found}, but this sluice knows only up to {supported}; run a newer sluice or pass another --data-dir",
-        path.display()
+        "the store at {store} has schema version {found}, but this sluice knows only up to {supported}; run a newer sluice or point --data-dir / --store elsewhere"
     )]
     TooNew {
-        /// The database file.
-        path: PathBuf,
+        /// Where the store is.
+        store: String,
         /// The version found in the database.
         found: u32,
         /// The newest version this binary knows.
@@ -97,18 +239,17 @@ pub enum StoreError {
     },
     /// A read-only open found a database that still needs migrating.
     #[error(
-        "the store at {} has schema version {found}, this sluice needs {expected}; run `sluice serve` once to migrate it",
-        path.display()
+        "the store at {store} has schema version {found}, this sluice needs {expected}; run `sluice migrate` (or `sluice serve` once) to migrate it"
     )]
     Outdated {
-        /// The database file.
-        path: PathBuf,
+        /// Where the store is.
+        store: String,
         /// The version found in the database.
         found: u32,
         /// The version this binary needs.
         expected: u32,
     },
-    /// A schema migration failed; it was rolled back.
+    /// An SQLite schema migration failed; it was rolled back.
     #[error("store migration {version} ({description}) failed and was rolled back: {source}")]
     Migration {
         /// The migration that failed.
@@ -121,9 +262,42 @@ pub enum StoreError {
     /// The thread parsing a batch panicked (a bug); the batch was rolled back and will be retried.
     #[error("the store loader's parser thread panicked; the batch was rolled back — please report this as a bug")]
     ParserPanicked,
+    /// A PostgreSQL schema migration failed; it was rolled back.
+    #[error("store migration {version} ({description}) failed and was rolled back: {source}")]
+    PostgresMigration {
+        /// The migration that failed.
+        version: u32,
+        /// What the migration does.
+        description: &'static str,
+        /// What PostgreSQL said.
+        source: ::postgres::Error,
+    },
+    /// A journal offset is beyond what the store's signed 64-bit columns hold.
+    #[error("journal offset {0} is too large for the store; the journal is damaged or was not written by sluice")]
+    OffsetTooLarge(u64),
+    /// The thread running a store call panicked (a bug); the call did not complete.
+    #[error("a store task failed: {0}")]
+    Join(String),
     /// A statement failed (busy, disk full, I/O error…); the transaction was rolled back.
     #[error("store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL statement failed or the connection broke; the transaction was rolled back.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (down, restarting, refusing connections):
+    /// worth waiting for, unlike a bad URL or a schema from a newer sluice.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Postgres(e) | StoreError::PostgresMigration { source: e, .. } => {
+                e.is_closed() || e.as_db_error().is_none()
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

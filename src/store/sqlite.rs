@@ -2,7 +2,7 @@
 The SQLite store: one database file in WAL mode, written by the store loader, read by queries.
 
 WAL lets exports and queries read while the loader writes. `synchronous=FULL` makes every load
-commit durable before [`Store::load`] returns, because that commit carries the loader's journal
+commit durable before [`SqliteStore::load`] returns, because that commit carries the loader's journal
 offset and the journal may delete segments below it as soon as it is told.
 */
 
@@ -49,19 +49,19 @@ const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, 
     machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
 
 /// The embedded SQLite store.
-pub struct Store {
-    conn: Connection,
+pub struct SqliteStore {
+    pub(super) conn: Connection,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.conn.path()).finish()
+        f.debug_struct("SqliteStore").field("path", &self.conn.path()).finish()
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the store at `path` for writing and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
@@ -75,11 +75,11 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         migrations::migrate(&mut conn, path)?;
-        Ok(Store { conn })
+        Ok(SqliteStore { conn })
     }
 
     /// Opens an existing store for queries; works while `sluice serve` is writing to it.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing { path: path.to_owned() });
         }
@@ -88,7 +88,7 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrations::check_current(&conn, path)?;
-        Ok(Store { conn })
+        Ok(SqliteStore { conn })
     }
 
     /// The offset `consumer` committed with its last load (0 if it never loaded).
@@ -275,80 +275,27 @@ impl ToSql for SqlValue<'_> {
 
 #[cfg(test)]
 mod tests {
+    //! What only SQLite has: the file, its pragmas, and read-only opens. Everything a store must
+    //! do on either backend is in the shared suite (`store::tests`).
+
     use super::*;
     use crate::store::test_support::{entry, impression};
 
-    fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("sluice.db")).unwrap();
-        (dir, store)
-    }
-
-    fn count(store: &Store) -> i64 {
-        store.conn.query_row("SELECT COUNT(*) FROM impressions", [], |r| r.get(0)).unwrap()
-    }
-
-    /// Keys of the rows `q` returns, in order.
-    fn keys(store: &Store, q: &ImpressionQuery) -> Vec<String> {
-        let mut out = Vec::new();
-        let n = store
-            .query_impressions(q, &mut |v| {
-                out.push(v.key.to_owned());
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(n as usize, out.len());
-        out
-    }
-
-    /// Four impressions loaded out of time order, covering name-only, id-only and missing labels.
-    fn fixture() -> (tempfile::TempDir, Store) {
-        let (dir, mut store) = temp_store();
-        let mut dave = impression("dave", "sample_feature", "", "off", "", 400);
-        dave = dave.replace(r#""environmentName":"""#, r#""environmentId":"env3""#).replace(r#","label":"""#, "");
-        let entries = [
-            entry(0, &impression("alphonso", "sample_feature", "Production", "off", "default rule", 300)),
-            entry(1, &impression("bob", "sample_feature", "Production", "on", "whitelisted", 100)),
-            entry(2, &impression("carol", "other", "Staging", "on", "default rule", 200)),
-            entry(3, &dave),
-        ];
-        let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
-        assert_eq!(outcome.inserted, 4);
-        (dir, store)
-    }
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
-    fn open_creates_the_schema_and_reopening_changes_nothing() {
+    fn open_uses_wal_and_full_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sluice.db");
-        let mut store = Store::open(&path).unwrap();
-        store.load("store", &[entry(0, &impression("k", "s", "Production", "on", "r", 1))], DedupMode::Exact).unwrap();
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(count(&store), 1);
+        let store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
         let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         let sync: i64 = store.conn.pragma_query_value(None, "synchronous", |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "synchronous must be FULL");
-        // The seed's own check query.
-        let row: (String, String, String, String, String, i64) = store
-            .conn
-            .query_row("select key, split, environment, treatment, label, time from impressions;", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-            })
-            .unwrap();
-        assert_eq!(row, ("k".into(), "s".into(), "Production".into(), "on".into(), "r".into(), 1));
     }
 
     #[test]
     fn read_only_open_of_a_missing_store_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.db");
-        let err = Store::open_read_only(&path).unwrap_err();
+        let err = SqliteStore::open_read_only(&path).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("no store at {} — run `sluice serve` first or pass --data-dir", path.display())
@@ -361,161 +308,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("other.db");
         Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
-        let err = Store::open_read_only(&path).unwrap_err();
+        let err = SqliteStore::open_read_only(&path).unwrap_err();
         assert!(matches!(err, StoreError::Outdated { found: 0, .. }), "{err}");
-        assert!(err.to_string().contains("run `sluice serve` once to migrate it"), "{err}");
-    }
-
-    #[test]
-    fn read_only_store_reads_while_the_writer_loads() {
-        let (dir, mut writer) = temp_store();
-        let path = dir.path().join("sluice.db");
-        writer.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
-        let reader = Store::open_read_only(&path).unwrap();
-        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a"]);
-        writer.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 2))], DedupMode::Exact).unwrap();
-        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a", "b"]);
-        assert_eq!(reader.consumer_offset("store").unwrap(), 2);
+        assert!(err.to_string().contains("run `sluice migrate`"), "{err}");
     }
 
     #[test]
     fn read_only_open_works_after_the_writer_closed() {
-        let (dir, mut writer) = temp_store();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
         writer.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
         drop(writer);
-        let reader = Store::open_read_only(&dir.path().join("sluice.db")).unwrap();
-        assert_eq!(keys(&reader, &ImpressionQuery::default()), ["a"]);
-    }
-
-    #[test]
-    fn load_stores_every_field_and_commits_the_offset() {
-        let (_dir, mut store) = temp_store();
-        assert_eq!(store.consumer_offset("store").unwrap(), 0);
-        let json = r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":"b","label":"default rule","machineName":"m","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","newField":[1]}"#;
-        let outcome = store.load("store", &[entry(41, json)], DedupMode::Exact).unwrap();
-        assert_eq!(outcome, LoadOutcome { inserted: 1, duplicates: 0, unparseable: 0, next_offset: 42 });
-        assert_eq!(store.consumer_offset("store").unwrap(), 42);
-        assert_eq!(store.consumer_offset("someone-else").unwrap(), 0);
-        let mut seen = Vec::new();
-        store
+        let reader = SqliteStore::open_read_only(&path).unwrap();
+        let mut keys = Vec::new();
+        reader
             .query_impressions(&ImpressionQuery::default(), &mut |v| {
-                seen.push(format!("{v:?}"));
+                keys.push(v.key.to_owned());
                 Ok(())
             })
             .unwrap();
-        let expected = ImpressionView {
-            key: "alphonso",
-            split: "sample_feature",
-            environment: Some("Production"),
-            environment_id: Some("env1"),
-            treatment: "off",
-            label: Some("default rule"),
-            time: 1572632114350,
-            bucketing_key: Some("b"),
-            machine_name: Some("m"),
-            machine_ip: Some("10.0.0.1"),
-            split_version_number: Some(1572632100000),
-            sdk: Some("java"),
-            sdk_version: Some("4.1.0"),
-            properties: Some("{}"),
-            extra: Some(r#"{"newField":[1]}"#),
-            received_at: 1041,
-        };
-        assert_eq!(seen, [format!("{expected:?}")]);
-        let journal_offset: i64 =
-            store.conn.query_row("SELECT journal_offset FROM impressions", [], |r| r.get(0)).unwrap();
-        assert_eq!(journal_offset, 41);
-    }
-
-    #[test]
-    fn loading_the_same_entries_again_inserts_nothing_and_keeps_the_offset() {
-        let (_dir, mut store) = temp_store();
-        let entries: Vec<_> = (0..5).map(|i| entry(i, &impression(&format!("k{i}"), "s", "P", "on", "r", 1))).collect();
-        let first = store.load("store", &entries, DedupMode::Exact).unwrap();
-        assert_eq!((first.inserted, first.duplicates, first.next_offset), (5, 0, 5));
-        let again = store.load("store", &entries, DedupMode::Exact).unwrap();
-        assert_eq!((again.inserted, again.duplicates, again.next_offset), (0, 5, 5));
-        assert_eq!(store.consumer_offset("store").unwrap(), 5);
-        assert_eq!(count(&store), 5);
-    }
-
-    #[test]
-    fn an_empty_load_reports_the_committed_offset() {
-        let (_dir, mut store) = temp_store();
-        store.load("store", &[entry(6, &impression("k", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
-        assert_eq!(
-            store.load("store", &[], DedupMode::Exact).unwrap(),
-            LoadOutcome { next_offset: 7, ..Default::default() }
-        );
+        assert_eq!(keys, ["a"]);
     }
 
     #[test]
     fn a_failed_offset_commit_rolls_back_the_rows() {
-        let (_dir, mut store) = temp_store();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
         // The next offset (i64::MAX + 1) does not fit SQLite's INTEGER: the upsert fails after the
         // row was inserted, and the row must go with it.
         let err = store
             .load("store", &[entry(i64::MAX as u64, &impression("k", "s", "P", "on", "r", 1))], DedupMode::Exact)
             .unwrap_err();
         assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
-        assert_eq!(count(&store), 0);
+        let count: i64 = store.conn.query_row("SELECT COUNT(*) FROM impressions", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 0);
         assert_eq!(store.consumer_offset("store").unwrap(), 0);
     }
 
     #[test]
-    fn exact_dedup_stores_identical_impressions_once() {
-        let (_dir, mut store) = temp_store();
-        let same = impression("k", "s", "P", "on", "r", 1);
-        let later = impression("k", "s", "P", "on", "r", 2);
-        let outcome =
-            store.load("store", &[entry(0, &same), entry(1, &same), entry(2, &later)], DedupMode::Exact).unwrap();
-        assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
-        // Field order and unknown fields do not change an impression's identity.
-        let reordered = r#"{"time":1,"label":"r","treatment":"on","environmentName":"P","split":"s","key":"k","x":1}"#;
-        let outcome = store.load("store", &[entry(3, reordered)], DedupMode::Exact).unwrap();
-        assert_eq!((outcome.inserted, outcome.duplicates), (0, 1));
-    }
-
-    #[test]
-    fn per_version_dedup_keeps_the_first_impression() {
-        let (_dir, mut store) = temp_store();
-        let entries = [
-            entry(0, &impression("k", "s", "P", "on", "r", 300)),
-            entry(1, &impression("k", "s", "P", "on", "r", 100)),
-            entry(2, &impression("k", "s", "P", "off", "r", 200)),
-        ];
-        let outcome = store.load("store", &entries[..2], DedupMode::PerVersion).unwrap();
-        assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
-        let outcome = store.load("store", &entries[2..], DedupMode::PerVersion).unwrap();
-        assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
-        let mut times = Vec::new();
-        store
-            .query_impressions(&ImpressionQuery::default(), &mut |v| {
-                times.push((v.treatment.to_owned(), v.time));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(times, [("off".to_owned(), 200), ("on".to_owned(), 300)]);
-    }
-
-    #[test]
-    fn unparseable_entries_are_counted_and_the_rest_load() {
-        let (_dir, mut store) = temp_store();
-        let mut bad_utf8 = entry(1, "");
-        bad_utf8.payload = bytes::Bytes::from_static(b"{\"key\":\"\xff\"}");
-        let entries = [
-            entry(0, &impression("a", "s", "P", "on", "r", 1)),
-            bad_utf8,
-            entry(2, r#"{"key":"k","split":"s","time":1}"#),
-            entry(3, &impression("b", "s", "P", "on", "r", 2)),
-        ];
-        let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
-        assert_eq!(outcome, LoadOutcome { inserted: 2, duplicates: 0, unparseable: 2, next_offset: 4 });
-    }
-
-    #[test]
     fn a_batch_spanning_many_parse_chunks_loads_every_row_once() {
-        let (_dir, mut store) = temp_store();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
         let n = PARSE_CHUNK * 3 + 7;
         let entries: Vec<_> = (0..n as u64)
             .map(|i| {
@@ -530,82 +364,8 @@ mod tests {
         let bad = entries.iter().filter(|e| e.payload.as_ref() == b"not json").count() as u64;
         assert_eq!(outcome.inserted + outcome.unparseable, n as u64);
         assert_eq!(outcome.unparseable, bad);
-        assert_eq!(count(&store), (n as u64 - bad) as i64);
+        let count: i64 = store.conn.query_row("SELECT COUNT(*) FROM impressions", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, (n as u64 - bad) as i64);
         assert_eq!(store.consumer_offset("store").unwrap(), n as u64);
-    }
-
-    #[test]
-    fn rows_come_out_ordered_by_time_then_arrival() {
-        let (_dir, store) = fixture();
-        assert_eq!(keys(&store, &ImpressionQuery::default()), ["bob", "carol", "alphonso", "dave"]);
-        let (_dir, mut store) = temp_store();
-        let entries: Vec<_> = ["c", "a", "b"]
-            .iter()
-            .enumerate()
-            .map(|(i, k)| entry(i as u64, &impression(k, "s", "P", "on", "r", 5)))
-            .collect();
-        store.load("store", &entries, DedupMode::Exact).unwrap();
-        assert_eq!(keys(&store, &ImpressionQuery::default()), ["c", "a", "b"]);
-    }
-
-    #[test]
-    fn each_filter_alone() {
-        let (_dir, store) = fixture();
-        let q = |f: fn(&mut ImpressionQuery)| {
-            let mut q = ImpressionQuery::default();
-            f(&mut q);
-            keys(&store, &q)
-        };
-        assert_eq!(q(|q| q.environments = strings(&["Production"])), ["bob", "alphonso"]);
-        assert_eq!(q(|q| q.environments = strings(&["env3"])), ["dave"], "environment also matches the id");
-        assert_eq!(q(|q| q.splits = strings(&["other"])), ["carol"]);
-        assert_eq!(q(|q| q.keys = strings(&["alphonso", "dave"])), ["alphonso", "dave"]);
-        assert_eq!(q(|q| q.treatments = strings(&["on"])), ["bob", "carol"]);
-        assert_eq!(q(|q| q.labels = strings(&["default rule"])), ["carol", "alphonso"]);
-        assert_eq!(q(|q| q.from = Some(300)), ["alphonso", "dave"]);
-        assert_eq!(q(|q| q.to = Some(300)), ["bob", "carol"]);
-        assert_eq!(q(|q| q.limit = Some(2)), ["bob", "carol"]);
-        assert_eq!(q(|q| q.keys = strings(&["nobody"])), Vec::<String>::new());
-    }
-
-    #[test]
-    fn from_is_inclusive_and_to_exclusive() {
-        let (_dir, store) = fixture();
-        let q = ImpressionQuery { from: Some(200), to: Some(400), ..Default::default() };
-        assert_eq!(keys(&store, &q), ["carol", "alphonso"]);
-        let q = ImpressionQuery { from: Some(201), to: Some(401), ..Default::default() };
-        assert_eq!(keys(&store, &q), ["alphonso", "dave"]);
-    }
-
-    #[test]
-    fn filters_combine_with_and() {
-        let (_dir, store) = fixture();
-        let q = ImpressionQuery {
-            environments: strings(&["Production", "Staging"]),
-            splits: strings(&["sample_feature", "other"]),
-            treatments: strings(&["on"]),
-            labels: strings(&["whitelisted", "default rule"]),
-            from: Some(100),
-            to: Some(1_000),
-            limit: Some(1),
-            ..Default::default()
-        };
-        assert_eq!(keys(&store, &q), ["bob"]);
-        let q = ImpressionQuery { environments: strings(&["Staging"]), splits: strings(&["sample_feature"]), ..q };
-        assert_eq!(keys(&store, &q), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_row_callback_error_stops_the_query() {
-        let (_dir, store) = fixture();
-        let mut calls = 0;
-        let err = store
-            .query_impressions(&ImpressionQuery::default(), &mut |_| {
-                calls += 1;
-                Err(QueryError::Write(std::io::Error::other("client went away")))
-            })
-            .unwrap_err();
-        assert!(matches!(err, QueryError::Write(_)));
-        assert_eq!(calls, 1);
     }
 }

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+#[path = "../../src/store/pg_test_db.rs"]
+mod pg_test_db;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,17 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 use sluice::cli::serve::Server;
 use sluice::config::Config;
+
+pub use pg_test_db::TestSchema;
+
+/// Which store backend a test's server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file in the data directory.
+    Sqlite,
+    /// A fresh schema on the PostgreSQL test server.
+    Postgres,
+}
 
 /// A config for a test: its own data dir, an ephemeral port, quick loader flushes.
 pub fn test_config(data_dir: &Path) -> Config {
@@ -29,6 +43,8 @@ pub struct InProcess {
     pub base: String,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL schema holding the store, when the backend is PostgreSQL.
+    pub schema: Option<TestSchema>,
 }
 
 impl InProcess {
@@ -37,12 +53,23 @@ impl InProcess {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(Backend::Sqlite, adjust).await.unwrap()
+    }
+
+    /// Starts a server whose store is on `backend`; `None` when PostgreSQL is unreachable
+    /// outside CI (the skip has been announced).
+    pub async fn start_on(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestSchema::create()?),
+        };
+        config.store.url = schema.as_ref().map(|s| s.url.clone());
         adjust(&mut config);
         let server = Server::start(config).await.unwrap();
         let base = format!("http://{}", server.addr);
-        InProcess { server, base, client: reqwest::Client::new(), dir }
+        Some(InProcess { server, base, client: reqwest::Client::new(), dir, schema })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -75,9 +102,10 @@ impl InProcess {
         wait_loaded(&self.client, &self.base).await
     }
 
-    pub async fn stop(self) -> tempfile::TempDir {
+    /// Stops gracefully; returns what holds the store, still alive, for checks after the stop.
+    pub async fn stop(self) -> (tempfile::TempDir, Option<TestSchema>) {
         self.server.stop().await.unwrap();
-        self.dir
+        (self.dir, self.schema)
     }
 }
 
@@ -93,6 +121,26 @@ pub async fn wait_loaded(client: &reqwest::Client, base: &str) {
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the store did not catch up within 60 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `sql` (one integer result) directly against the store that `dir` or `schema` holds.
+pub async fn store_scalar(dir: &Path, schema: Option<&TestSchema>, sql: &str) -> i64 {
+    match schema {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("store.sqlite")).unwrap();
+            db.query_row(sql, [], |r| r.get(0)).unwrap()
+        }
+        Some(schema) => {
+            let (url, sql) = (schema.url.clone(), sql.to_owned());
+            // The sync driver must not run on the test's runtime thread.
+            tokio::task::spawn_blocking(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client.query_one(&sql, &[]).unwrap().get(0)
+            })
+            .await
+            .unwrap()
+        }
     }
 }
 

@@ -1,0 +1,394 @@
+/*!
+The PostgreSQL store: the production backend, chosen with a `postgres://` store URL.
+
+Loading is bulk, with the consumer offset written in the same transaction. A batch is first
+`COPY`'d in binary straight into `impressions`, inside a savepoint. `COPY` cannot skip rows that
+conflict, so when the batch holds an impression already stored (a re-delivery) the savepoint is
+rolled back and the batch goes through a per-connection temporary staging table instead, moved
+with `INSERT … SELECT … ON CONFLICT (identity) DO NOTHING`. New data, the common case, thus costs
+one `COPY`; re-deliveries cost a second pass. Queries stream rows through the
+extended protocol: the driver stops reading the socket while the caller is busy with a row, so
+memory stays flat whatever the result size.
+
+A connection that breaks (server restart, network) is dropped and re-opened on the next call, so
+the store loader's retries are all it takes to ride out an outage.
+*/
+
+mod connect;
+mod migrate;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::postgres::binary_copy::BinaryCopyInWriter;
+use ::postgres::error::SqlState;
+use ::postgres::fallible_iterator::FallibleIterator as _;
+use ::postgres::types::{ToSql, Type};
+use ::postgres::{Client, Row, Transaction};
+
+use super::where_clause::{SqlValue, WhereClause};
+use super::{ImpressionView, LoadOutcome, StoreError};
+use crate::journal::Entry;
+use crate::query::{ImpressionQuery, QueryError};
+use crate::record::{DedupMode, FieldLimits, Impression, RecordKind};
+
+/// How long a connection attempt may take before it counts as a failure (and is retried).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The columns [`view`] reads, in its order (the same list as the SQLite backend's).
+const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
+    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
+
+/// The columns the loader writes, in the order [`STAGED_TYPES`] gives their types.
+const LOAD_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
+    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, \
+    journal_offset, identity";
+
+/// Binary `COPY` needs each column's exact type.
+const STAGED_TYPES: [Type; 18] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::BYTEA,
+];
+
+/// Temporary tables are private to their session and disappear with it; emptied at every commit.
+const CREATE_STAGING: &str =
+    "CREATE TEMPORARY TABLE IF NOT EXISTS impressions_staging (LIKE impressions) ON COMMIT DELETE ROWS";
+
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES ($1, $2)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+
+/// How to reach the database: parsed once from the store URL.
+#[derive(Clone)]
+pub struct PgSettings {
+    config: Arc<::postgres::Config>,
+    /// Applied to the loader's connection only: exports stream for as long as the client reads.
+    statement_timeout_ms: u64,
+}
+
+impl PgSettings {
+    /// Reads a `postgres://` URL (libpq's URL syntax, including `?sslmode=` and `?options=`).
+    /// When the URL has no password, `PGPASSWORD` supplies it, as it would for `psql`.
+    pub fn from_url(url: &str, statement_timeout_ms: u64) -> Result<PgSettings, StoreError> {
+        let mut config: ::postgres::Config =
+            url.parse().map_err(|e: ::postgres::Error| StoreError::BadUrl { reason: e.to_string() })?;
+        if config.get_ssl_mode() == ::postgres::config::SslMode::Require {
+            return Err(StoreError::BadUrl {
+                reason: "sslmode=require is not supported by this sluice yet (it connects without TLS); \
+                         use sslmode=disable or prefer, or reach the server through a TLS tunnel"
+                    .into(),
+            });
+        }
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("sluice");
+        }
+        Ok(PgSettings { config: Arc::new(config), statement_timeout_ms })
+    }
+}
+
+impl fmt::Display for PgSettings {
+    /// `postgres://user@host:port/db`, without the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        write!(f, "postgres://")?;
+        if let Some(user) = c.get_user() {
+            write!(f, "{user}@")?;
+        }
+        for (i, host) in c.get_hosts().iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
+            }
+            match host {
+                ::postgres::config::Host::Tcp(h) => write!(f, "{h}")?,
+                ::postgres::config::Host::Unix(p) => write!(f, "{}", p.display())?,
+            }
+            // libpq's rules: one port for every host, or one per host; 5432 when none is given.
+            let port = c.get_ports().get(i).or(c.get_ports().first()).copied().unwrap_or(5432);
+            write!(f, ":{port}")?;
+        }
+        write!(f, "/{}", c.get_dbname().or(c.get_user()).unwrap_or_default())
+    }
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgSettings({self})")
+    }
+}
+
+/// A PostgreSQL store: one connection, re-opened when it breaks.
+pub struct PgStore {
+    settings: PgSettings,
+    /// Whether this is the loader's connection (which gets the statement timeout and staging table).
+    writer: bool,
+    client: Option<Client>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore").field("store", &self.settings.to_string()).finish()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The driver closes a connection by blocking on its own small runtime, which tokio forbids
+        // on an async worker thread (where the loader and the server drop their stores); a
+        // short-lived thread closes it instead.
+        if let Some(client) = self.client.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(client));
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date; several processes may do this at once.
+    pub fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
+        let mut store = PgStore { settings: settings.clone(), writer: true, client: None };
+        migrate::migrate(store.client()?, &settings.to_string())?;
+        Ok(store)
+    }
+
+    /// Connects for queries and checks that the schema is the one this binary reads.
+    pub fn open_read_only(settings: &PgSettings) -> Result<PgStore, StoreError> {
+        let mut store = PgStore { settings: settings.clone(), writer: false, client: None };
+        migrate::check_current(store.client()?, &settings.to_string())?;
+        Ok(store)
+    }
+
+    /// False once the connection has broken.
+    pub fn is_connected(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// The live connection, re-opened first if there is none or it broke.
+    pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
+        let client = match self.client.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => {
+                let mut client = connect::connect(&self.settings.config)
+                    .map_err(|source| StoreError::Connect { store: self.settings.to_string(), source })?;
+                if self.writer {
+                    // A statement that hangs (a lock, a half-dead server) must fail and be retried.
+                    client.batch_execute(&format!("SET statement_timeout = {}", self.settings.statement_timeout_ms))?;
+                }
+                client
+            }
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// The offset `consumer` committed with its last load (0 if it never loaded).
+    pub fn consumer_offset(&mut self, consumer: &str) -> Result<u64, StoreError> {
+        let row =
+            self.client()?.query_opt("SELECT next_offset FROM consumer_offsets WHERE consumer = $1", &[&consumer])?;
+        // Offsets are written from u64 values that fit i64, so they are never negative.
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0).unsigned_abs()))
+    }
+
+    /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,
+    /// all in one transaction: either both happen or neither does.
+    pub fn load(&mut self, consumer: &str, entries: &[Entry], mode: DedupMode) -> Result<LoadOutcome, StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(LoadOutcome { next_offset: self.consumer_offset(consumer)?, ..LoadOutcome::default() });
+        };
+        let next_offset = last.offset + 1;
+        let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
+        let mut outcome = LoadOutcome { next_offset, ..LoadOutcome::default() };
+        let mut tx = self.client()?.transaction()?;
+        // Fast path: most batches hold only new impressions, so they are copied straight into
+        // the table. A unique violation rolls back just this attempt and the batch takes the
+        // staging path, which absorbs duplicates.
+        let mut direct = tx.savepoint("direct")?;
+        match copy_rows(&mut direct, "impressions", entries, mode, true) {
+            Ok((copied, unparseable)) => {
+                direct.commit()?;
+                outcome.inserted = copied;
+                outcome.unparseable = unparseable;
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                direct.rollback()?;
+                // Inside the transaction: on a fresh connection this creates the table, otherwise it is a no-op.
+                tx.batch_execute(CREATE_STAGING)?;
+                let (staged, unparseable) = copy_rows(&mut tx, "impressions_staging", entries, mode, false)?;
+                // In journal order, so that among duplicates the first one delivered is the one
+                // kept, exactly as SQLite's INSERT OR IGNORE does.
+                outcome.inserted = tx.execute(
+                    &format!(
+                        "INSERT INTO impressions ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM impressions_staging \
+                         ORDER BY journal_offset ON CONFLICT (identity) DO NOTHING"
+                    ),
+                    &[],
+                )?;
+                outcome.duplicates = staged - outcome.inserted;
+                outcome.unparseable = unparseable;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
+    /// how many there were.
+    pub fn query_impressions(
+        &mut self,
+        q: &ImpressionQuery,
+        row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut clause = WhereClause::for_impressions(q);
+        let limit = match q.limit {
+            Some(n) => format!(" LIMIT {}", clause.bind(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)))),
+            None => String::new(),
+        };
+        // `time, journal_offset` is exactly the key of the time index, so rows come out without a sort.
+        let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, journal_offset{limit}", clause.sql);
+        let params = clause.params.iter().map(|v| -> &(dyn ToSql + Sync) {
+            match v {
+                SqlValue::Text(s) => s,
+                SqlValue::Integer(i) => i,
+            }
+        });
+        let result = stream(self.client()?, &sql, params, row);
+        if result.is_err() {
+            // The rest of the result may still be on its way; a fresh connection is cheaper than
+            // draining it, and a pool must not hand out a connection in that state.
+            self.client = None;
+        }
+        result
+    }
+}
+
+/// Binary-`COPY`s the impressions among `entries` into `table`; returns how many rows were
+/// written and how many entries could not be parsed (logged only when `log` is set, so a retried
+/// batch does not log them twice).
+fn copy_rows(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    entries: &[Entry],
+    mode: DedupMode,
+    log: bool,
+) -> Result<(u64, u64), ::postgres::Error> {
+    let (mut copied, mut unparseable) = (0, 0);
+    let sink = tx.copy_in(&format!("COPY {table} ({LOAD_COLUMNS}) FROM STDIN (FORMAT binary)"))?;
+    let mut writer = BinaryCopyInWriter::new(sink, &STAGED_TYPES);
+    for entry in entries {
+        // The journal is shared by every source; kinds this loader does not store pass by, and
+        // the offset still moves past them.
+        if entry.kind != RecordKind::SplitImpression {
+            continue;
+        }
+        let Some(imp) = parse(entry, log) else {
+            unparseable += 1;
+            continue;
+        };
+        // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
+        let journal_offset = entry.offset as i64;
+        let extra = imp.extra_json();
+        let identity = imp.identity(mode);
+        writer.write(&[
+            &imp.key.as_ref(),
+            &imp.split.as_ref(),
+            &imp.environment_name.as_deref(),
+            &imp.environment_id.as_deref(),
+            &imp.treatment.as_ref(),
+            &imp.label.as_deref(),
+            &imp.time,
+            &imp.bucketing_key.as_deref(),
+            &imp.machine_name.as_deref(),
+            &imp.machine_ip.as_deref(),
+            &imp.split_version_number,
+            &imp.sdk.as_deref(),
+            &imp.sdk_version.as_deref(),
+            &imp.properties.as_deref(),
+            &extra,
+            &entry.received_at_ms,
+            &journal_offset,
+            &identity.as_slice(),
+        ])?;
+        copied += 1;
+    }
+    writer.finish()?;
+    Ok((copied, unparseable))
+}
+
+fn stream<'p>(
+    client: &mut Client,
+    sql: &str,
+    params: impl ExactSizeIterator<Item = &'p (dyn ToSql + Sync)>,
+    row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
+) -> Result<u64, QueryError> {
+    let mut rows = client.query_raw(sql, params).map_err(StoreError::from)?;
+    let mut count = 0;
+    while let Some(r) = rows.next().map_err(StoreError::from)? {
+        row(&view(&r).map_err(StoreError::from)?)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Parses one journal entry; `None` (logged if `log`) for one that is not an impression.
+fn parse(entry: &Entry, log: bool) -> Option<Impression<'_>> {
+    let result = std::str::from_utf8(&entry.payload)
+        .map_err(|e| format!("payload is not UTF-8: {e}"))
+        .and_then(|json| Impression::parse(json, &FieldLimits::NONE).map_err(|e| e.to_string()));
+    match result {
+        Ok(imp) => Some(imp),
+        Err(reason) if log => {
+            // Ingest validated this record, so this means a bug or a damaged journal; the entry is
+            // counted and logged rather than blocking every record behind it.
+            tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Reads one row of [`VIEW_COLUMNS`] without copying its text.
+fn view(r: &Row) -> Result<ImpressionView<'_>, ::postgres::Error> {
+    Ok(ImpressionView {
+        key: r.try_get(0)?,
+        split: r.try_get(1)?,
+        environment: r.try_get(2)?,
+        environment_id: r.try_get(3)?,
+        treatment: r.try_get(4)?,
+        label: r.try_get(5)?,
+        time: r.try_get(6)?,
+        bucketing_key: r.try_get(7)?,
+        machine_name: r.try_get(8)?,
+        machine_ip: r.try_get(9)?,
+        split_version_number: r.try_get(10)?,
+        sdk: r.try_get(11)?,
+        sdk_version: r.try_get(12)?,
+        properties: r.try_get(13)?,
+        extra: r.try_get(14)?,
+        received_at: r.try_get(15)?,
+    })
+}

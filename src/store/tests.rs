@@ -1,0 +1,398 @@
+//! The store contract, run against every backend: one suite, parameterised by backend (the
+//! `suite!` list at the bottom makes a `sqlite::…` and a `postgres::…` test of each function).
+//! Each PostgreSQL test gets its own schema on the test server (see `pg_test_db`).
+
+use super::pg_test_db::TestSchema;
+use super::test_support::{entry, impression};
+use super::*;
+use crate::query::{OutputFormat, write_impressions};
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Keeps a test's database alive: a temporary directory or a PostgreSQL schema.
+enum Guard {
+    Dir(#[expect(dead_code, reason = "held only to delete the directory on drop")] tempfile::TempDir),
+    Schema(#[expect(dead_code, reason = "held only to drop the schema on drop")] TestSchema),
+}
+
+/// A fresh, empty store location on one backend.
+struct Fixture {
+    target: StoreTarget,
+    _guard: Guard,
+}
+
+impl Fixture {
+    /// `None` when PostgreSQL is unreachable outside CI (the skip was announced).
+    fn new(backend: Backend) -> Option<Fixture> {
+        Some(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                Fixture { target: StoreTarget::Sqlite(dir.path().join("sluice.db")), _guard: Guard::Dir(dir) }
+            }
+            Backend::Postgres => {
+                let schema = TestSchema::create()?;
+                let target = StoreTarget::parse(Some(&schema.url), PathBuf::new(), 10_000).unwrap();
+                Fixture { target, _guard: Guard::Schema(schema) }
+            }
+        })
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.target).unwrap()
+    }
+}
+
+/// One integer from raw SQL, straight from the backend.
+fn scalar(store: &mut Store, sql: &str) -> i64 {
+    match store {
+        Store::Sqlite(s) => s.conn.query_row(sql, [], |r| r.get(0)).unwrap(),
+        Store::Postgres(p) => p.client().unwrap().query_one(sql, &[]).unwrap().get(0),
+    }
+}
+
+fn count(store: &mut Store) -> i64 {
+    scalar(store, "SELECT COUNT(*) FROM impressions")
+}
+
+/// Keys of the rows `q` returns, in order.
+fn keys(store: &mut Store, q: &ImpressionQuery) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = store
+        .query_impressions(q, &mut |v| {
+            out.push(v.key.to_owned());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n as usize, out.len());
+    out
+}
+
+/// Four impressions loaded out of time order, covering name-only, id-only and missing labels.
+fn loaded(f: &Fixture) -> Store {
+    let mut store = f.open();
+    let mut dave = impression("dave", "sample_feature", "", "off", "", 400);
+    dave = dave.replace(r#""environmentName":"""#, r#""environmentId":"env3""#).replace(r#","label":"""#, "");
+    let entries = [
+        entry(0, &impression("alphonso", "sample_feature", "Production", "off", "default rule", 300)),
+        entry(1, &impression("bob", "sample_feature", "Production", "on", "whitelisted", 100)),
+        entry(2, &impression("carol", "other", "Staging", "on", "default rule", 200)),
+        entry(3, &dave),
+    ];
+    let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!(outcome.inserted, 4);
+    store
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn open_creates_the_schema_and_reopening_changes_nothing(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    store.load("store", &[entry(0, &impression("k", "s", "Production", "on", "r", 1))], DedupMode::Exact).unwrap();
+    drop(store);
+    let mut store = f.open();
+    assert_eq!(count(&mut store), 1);
+    assert_eq!(scalar(&mut store, "SELECT COUNT(*) FROM schema_migrations"), i64::from(migrations::latest()));
+    // The seed's own check query, unchanged.
+    let row = match &mut store {
+        Store::Sqlite(s) => s
+            .conn
+            .query_row("select key, split, environment, treatment, label, time from impressions;", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .unwrap(),
+        Store::Postgres(p) => {
+            let r = p
+                .client()
+                .unwrap()
+                .query_one("select key, split, environment, treatment, label, time from impressions;", &[])
+                .unwrap();
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+        }
+    };
+    let row: (String, String, String, String, String, i64) = row;
+    assert_eq!(row, ("k".into(), "s".into(), "Production".into(), "on".into(), "r".into(), 1));
+}
+
+fn concurrent_opens_migrate_once(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| drop(f.open()));
+        }
+    });
+    assert_eq!(scalar(&mut f.open(), "SELECT COUNT(*) FROM schema_migrations"), i64::from(migrations::latest()));
+}
+
+fn read_only_open_refuses_a_store_that_was_never_migrated(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    if let StoreTarget::Sqlite(path) = &f.target {
+        rusqlite::Connection::open(path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    }
+    let err = Store::open_read_only(&f.target).unwrap_err();
+    assert!(matches!(err, StoreError::Outdated { found: 0, .. }), "{err}");
+    assert!(err.to_string().contains("run `sluice migrate`"), "{err}");
+}
+
+fn read_only_store_reads_while_the_writer_loads(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut writer = f.open();
+    writer.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    let mut reader = Store::open_read_only(&f.target).unwrap();
+    assert_eq!(keys(&mut reader, &ImpressionQuery::default()), ["a"]);
+    writer.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 2))], DedupMode::Exact).unwrap();
+    assert_eq!(keys(&mut reader, &ImpressionQuery::default()), ["a", "b"]);
+    assert_eq!(reader.consumer_offset("store").unwrap(), 2);
+}
+
+fn load_stores_every_field_and_commits_the_offset(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    assert_eq!(store.consumer_offset("store").unwrap(), 0);
+    let json = r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":"b","label":"default rule","machineName":"m","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","newField":[1]}"#;
+    let outcome = store.load("store", &[entry(41, json)], DedupMode::Exact).unwrap();
+    assert_eq!(outcome, LoadOutcome { inserted: 1, duplicates: 0, unparseable: 0, next_offset: 42 });
+    assert_eq!(store.consumer_offset("store").unwrap(), 42);
+    assert_eq!(store.consumer_offset("someone-else").unwrap(), 0);
+    let mut seen = Vec::new();
+    store
+        .query_impressions(&ImpressionQuery::default(), &mut |v| {
+            seen.push(format!("{v:?}"));
+            Ok(())
+        })
+        .unwrap();
+    let expected = ImpressionView {
+        key: "alphonso",
+        split: "sample_feature",
+        environment: Some("Production"),
+        environment_id: Some("env1"),
+        treatment: "off",
+        label: Some("default rule"),
+        time: 1572632114350,
+        bucketing_key: Some("b"),
+        machine_name: Some("m"),
+        machine_ip: Some("10.0.0.1"),
+        split_version_number: Some(1572632100000),
+        sdk: Some("java"),
+        sdk_version: Some("4.1.0"),
+        properties: Some("{}"),
+        extra: Some(r#"{"newField":[1]}"#),
+        received_at: 1041,
+    };
+    assert_eq!(seen, [format!("{expected:?}")]);
+    assert_eq!(scalar(&mut store, "SELECT journal_offset FROM impressions"), 41);
+}
+
+fn loading_the_same_entries_again_inserts_nothing_and_keeps_the_offset(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let entries: Vec<_> = (0..5).map(|i| entry(i, &impression(&format!("k{i}"), "s", "P", "on", "r", 1))).collect();
+    let first = store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!((first.inserted, first.duplicates, first.next_offset), (5, 0, 5));
+    let again = store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!((again.inserted, again.duplicates, again.next_offset), (0, 5, 5));
+    assert_eq!(store.consumer_offset("store").unwrap(), 5);
+    assert_eq!(count(&mut store), 5);
+}
+
+fn an_empty_load_reports_the_committed_offset(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    store.load("store", &[entry(6, &impression("k", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    assert_eq!(
+        store.load("store", &[], DedupMode::Exact).unwrap(),
+        LoadOutcome { next_offset: 7, ..Default::default() }
+    );
+}
+
+fn an_offset_beyond_the_store_fails_the_load_and_stores_nothing(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let entries = [
+        entry(i64::MAX as u64 - 1, &impression("a", "s", "P", "on", "r", 1)),
+        entry(i64::MAX as u64, &impression("k", "s", "P", "on", "r", 1)),
+    ];
+    store.load("store", &entries, DedupMode::Exact).unwrap_err();
+    assert_eq!(count(&mut store), 0);
+    assert_eq!(store.consumer_offset("store").unwrap(), 0);
+}
+
+fn exact_dedup_stores_identical_impressions_once(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let same = impression("k", "s", "P", "on", "r", 1);
+    let later = impression("k", "s", "P", "on", "r", 2);
+    let outcome = store.load("store", &[entry(0, &same), entry(1, &same), entry(2, &later)], DedupMode::Exact).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
+    // Field order and unknown fields do not change an impression's identity.
+    let reordered = r#"{"time":1,"label":"r","treatment":"on","environmentName":"P","split":"s","key":"k","x":1}"#;
+    let outcome = store.load("store", &[entry(3, reordered)], DedupMode::Exact).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (0, 1));
+}
+
+fn per_version_dedup_keeps_the_first_impression(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let entries = [
+        entry(0, &impression("k", "s", "P", "on", "r", 300)),
+        entry(1, &impression("k", "s", "P", "on", "r", 100)),
+        entry(2, &impression("k", "s", "P", "off", "r", 200)),
+    ];
+    let outcome = store.load("store", &entries[..2], DedupMode::PerVersion).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
+    let outcome = store.load("store", &entries[2..], DedupMode::PerVersion).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
+    let mut times = Vec::new();
+    store
+        .query_impressions(&ImpressionQuery::default(), &mut |v| {
+            times.push((v.treatment.to_owned(), v.time));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(times, [("off".to_owned(), 200), ("on".to_owned(), 300)]);
+}
+
+fn unparseable_entries_are_counted_and_the_rest_load(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let mut bad_utf8 = entry(1, "");
+    bad_utf8.payload = bytes::Bytes::from_static(b"{\"key\":\"\xff\"}");
+    let entries = [
+        entry(0, &impression("a", "s", "P", "on", "r", 1)),
+        bad_utf8,
+        entry(2, r#"{"key":"k","split":"s","time":1}"#),
+        entry(3, &impression("b", "s", "P", "on", "r", 2)),
+    ];
+    let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!(outcome, LoadOutcome { inserted: 2, duplicates: 0, unparseable: 2, next_offset: 4 });
+}
+
+fn rows_come_out_ordered_by_time_then_arrival(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    assert_eq!(keys(&mut loaded(&f), &ImpressionQuery::default()), ["bob", "carol", "alphonso", "dave"]);
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    let entries: Vec<_> = ["c", "a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| entry(i as u64, &impression(k, "s", "P", "on", "r", 5)))
+        .collect();
+    store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!(keys(&mut store, &ImpressionQuery::default()), ["c", "a", "b"]);
+}
+
+fn each_filter_alone(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    let mut q = |f: fn(&mut ImpressionQuery)| {
+        let mut q = ImpressionQuery::default();
+        f(&mut q);
+        keys(&mut store, &q)
+    };
+    assert_eq!(q(|q| q.environments = strings(&["Production"])), ["bob", "alphonso"]);
+    assert_eq!(q(|q| q.environments = strings(&["env3"])), ["dave"], "environment also matches the id");
+    assert_eq!(q(|q| q.splits = strings(&["other"])), ["carol"]);
+    assert_eq!(q(|q| q.keys = strings(&["alphonso", "dave"])), ["alphonso", "dave"]);
+    assert_eq!(q(|q| q.treatments = strings(&["on"])), ["bob", "carol"]);
+    assert_eq!(q(|q| q.labels = strings(&["default rule"])), ["carol", "alphonso"]);
+    assert_eq!(q(|q| q.from = Some(300)), ["alphonso", "dave"]);
+    assert_eq!(q(|q| q.to = Some(300)), ["bob", "carol"]);
+    assert_eq!(q(|q| q.limit = Some(2)), ["bob", "carol"]);
+    assert_eq!(q(|q| q.keys = strings(&["nobody"])), Vec::<String>::new());
+}
+
+fn from_is_inclusive_and_to_exclusive(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    let q = ImpressionQuery { from: Some(200), to: Some(400), ..Default::default() };
+    assert_eq!(keys(&mut store, &q), ["carol", "alphonso"]);
+    let q = ImpressionQuery { from: Some(201), to: Some(401), ..Default::default() };
+    assert_eq!(keys(&mut store, &q), ["alphonso", "dave"]);
+}
+
+fn filters_combine_with_and(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    let q = ImpressionQuery {
+        environments: strings(&["Production", "Staging"]),
+        splits: strings(&["sample_feature", "other"]),
+        treatments: strings(&["on"]),
+        labels: strings(&["whitelisted", "default rule"]),
+        from: Some(100),
+        to: Some(1_000),
+        limit: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(keys(&mut store, &q), ["bob"]);
+    let q = ImpressionQuery { environments: strings(&["Staging"]), splits: strings(&["sample_feature"]), ..q };
+    assert_eq!(keys(&mut store, &q), Vec::<String>::new());
+}
+
+fn a_row_callback_error_stops_the_query_and_the_store_stays_usable(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    let mut calls = 0;
+    let err = store
+        .query_impressions(&ImpressionQuery::default(), &mut |_| {
+            calls += 1;
+            Err(QueryError::Write(std::io::Error::other("client went away")))
+        })
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Write(_)));
+    assert_eq!(calls, 1);
+    assert_eq!(keys(&mut store, &ImpressionQuery::default()).len(), 4);
+}
+
+fn the_csv_report_is_byte_exact(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    let mut out = Vec::new();
+    let q = ImpressionQuery::default();
+    write_impressions(&mut store, &q, &OutputFormat::default(), &mut out, &mut |_| {}).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "User Key, Split, Environment, Treatment, Rule, Time\r\n\
+         bob,sample_feature,Production,on,whitelisted,100\r\n\
+         carol,other,Staging,on,default rule,200\r\n\
+         alphonso,sample_feature,Production,off,default rule,300\r\n\
+         dave,sample_feature,env3,off,,400\r\n"
+    );
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(super::Backend::Postgres) } )*
+        }
+    };
+}
+
+suite!(
+    open_creates_the_schema_and_reopening_changes_nothing,
+    concurrent_opens_migrate_once,
+    read_only_open_refuses_a_store_that_was_never_migrated,
+    read_only_store_reads_while_the_writer_loads,
+    load_stores_every_field_and_commits_the_offset,
+    loading_the_same_entries_again_inserts_nothing_and_keeps_the_offset,
+    an_empty_load_reports_the_committed_offset,
+    an_offset_beyond_the_store_fails_the_load_and_stores_nothing,
+    exact_dedup_stores_identical_impressions_once,
+    per_version_dedup_keeps_the_first_impression,
+    unparseable_entries_are_counted_and_the_rest_load,
+    rows_come_out_ordered_by_time_then_arrival,
+    each_filter_alone,
+    from_is_inclusive_and_to_exclusive,
+    filters_combine_with_and,
+    a_row_callback_error_stops_the_query_and_the_store_stays_usable,
+    the_csv_report_is_byte_exact,
+);
