@@ -123,7 +123,7 @@ fn raw_table(dir: &Path, store_db: &Path) -> Connection {
     raw.pragma_update(None, "page_size", page_size).expect("page_size");
     raw.pragma_update(None, "journal_mode", "WAL").expect("WAL");
     raw.pragma_update(None, "synchronous", "FULL").expect("synchronous");
-    raw.pragma_update(None, "cache_size", -64 * 1024).expect("cache_size");
+    raw.pragma_update(None, "cache_size", -16 * 1024).expect("cache_size");
     for sql in schema {
         raw.execute_batch(&sql).expect("create the raw table");
     }
@@ -197,7 +197,8 @@ fn export(c: &mut Criterion, dir: &Path) {
     }
 
     let raw = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read-only");
-    raw.pragma_update(None, "cache_size", -64 * 1024).expect("cache_size");
+    raw.pragma_update(None, "cache_size", -2 * 1024).expect("cache_size");
+    raw.pragma_update(None, "mmap_size", 1 << 30).expect("mmap_size");
     group.bench_function("raw_select", |b| {
         b.iter(|| {
             let mut stmt = raw

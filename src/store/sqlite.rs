@@ -18,16 +18,20 @@ use crate::journal::Entry;
 use crate::query::{ImpressionQuery, QueryError};
 use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind};
 
-/// Page cache per connection, in KiB (SQLite reads a negative `cache_size` as KiB). The identity
-/// index is random-access, so a cache that holds its hot pages keeps loading fast as the table grows.
-const CACHE_KIB: i64 = 64 * 1024;
+/// The loader's page cache, in KiB (SQLite reads a negative `cache_size` as KiB). Identities and
+/// times both grow with time, so a load touches the right edge of each index: a modest cache
+/// holds every page it needs however large the table grows.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// A query's page cache, in KiB: small, because queries read through the memory map instead.
+const READER_CACHE_KIB: i64 = 2 * 1024;
 
 /// Entries parsed per message from the parser thread to the inserter.
 const PARSE_CHUNK: usize = 512;
 /// Parsed chunks waiting for the inserter: enough to keep it busy, few enough to bound memory.
 const PARSED_CHUNKS_IN_FLIGHT: usize = 4;
 
-/// How much of the store file queries read through a memory map.
+/// How much of the store file queries read through a memory map (exports read every page once:
+/// mapping saves copying each into the cache; the pages are the kernel's, reclaimable at will).
 const MMAP_BYTES: i64 = 1 << 30;
 
 /// Page size of a new store file.
@@ -64,7 +68,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        configure(&conn).map_err(open_err)?;
+        configure(&conn, WRITER_CACHE_KIB).map_err(open_err)?;
         // Takes effect only when the file is created. Larger pages mean fewer, shallower B-tree
         // pages per loaded batch; rows here are ~300 bytes, far from needing overflow pages.
         conn.pragma_update(None, "page_size", PAGE_BYTES).map_err(open_err)?;
@@ -86,7 +90,8 @@ impl SqliteStore {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        configure(&conn).map_err(open_err)?;
+        configure(&conn, READER_CACHE_KIB).map_err(open_err)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES).map_err(open_err)?;
         migrations::check_current(&conn, path)?;
         Ok(SqliteStore { conn })
     }
@@ -225,12 +230,9 @@ impl<'e> ParsedRow<'e> {
 }
 
 /// Settings every connection gets.
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    // Exports read every page once: mapping the file saves copying each page into the cache.
-    // Address space only; the kernel's page cache backs it either way.
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+    conn.pragma_update(None, "cache_size", -cache_kib)
 }
 
 fn unparseable(entry: &Entry, reason: &str) {
