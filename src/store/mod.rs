@@ -10,6 +10,7 @@ dialects side by side) are shared, and each backend module holds only its connec
 its bulk-load path and its row decoding.
 */
 
+mod load_rows;
 mod migrations;
 #[cfg(test)]
 mod pg_test_db;
@@ -28,6 +29,11 @@ pub use readers::{Reader, Readers};
 pub use sqlite::SqliteStore;
 
 use crate::journal::Entry;
+
+/// The columns both backends' row readers (`view`) read, in their order: the fields of
+/// [`ImpressionView`].
+const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
+    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
 use crate::query::{ImpressionQuery, QueryError};
 use crate::record::DedupMode;
 

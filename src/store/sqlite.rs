@@ -12,11 +12,12 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params, params_from_iter};
 
+use super::load_rows::{self, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{ImpressionView, LoadOutcome, StoreError, migrations};
+use super::{ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations};
 use crate::journal::Entry;
 use crate::query::{ImpressionQuery, QueryError};
-use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind};
+use crate::record::DedupMode;
 
 /// The loader's page cache, in KiB (SQLite reads a negative `cache_size` as KiB). Identities and
 /// times both grow with time, so a load touches the right edge of each index: a modest cache
@@ -47,10 +48,6 @@ const INSERT_IMPRESSION: &str = "INSERT OR IGNORE INTO impressions (
 
 const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES (?1, ?2)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
-
-/// The columns [`view`] reads, in its order.
-const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
-    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -116,16 +113,10 @@ impl SqliteStore {
         // Parsing and hashing take about a third of a row's cost; a second thread does them for
         // the next chunk while this one inserts, so loading uses both cores.
         std::thread::scope(|scope| -> Result<(), StoreError> {
-            let (send, parsed) = std::sync::mpsc::sync_channel::<Vec<Option<ParsedRow<'_>>>>(PARSED_CHUNKS_IN_FLIGHT);
+            let (send, parsed) = std::sync::mpsc::sync_channel::<Vec<Option<LoadRow<'_>>>>(PARSED_CHUNKS_IN_FLIGHT);
             let parser = scope.spawn(move || {
                 for chunk in entries.chunks(PARSE_CHUNK) {
-                    let rows = chunk
-                        .iter()
-                        // The journal is shared by every source; kinds this loader does not store
-                        // pass by, and the offset still moves past them.
-                        .filter(|entry| entry.kind == RecordKind::SplitImpression)
-                        .map(|entry| ParsedRow::parse(entry, mode))
-                        .collect();
+                    let rows = load_rows::impressions(chunk, mode).collect();
                     if send.send(rows).is_err() {
                         return; // The inserter failed and rolls back; nothing more to do.
                     }
@@ -198,47 +189,10 @@ impl SqliteStore {
     }
 }
 
-/// One journal entry parsed into what the insert binds.
-struct ParsedRow<'e> {
-    imp: Impression<'e>,
-    identity: [u8; IDENTITY_BYTES],
-    extra: Option<String>,
-    received_at: i64,
-    offset: u64,
-}
-
-impl<'e> ParsedRow<'e> {
-    /// Parses `entry`, or logs why it cannot and returns `None`.
-    fn parse(entry: &'e Entry, mode: DedupMode) -> Option<ParsedRow<'e>> {
-        let parsed = std::str::from_utf8(&entry.payload)
-            .map_err(|e| format!("payload is not UTF-8: {e}"))
-            .and_then(|json| Impression::parse(json, &FieldLimits::NONE).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(imp) => Some(ParsedRow {
-                identity: imp.identity(mode),
-                extra: imp.extra_json(),
-                received_at: entry.received_at_ms,
-                offset: entry.offset,
-                imp,
-            }),
-            Err(reason) => {
-                unparseable(entry, &reason);
-                None
-            }
-        }
-    }
-}
-
 /// Settings every connection gets.
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -cache_kib)
-}
-
-fn unparseable(entry: &Entry, reason: &str) {
-    // Ingest validated this record, so this means a bug or a damaged journal; the entry is counted
-    // and logged rather than blocking every record behind it.
-    tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
 }
 
 /// Reads one row of [`VIEW_COLUMNS`] without copying its text.

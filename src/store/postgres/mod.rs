@@ -27,18 +27,15 @@ use ::postgres::fallible_iterator::FallibleIterator as _;
 use ::postgres::types::{ToSql, Type};
 use ::postgres::{Client, Row, Transaction};
 
+use super::load_rows::{self, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{ImpressionView, LoadOutcome, StoreError};
+use super::{ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
 use crate::journal::Entry;
 use crate::query::{ImpressionQuery, QueryError};
-use crate::record::{DedupMode, FieldLimits, Impression, RecordKind};
+use crate::record::DedupMode;
 
 /// How long a connection attempt may take before it counts as a failure (and is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The columns [`view`] reads, in its order (the same list as the SQLite backend's).
-const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
-    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
 
 /// The columns the loader writes, in the order [`STAGED_TYPES`] gives their types.
 const LOAD_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
@@ -221,22 +218,25 @@ impl PgStore {
         let next_offset = last.offset + 1;
         let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
         let mut outcome = LoadOutcome { next_offset, ..LoadOutcome::default() };
+        // Parsed once, before the transaction: the staging path re-copies the same rows.
+        let rows: Vec<_> = load_rows::impressions(entries, mode).collect();
+        outcome.unparseable = rows.iter().filter(|row| row.is_none()).count() as u64;
+        let rows: Vec<_> = rows.into_iter().flatten().collect();
         let mut tx = self.client()?.transaction()?;
         // Fast path: most batches hold only new impressions, so they are copied straight into
         // the table. A unique violation rolls back just this attempt and the batch takes the
         // staging path, which absorbs duplicates.
         let mut direct = tx.savepoint("direct")?;
-        match copy_rows(&mut direct, "impressions", entries, mode, true) {
-            Ok((copied, unparseable)) => {
+        match copy_rows(&mut direct, "impressions", &rows) {
+            Ok(()) => {
                 direct.commit()?;
-                outcome.inserted = copied;
-                outcome.unparseable = unparseable;
+                outcome.inserted = rows.len() as u64;
             }
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 direct.rollback()?;
                 // Inside the transaction: on a fresh connection this creates the table, otherwise it is a no-op.
                 tx.batch_execute(CREATE_STAGING)?;
-                let (staged, unparseable) = copy_rows(&mut tx, "impressions_staging", entries, mode, false)?;
+                copy_rows(&mut tx, "impressions_staging", &rows)?;
                 // In journal order, so that among duplicates the first one delivered is the one
                 // kept, exactly as SQLite's INSERT OR IGNORE does.
                 outcome.inserted = tx.execute(
@@ -246,8 +246,7 @@ impl PgStore {
                     ),
                     &[],
                 )?;
-                outcome.duplicates = staged - outcome.inserted;
-                outcome.unparseable = unparseable;
+                outcome.duplicates = rows.len() as u64 - outcome.inserted;
             }
             Err(e) => return Err(e.into()),
         }
@@ -286,33 +285,14 @@ impl PgStore {
     }
 }
 
-/// Binary-`COPY`s the impressions among `entries` into `table`; returns how many rows were
-/// written and how many entries could not be parsed (logged only when `log` is set, so a retried
-/// batch does not log them twice).
-fn copy_rows(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    entries: &[Entry],
-    mode: DedupMode,
-    log: bool,
-) -> Result<(u64, u64), ::postgres::Error> {
-    let (mut copied, mut unparseable) = (0, 0);
+/// Binary-`COPY`s `rows` into `table`.
+fn copy_rows(tx: &mut Transaction<'_>, table: &str, rows: &[LoadRow<'_>]) -> Result<(), ::postgres::Error> {
     let sink = tx.copy_in(&format!("COPY {table} ({LOAD_COLUMNS}) FROM STDIN (FORMAT binary)"))?;
     let mut writer = BinaryCopyInWriter::new(sink, &STAGED_TYPES);
-    for entry in entries {
-        // The journal is shared by every source; kinds this loader does not store pass by, and
-        // the offset still moves past them.
-        if entry.kind != RecordKind::SplitImpression {
-            continue;
-        }
-        let Some(imp) = parse(entry, log) else {
-            unparseable += 1;
-            continue;
-        };
+    for row in rows {
+        let imp = &row.imp;
         // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
-        let journal_offset = entry.offset as i64;
-        let extra = imp.extra_json();
-        let identity = imp.identity(mode);
+        let journal_offset = row.offset as i64;
         writer.write(&[
             &imp.key.as_ref(),
             &imp.split.as_ref(),
@@ -328,15 +308,14 @@ fn copy_rows(
             &imp.sdk.as_deref(),
             &imp.sdk_version.as_deref(),
             &imp.properties.as_deref(),
-            &extra,
-            &entry.received_at_ms,
+            &row.extra,
+            &row.received_at,
             &journal_offset,
-            &identity.as_slice(),
+            &row.identity.as_slice(),
         ])?;
-        copied += 1;
     }
     writer.finish()?;
-    Ok((copied, unparseable))
+    Ok(())
 }
 
 fn stream<'p>(
@@ -352,23 +331,6 @@ fn stream<'p>(
         count += 1;
     }
     Ok(count)
-}
-
-/// Parses one journal entry; `None` (logged if `log`) for one that is not an impression.
-fn parse(entry: &Entry, log: bool) -> Option<Impression<'_>> {
-    let result = std::str::from_utf8(&entry.payload)
-        .map_err(|e| format!("payload is not UTF-8: {e}"))
-        .and_then(|json| Impression::parse(json, &FieldLimits::NONE).map_err(|e| e.to_string()));
-    match result {
-        Ok(imp) => Some(imp),
-        Err(reason) if log => {
-            // Ingest validated this record, so this means a bug or a damaged journal; the entry is
-            // counted and logged rather than blocking every record behind it.
-            tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
-            None
-        }
-        Err(_) => None,
-    }
 }
 
 /// Reads one row of [`VIEW_COLUMNS`] without copying its text.
