@@ -176,7 +176,10 @@ async fn every_acknowledged_impression_is_stored_once_across_a_postgres_outage()
     s.wait_loaded().await;
     assert!(store_healthy(&s).await, "the loader should report recovery");
     let (_, metrics) = s.get("/metrics").await;
-    assert!(metrics.contains("sluice_store_errors_total"), "the outage should be counted in /metrics");
+    assert!(
+        metrics.contains("sluice_consumer_errors_total{consumer=\"store\"}"),
+        "the outage should be counted in /metrics"
+    );
     let stored = {
         let url = cluster.url();
         tokio::task::spawn_blocking(move || {

@@ -285,7 +285,7 @@ async fn metrics_and_readiness_report_sources_journal_and_consumers(b: Backend) 
         "sluice_journal_disk_bytes",
         "sluice_consumer_lag",
         "sluice_store_batch_seconds",
-        "sluice_store_up",
+        "sluice_consumer_up{consumer=\"store\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::consumers::lake_writer::{LakeStatus, LakeWriter};
-use crate::consumers::store_loader::{self, LoaderStatus};
+use crate::consumers::store_loader;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
@@ -98,7 +98,7 @@ impl Server {
         } else {
             None
         };
-        let loader_status = Arc::new(LoaderStatus::default());
+        let loader_status = Arc::new(store_loader::new_status());
         let loader = tokio::spawn(store_loader::run(
             journal.clone(),
             target.clone(),

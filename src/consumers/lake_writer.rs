@@ -18,16 +18,16 @@ up once the store is back.
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::{Backoff, ConsumerStatus};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Row};
 use crate::lake::store::object_name;
@@ -38,76 +38,41 @@ pub const CONSUMER: &str = "lake";
 
 /// Most journal entries read at once.
 const READ_BATCH: usize = 10_000;
-/// First retry delay after a failed request.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How long a stopping writer waits for more entries before it flushes and returns.
 const SHUTDOWN_IDLE: Duration = Duration::from_millis(20);
 /// Least time between two checkpoint saves when no flush forces one.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// The writer's live state, for `/readyz` and metrics.
+/// The writer's live state, for `/readyz` and metrics: a consumer's, plus what it holds in buffers.
 #[derive(Debug)]
 pub struct LakeStatus {
-    committed_offset: AtomicU64,
-    healthy: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    consumer: ConsumerStatus,
     buffered_bytes: AtomicU64,
 }
 
 impl Default for LakeStatus {
     fn default() -> Self {
-        LakeStatus {
-            committed_offset: AtomicU64::new(0),
-            healthy: AtomicBool::new(true),
-            last_error: Mutex::new(None),
-            buffered_bytes: AtomicU64::new(0),
-        }
+        LakeStatus { consumer: ConsumerStatus::new(CONSUMER), buffered_bytes: AtomicU64::new(0) }
+    }
+}
+
+impl std::ops::Deref for LakeStatus {
+    type Target = ConsumerStatus;
+
+    fn deref(&self) -> &ConsumerStatus {
+        &self.consumer
     }
 }
 
 impl LakeStatus {
-    /// Every journal offset below this one is in the lake.
-    pub fn committed_offset(&self) -> u64 {
-        self.committed_offset.load(Ordering::Acquire)
-    }
-
-    /// False while the lake is refusing requests.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
-    /// The most recent lake error, kept after recovery for diagnosis.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
     /// Bytes of records waiting in buffers.
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_bytes.load(Ordering::Acquire)
     }
 
-    fn committed(&self, offset: u64) {
-        self.committed_offset.store(offset, Ordering::Release);
-        metrics::gauge!("sluice_consumer_offset", "consumer" => CONSUMER).set(offset as f64);
-    }
-
     fn buffered(&self, bytes: u64) {
         self.buffered_bytes.store(bytes, Ordering::Release);
         metrics::gauge!("sluice_lake_buffered_bytes").set(bytes as f64);
-    }
-
-    /// Records a failure; returns true when this starts a failing spell (so it is logged once).
-    fn failing(&self, error: &LakeError) -> bool {
-        metrics::counter!("sluice_lake_failures_total").increment(1);
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-        self.healthy.swap(false, Ordering::AcqRel)
-    }
-
-    /// Records success; returns true when this ends a failing spell.
-    fn recovered(&self) -> bool {
-        !self.healthy.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -431,7 +396,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, LakeError>>,
 {
-    let mut delay = BACKOFF_START;
+    let mut backoff = Backoff::default();
     loop {
         match op().await {
             Ok(value) => {
@@ -444,17 +409,11 @@ where
                 if status.failing(&e) {
                     tracing::error!(error = %e, "lake writer: {what} failed; retrying with backoff until the lake answers (ingest goes on)");
                 }
-                // Equal jitter: at least half the delay, randomised so that writers recovering
-                // together do not retry in step.
-                let sleep = delay / 2 + delay.mul_f64(rand::rng().random::<f64>() / 2.0);
-                tokio::select! {
-                    () = tokio::time::sleep(sleep) => {}
-                    () = shutdown.cancelled() => anyhow::bail!(
-                        "lake writer stopped while the lake was failing ({e}); records from offset {} stay in the journal and are archived on the next start",
-                        committed
-                    ),
+                if !backoff.sleep(shutdown).await {
+                    anyhow::bail!(
+                        "lake writer stopped while the lake was failing ({e}); records from offset {committed} stay in the journal and are archived on the next start"
+                    );
                 }
-                delay = (delay * 2).min(BACKOFF_CAP);
             }
         }
     }

@@ -9,13 +9,13 @@ restarting, busy, disk full), is retried with backoff until it answers: a batch 
 and ingest goes on into the journal meanwhile.
 */
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
+
+use super::{Backoff, ConsumerStatus};
 
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
@@ -23,11 +23,6 @@ use crate::store::{LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
-
-/// First retry delay after a failed load.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// Store loader settings (the `[store]` section's loader keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,57 +43,11 @@ impl Default for LoaderConfig {
 }
 
 /// The loader's live state, for `/readyz` and metrics.
-#[derive(Debug)]
-pub struct LoaderStatus {
-    committed_offset: AtomicU64,
-    healthy: AtomicBool,
-    last_error: Mutex<Option<String>>,
-}
+pub type LoaderStatus = ConsumerStatus;
 
-impl Default for LoaderStatus {
-    fn default() -> Self {
-        LoaderStatus {
-            committed_offset: AtomicU64::new(0),
-            healthy: AtomicBool::new(true),
-            last_error: Mutex::new(None),
-        }
-    }
-}
-
-impl LoaderStatus {
-    /// One past the last journal offset durably in the store.
-    pub fn committed_offset(&self) -> u64 {
-        self.committed_offset.load(Ordering::Acquire)
-    }
-
-    /// False while the store is refusing batches.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
-    /// The most recent store error, kept after recovery for diagnosis.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn committed(&self, offset: u64) {
-        self.committed_offset.store(offset, Ordering::Release);
-        metrics::gauge!("sluice_consumer_offset", "consumer" => CONSUMER).set(offset as f64);
-    }
-
-    /// Records a failure; returns true when this starts a failing spell (so it is logged once).
-    fn failing(&self, error: &StoreError) -> bool {
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-        metrics::counter!("sluice_store_errors_total").increment(1);
-        metrics::gauge!("sluice_store_up").set(0.0);
-        self.healthy.swap(false, Ordering::AcqRel)
-    }
-
-    /// Records success; returns true when this ends a failing spell.
-    fn recovered(&self) -> bool {
-        metrics::gauge!("sluice_store_up").set(1.0);
-        !self.healthy.swap(true, Ordering::AcqRel)
-    }
+/// A fresh status for the store loader.
+pub fn new_status() -> LoaderStatus {
+    ConsumerStatus::new(CONSUMER)
 }
 
 /// Loads the journal into the store at `target` until `shutdown` is cancelled, then finishes
@@ -175,30 +124,6 @@ async fn open_until_ready(
                 }
             }
             Err(e) => return Err(e).with_context(|| format!("store loader: cannot open the store at {target}")),
-        }
-    }
-}
-
-/// Exponential backoff with equal jitter: at least half the delay, so retries back off,
-/// randomised so that several loaders recovering at once do not retry in step.
-struct Backoff {
-    delay: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { delay: BACKOFF_START }
-    }
-}
-
-impl Backoff {
-    /// Waits out the next delay; false if `shutdown` came first.
-    async fn sleep(&mut self, shutdown: &CancellationToken) -> bool {
-        let sleep = self.delay / 2 + self.delay.mul_f64(rand::rng().random::<f64>() / 2.0);
-        self.delay = (self.delay * 2).min(BACKOFF_CAP);
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => true,
-            () = shutdown.cancelled() => false,
         }
     }
 }
