@@ -6,7 +6,7 @@
 //! - export: `Store::query_impressions` written as the seed's CSV vs
 //!   `psql \copy (SELECT …) TO '/dev/null'`.
 //!
-//! `cargo bench --bench postgres` (needs `psql` and the server at `SLUICE_TEST_PG`, default
+//! `cargo bench --bench postgres` (needs `psql` and the server at `TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`); `ROWS` and `RUNS` change the size. Under
 //! `cargo test` it runs once on a few rows as a smoke test.
 
@@ -33,7 +33,7 @@ fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let env_num = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (rows, runs) = if benching { (env_num("ROWS", 200_000), env_num("RUNS", 5)) } else { (2_000, 1) };
-    let admin = std::env::var("SLUICE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mut client = match postgres::Client::connect(&admin, NoTls) {
         Ok(c) => c,
         Err(e) => {

@@ -1,6 +1,6 @@
 //! A throwaway schema per test on the shared PostgreSQL test server.
 //!
-//! The server is `postgres://postgres@127.0.0.1:5432/test` unless `SLUICE_TEST_PG` names another.
+//! The server is `postgres://postgres@127.0.0.1:5432/test` unless `TEST_POSTGRES_URL` names another.
 //! When it cannot be reached, tests fail under CI (`CI=true`) and are skipped with a loud message
 //! elsewhere. This file is compiled into the unit tests and, by path, into the integration tests,
 //! so it uses only std and the `postgres` crate.
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The shared test server's URL.
 fn admin_url() -> String {
-    std::env::var("SLUICE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A schema that exists until dropped; `url` points sluice at it.
@@ -40,7 +40,7 @@ impl TestSchema {
             .expect("the schema-creating thread panicked")
         });
         if let Err(e) = created {
-            let msg = format!("PostgreSQL test server {admin} is unreachable ({e}); start it or set SLUICE_TEST_PG");
+            let msg = format!("PostgreSQL test server {admin} is unreachable ({e}); start it or set TEST_POSTGRES_URL");
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{msg}");
             }
