@@ -2,111 +2,18 @@
 //! reports the outage and retries, and once the database is back every acknowledged impression
 //! is in it exactly once.
 //!
-//! The test runs its own throwaway cluster (`initdb` + `pg_ctl` from the PostgreSQL server
-//! package, as the `postgres` user when the test runs as root, since `initdb` refuses root) on a
-//! free port, so stopping it disturbs nothing else. Without those binaries it fails under CI
-//! (`CI=true`) and is skipped loudly elsewhere.
+//! The test runs its own throwaway cluster (see `common::pg_cluster`), so stopping it disturbs
+//! nothing else.
 
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pg_cluster::Cluster;
 use common::{InProcess, gzip, impression};
 use serde_json::Value;
-
-/// A PostgreSQL cluster in a temporary directory, stopped (immediately) when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    /// Creates and starts a cluster, or returns `None` after saying loudly why the test is skipped.
-    fn start() -> Option<Cluster> {
-        let Some(bin) = server_binaries() else {
-            let msg = "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin; install the postgresql package";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{msg}");
-            }
-            eprintln!("\n*** SKIPPED the PostgreSQL outage test: {msg} ***\n");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        // The server runs as `postgres` and keeps its data and socket here.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Cluster { dir, bin, port };
-        let data = cluster.data();
-        cluster.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
-        cluster.pg_ctl_start();
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn pg_ctl_start(&self) {
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "start"]);
-    }
-
-    /// Stops like a crash: no shutdown checkpoint, connections cut, WAL replayed on restart.
-    fn pg_ctl_stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
-    }
-
-    /// Runs a server binary, as `postgres` when we are root.
-    fn run(&self, program: &str, args: &[&str]) {
-        let program = self.bin.join(program);
-        // SAFETY: geteuid has no preconditions.
-        let mut cmd = if unsafe { libc::geteuid() } == 0 {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let out = cmd.args(args).current_dir(self.dir.path()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} {args:?} failed: {}{}",
-            program.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pg_ctl_stop()));
-    }
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
-fn server_binaries() -> Option<PathBuf> {
-    let root = Path::new("/usr/lib/postgresql");
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, bin)| bin.join("initdb").is_file())
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
 
 /// Posts unique impressions from `writers` concurrent clients until `stop` is set; returns the
 /// keys that were acknowledged with 200.
@@ -143,7 +50,10 @@ async fn store_healthy(s: &InProcess) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_impression_is_stored_once_across_a_postgres_outage() {
-    let Some(cluster) = tokio::task::spawn_blocking(Cluster::start).await.unwrap() else { return };
+    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the PostgreSQL outage test")).await.unwrap()
+    else {
+        return;
+    };
     let cluster = Arc::new(cluster);
     let url = cluster.url();
     let s = InProcess::start_with(|c| {

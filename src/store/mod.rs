@@ -231,6 +231,34 @@ pub enum StoreError {
         /// What the driver said.
         source: ::postgres::Error,
     },
+    /// The server's TLS did not pass the checks the URL's `sslmode` asks for.
+    #[error(
+        "cannot connect to PostgreSQL at {store} over TLS: {reason}; check that the server has ssl = on, that sslrootcert= names the CA that signed its certificate, and (for verify-full) that the URL's host is one the certificate names, or use sslmode=require to encrypt without checking the certificate"
+    )]
+    Tls {
+        /// The database, without its password.
+        store: String,
+        /// Why TLS refused the server.
+        reason: String,
+    },
+    /// A `sslmode` that checks certificates, with no CA to check them against.
+    #[error(
+        "sslmode={mode} checks the PostgreSQL server's certificate against a CA, but none is given; add sslrootcert=/path/to/ca.pem to the store URL (or sslrootcert=system for the operating system's CAs), or use sslmode=require to encrypt without checking"
+    )]
+    NoTlsRoots {
+        /// The `sslmode` asked for.
+        mode: String,
+    },
+    /// The CA certificates named by `sslrootcert` cannot be used.
+    #[error(
+        "cannot read the CA certificates in {path}: {reason}; point sslrootcert= at a PEM file holding the CA that signed the PostgreSQL server's certificate"
+    )]
+    TlsRoots {
+        /// The file (or trust store) they were read from.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The database was written by a newer sluice.
     #[error(
         "the store at {store} has schema version {found}, but this sluice knows only up to {supported}; run a newer sluice or point --data-dir / --store elsewhere"

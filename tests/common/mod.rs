@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod pg_cluster;
 #[path = "../../src/store/pg_test_db.rs"]
 mod pg_test_db;
 

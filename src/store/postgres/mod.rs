@@ -27,6 +27,7 @@ use ::postgres::fallible_iterator::FallibleIterator as _;
 use ::postgres::types::{ToSql, Type};
 use ::postgres::{Client, Row, Transaction};
 
+use self::connect::{Tls, TlsMode};
 use super::load_rows::{self, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
 use super::{ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
@@ -75,23 +76,19 @@ const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset
 #[derive(Clone)]
 pub struct PgSettings {
     config: Arc<::postgres::Config>,
+    tls: Tls,
     /// Applied to the loader's connection only: exports stream for as long as the client reads.
     statement_timeout_ms: u64,
 }
 
 impl PgSettings {
-    /// Reads a `postgres://` URL (libpq's URL syntax, including `?sslmode=` and `?options=`).
-    /// When the URL has no password, `PGPASSWORD` supplies it, as it would for `psql`.
+    /// Reads a `postgres://` URL (libpq's URL syntax, including `?sslmode=`, `?sslrootcert=` and
+    /// `?options=`). When the URL has no password, `PGPASSWORD` supplies it, as it would for `psql`.
     pub fn from_url(url: &str, statement_timeout_ms: u64) -> Result<PgSettings, StoreError> {
+        let (tls, url) = Tls::from_url(url)?;
         let mut config: ::postgres::Config =
             url.parse().map_err(|e: ::postgres::Error| StoreError::BadUrl { reason: e.to_string() })?;
-        if config.get_ssl_mode() == ::postgres::config::SslMode::Require {
-            return Err(StoreError::BadUrl {
-                reason: "sslmode=require is not supported by this sluice yet (it connects without TLS); \
-                         use sslmode=disable or prefer, or reach the server through a TLS tunnel"
-                    .into(),
-            });
-        }
+        config.ssl_mode(tls.driver_mode());
         if config.get_password().is_none()
             && let Ok(password) = std::env::var("PGPASSWORD")
         {
@@ -103,7 +100,7 @@ impl PgSettings {
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
-        Ok(PgSettings { config: Arc::new(config), statement_timeout_ms })
+        Ok(PgSettings { config: Arc::new(config), tls, statement_timeout_ms })
     }
 }
 
@@ -127,7 +124,12 @@ impl fmt::Display for PgSettings {
             let port = c.get_ports().get(i).or(c.get_ports().first()).copied().unwrap_or(5432);
             write!(f, ":{port}")?;
         }
-        write!(f, "/{}", c.get_dbname().or(c.get_user()).unwrap_or_default())
+        write!(f, "/{}", c.get_dbname().or(c.get_user()).unwrap_or_default())?;
+        // The default says nothing; any other mode matters when a connection fails.
+        if self.tls.mode != TlsMode::Prefer {
+            write!(f, "?sslmode={}", self.tls.mode)?;
+        }
+        Ok(())
     }
 }
 
@@ -189,8 +191,13 @@ impl PgStore {
         let client = match self.client.take() {
             Some(client) if !client.is_closed() => client,
             _ => {
-                let mut client = connect::connect(&self.settings.config)
-                    .map_err(|source| StoreError::Connect { store: self.settings.to_string(), source })?;
+                let mut client = self.settings.tls.connect(&self.settings.config).map_err(|source| {
+                    let store = self.settings.to_string();
+                    match connect::tls_refusal(&source) {
+                        Some(reason) => StoreError::Tls { store, reason },
+                        None => StoreError::Connect { store, source },
+                    }
+                })?;
                 if self.writer {
                     // A statement that hangs (a lock, a half-dead server) must fail and be retried.
                     client.batch_execute(&format!("SET statement_timeout = {}", self.settings.statement_timeout_ms))?;
