@@ -24,10 +24,11 @@ Every object lives under the lake's root (the directory, or the bucket and prefi
   `json.zst` when the lake is zstd).
 
 # Exactly once
-A partition's records are written in offset order, one object at a time, so for each partition
-the highest `<last>` among its objects is a watermark: every record of that partition at or below
-it is in an object. The writer commits the lowest offset any open buffer still holds, and only
-after the PUT that made it so succeeded. After a crash it re-reads from that offset; for each
+A partition's records are written in offset order, one object at a time (objects of different
+partitions upload concurrently, but a partition's next upload waits for its previous one), so for
+each partition the highest `<last>` among its objects is a watermark: every record of that
+partition at or below it is in an object. The writer commits the lowest offset any open buffer or
+unfinished upload still holds, and only after the PUT that made it so succeeded. After a crash it re-reads from that offset; for each
 re-read record (those below the journal's end at start-up) it lists the record's partition once
 and skips the record if its offset is at or below the partition's watermark. So a record that
 already reached an object is never written again, whatever the new cut points are, and one that
@@ -158,3 +159,4 @@ pub enum LakeError {
         reason: String,
     },
 }
+
