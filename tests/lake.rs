@@ -218,6 +218,60 @@ async fn a_new_data_dir_refuses_a_lake_written_from_another_journal() {
     second.stop().await;
 }
 
+/// Every file under `dir` whose name carries a `#`: the local store's upload staging files.
+fn staging_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().unwrap().to_string_lossy().contains('#') {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_files_left_by_a_kill_are_not_listed_and_are_removed_when_the_writer_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let body = batch(&["a".to_owned()], |_| T0);
+    let resp =
+        client.post(b.url("/v1/split/impressions")).body(gzip(body.to_string().as_bytes())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(b.terminate(), Some(0));
+    let lake = dir.path().join("lake");
+    let folder = lake.join("split_impression/2019/11/01/18");
+    // What a SIGKILL during an upload leaves: the object's name plus `#<n>`, half written.
+    let leftover = folder.join("00000000000000000001-00000000000000000009.json.gz#12");
+    std::fs::write(&leftover, b"half an object").unwrap();
+    let foreign = [folder.join("README#1"), lake.join("notes#2")];
+    for path in &foreign {
+        std::fs::write(path, b"not the writer's").unwrap();
+    }
+
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, out, err) = common::sluice(&["lake", "ls", "--data-dir", data_dir], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("#12"), "`lake ls` does not list upload staging files: {out}");
+
+    let b = Binary::start(dir.path(), &[]).await;
+    let started = Instant::now();
+    while leftover.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the writer did not remove {}", leftover.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(foreign.iter().all(|p| p.exists()), "files that are not staging files of lake objects stay");
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(lake_keys(&lake).keys().collect::<Vec<_>>(), ["a"], "the object itself is untouched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +313,7 @@ async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
         assert_eq!(counts.get(key), Some(&1), "acknowledged impression {key} is in the lake exactly once");
     }
     assert!(counts.values().all(|&n| n == 1), "no record is in two objects");
+    assert_eq!(staging_files(&dir.path().join("lake")), Vec::<PathBuf>::new(), "no upload leftovers after a restart");
 }
 
 /// The test virtualenv's Python with pyarrow (`scripts/test.sh` creates it), if there is one.
@@ -340,3 +395,4 @@ print(json.dumps({"schema": str(pq.read_schema(path)), "rows": rows}))
         assert_eq!(row["extra"], Value::Null);
     }
 }
+

@@ -211,6 +211,7 @@ impl LakeWriter {
             status,
         };
         run.next = run.w.committed;
+        remove_staging_files(run.w.lake.clone()).await;
         run.start().await?;
         run.main_loop().await
     }
@@ -455,6 +456,17 @@ impl Run {
             .context("the lake writer's checkpoint task panicked")??;
         self.last_save = Instant::now();
         Ok(())
+    }
+}
+
+/// Deletes what uploads killed mid-way left in a local lake; a failure is only logged, since
+/// the leftovers are invisible to readers of the lake and to `sluice lake ls`.
+async fn remove_staging_files(lake: Lake) {
+    match tokio::task::spawn_blocking(move || lake.remove_staging_files()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "lake: removed files of uploads a previous run did not finish"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lake: leftover upload files stay"),
+        Err(e) => tracing::warn!(error = %e, "lake: the cleanup of leftover upload files panicked"),
     }
 }
 

@@ -150,6 +150,14 @@ pub enum LakeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Leftover upload staging files in a local lake could not be removed.
+    #[error("cannot remove leftover upload files under the lake directory {dir}: {source}; check its permissions")]
+    Cleanup {
+        /// The lake's directory.
+        dir: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Encoding a batch failed for a reason that is not the records' fault.
     #[error("cannot encode {what}: {reason}")]
     Encode {
