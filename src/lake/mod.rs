@@ -72,7 +72,7 @@ pub struct LakeConfig {
     pub flush_secs: u64,
     /// Most bytes buffered across all partitions; above it the oldest buffer is flushed early.
     pub max_buffered_bytes: u64,
-    /// Objects larger than this are uploaded in parts of this size (S3 needs at least 5 MiB).
+    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB, as S3 needs).
     pub part_bytes: usize,
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO, s3s, R2, …). Unset: AWS.
     pub endpoint: Option<String>,
@@ -117,8 +117,13 @@ impl LakeConfig {
                 self.max_buffered_bytes, self.flush_bytes
             ));
         }
-        if self.part_bytes < 1 << 20 {
-            return invalid(format!("lake.part_bytes ({}) must be at least 1 MiB", self.part_bytes));
+        // S3 refuses every part but the last below 5 MiB (EntityTooSmall), and only when the
+        // upload completes; refuse it here, where the setting is, for every store alike.
+        if self.part_bytes < 5 << 20 {
+            return invalid(format!(
+                "lake.part_bytes ({}) must be at least 5242880 (5 MiB), the smallest part S3 accepts",
+                self.part_bytes
+            ));
         }
         Ok(())
     }
@@ -168,3 +173,15 @@ pub enum LakeError {
     },
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_below_the_s3_minimum_are_refused_with_the_minimum() {
+        let config = LakeConfig { part_bytes: 1 << 20, ..LakeConfig::default() };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("lake.part_bytes (1048576) must be at least 5242880"), "{err}");
+        assert!(LakeConfig { part_bytes: 5 << 20, ..LakeConfig::default() }.validate().is_ok());
+    }
+}
