@@ -396,3 +396,73 @@ print(json.dumps({"schema": str(pq.read_schema(path)), "rows": rows}))
     }
 }
 
+#[tokio::test]
+async fn the_readme_duckdb_queries_count_every_impression_of_both_formats() {
+    let Some(python) = python() else {
+        eprintln!("TEST_PYARROW_PYTHON is not set: skipping the DuckDB queries (scripts/test.sh sets it)");
+        return;
+    };
+    // The README's own queries, local ones only (the S3 one needs an extension download).
+    let readme = include_str!("../README.md");
+    let block = readme.split("Read it with DuckDB:").nth(1).unwrap().split("```sql").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let queries: Vec<String> = block
+        .split(';')
+        .map(|q| q.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" "))
+        .filter(|q| q.contains("sluice-data/lake"))
+        .collect();
+    assert_eq!(queries.len(), 2, "the README's NDJSON and Parquet queries: {queries:?}");
+
+    let sent: Vec<Value> = (0..300)
+        .map(|i| {
+            let treatment = if i % 3 == 0 { "on" } else { "off" };
+            impression(&format!("k{i}"), &format!("f{}", i % 2), "Production", treatment, "r", T0 + (i % 2) * HOUR)
+        })
+        .collect();
+    let mut expected: HashMap<(String, String), i64> = HashMap::new();
+    for imp in &sent {
+        let group = (imp["split"].as_str().unwrap().to_owned(), imp["treatment"].as_str().unwrap().to_owned());
+        *expected.entry(group).or_default() += 1;
+    }
+    let mut lakes = Vec::new();
+    for parquet in [false, true] {
+        let app = InProcess::start_with(|c| {
+            if parquet {
+                c.lake.format = LakeFormat::Parquet;
+                c.lake.layout = "hive".into();
+            }
+        })
+        .await;
+        assert_eq!(app.post_gzip(&Value::Array(sent.clone())).await.0, 200);
+        lakes.push(app.stop().await.0);
+    }
+
+    let script = r#"
+import json, sys
+import duckdb
+print(json.dumps([duckdb.sql(q).fetchall() for q in json.loads(sys.argv[1])], default=str))
+"#;
+    let queries: Vec<String> = queries
+        .iter()
+        .zip(&lakes)
+        .map(|(q, dir)| q.replace("sluice-data/lake", &dir.path().join("lake").display().to_string()))
+        .collect();
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &serde_json::to_string(&queries).unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Vec<Vec<Value>>> = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = |rows: &[Vec<Value>]| -> HashMap<(String, String), i64> {
+        let mut out = HashMap::new();
+        for row in rows {
+            let group = (row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned());
+            *out.entry(group).or_default() += row[row.len() - 1].as_i64().unwrap();
+        }
+        out
+    };
+    assert_eq!(groups(&results[0]), expected, "NDJSON: every impression counted once");
+    assert_eq!(groups(&results[1]), expected, "Parquet: every impression counted once");
+    let dates: Vec<&str> = results[1].iter().map(|r| r[2].as_str().unwrap()).collect();
+    assert!(dates.iter().all(|d| *d == "2019-11-01"), "hive partitions become a `dt` column: {dates:?}");
+}
