@@ -8,6 +8,10 @@ encoding, uploading (default 8 MiB buffers) and checkpointing. The raw baseline 
 very objects that run wrote, same sizes, same store, same `Lake::put` (so the local directory's
 fsyncs count on both sides), one after another as the writer does.
 
+The journal fill is timed too: a durable append of the same records in 10,000-record batches is
+the most sluice can ingest (HTTP, gunzip and validation only lower it), so *lake / append* says
+whether archiving keeps up with ingest.
+
 Stores: a local directory, and s3s-fs on loopback when `TEST_S3S_FS` names its binary
 (`scripts/test.sh` installs it in `.tools/bin`).
 
@@ -182,23 +186,27 @@ fn main() {
         let root = tempfile::tempdir().unwrap();
         let journal = Arc::new(FileJournal::open(&root.path().join("journal"), FileJournalConfig::default()).unwrap());
         let mut input_bytes = 0;
+        let mut append_seconds = 0.0;
         for chunk in (0..records).collect::<Vec<_>>().chunks(10_000) {
             let batch: Vec<Record> = chunk.iter().map(|&i| impression(i)).collect();
             input_bytes += batch.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+            let started = Instant::now();
             journal.append(batch).await.unwrap();
+            append_seconds += started.elapsed().as_secs_f64();
         }
+        let append_rate = records as f64 / append_seconds;
         let mut stores = vec![local_store(root.path())];
         if let Some(binary) = std::env::var_os("TEST_S3S_FS").filter(|_| full) {
             stores.push(s3_store(root.path(), Path::new(&binary)));
         }
         println!(
-            "{records} impressions, {:.1} MB as received, 4 event hours; {runs} runs per case, medians",
+            "{records} impressions, {:.1} MB as received, 4 event hours; {runs} runs per case, medians; journal append {append_rate:.0} records/s",
             input_bytes as f64 / 1e6
         );
         println!(
-            "| store | format | objects | MB written | lake records/s | lake MB/s written | raw PUT MB/s | lake / raw |"
+            "| store | format | objects | MB written | lake records/s | lake MB/s in | lake MB/s written | raw PUT MB/s | lake / raw | lake / append |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for store in &stores {
             for format in [LakeFormat::NdjsonGzip, LakeFormat::NdjsonZstd, LakeFormat::Parquet] {
                 let (mut lake_s, mut raw_s, mut last) = (Vec::new(), Vec::new(), None);
@@ -213,15 +221,17 @@ fn main() {
                 let (lake, raw) = (median(lake_s), median(raw_s));
                 let mb = last.bytes as f64 / 1e6;
                 println!(
-                    "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% |",
+                    "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.0}% |",
                     store.name,
                     format.extension(),
                     last.objects,
                     mb,
                     records as f64 / lake,
+                    input_bytes as f64 / 1e6 / lake,
                     mb / lake,
                     mb / raw,
-                    100.0 * raw / lake
+                    100.0 * raw / lake,
+                    100.0 * records as f64 / lake / append_rate
                 );
             }
         }

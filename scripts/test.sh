@@ -3,7 +3,7 @@
 # crash tests against the real binary, the lake against a real S3-compatible server).
 # Needs a Rust toolchain and python3 (with venv); installs into the repository, once:
 #   .tools/  s3s-fs, an S3-compatible server on loopback for the lake tests
-#   .venv/   pyarrow, the independent Parquet reader for the lake tests
+#   .venv/   pyarrow and duckdb, the independent readers for the lake tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,10 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pyarrow' 2>/dev/nu
   echo "== creating .venv with pyarrow (once)"
   python3 -m venv .venv
   .venv/bin/pip install --quiet pyarrow
+fi
+if ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
+  echo "== installing duckdb into .venv (once)"
+  .venv/bin/pip install --quiet duckdb
 fi
 export TEST_S3S_FS="$PWD/.tools/bin/s3s-fs"
 export TEST_PYARROW_PYTHON="$PWD/.venv/bin/python"

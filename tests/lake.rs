@@ -218,6 +218,60 @@ async fn a_new_data_dir_refuses_a_lake_written_from_another_journal() {
     second.stop().await;
 }
 
+/// Every file under `dir` whose name carries a `#`: the local store's upload staging files.
+fn staging_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().unwrap().to_string_lossy().contains('#') {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_files_left_by_a_kill_are_not_listed_and_are_removed_when_the_writer_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let body = batch(&["a".to_owned()], |_| T0);
+    let resp =
+        client.post(b.url("/v1/split/impressions")).body(gzip(body.to_string().as_bytes())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(b.terminate(), Some(0));
+    let lake = dir.path().join("lake");
+    let folder = lake.join("split_impression/2019/11/01/18");
+    // What a SIGKILL during an upload leaves: the object's name plus `#<n>`, half written.
+    let leftover = folder.join("00000000000000000001-00000000000000000009.json.gz#12");
+    std::fs::write(&leftover, b"half an object").unwrap();
+    let foreign = [folder.join("README#1"), lake.join("notes#2")];
+    for path in &foreign {
+        std::fs::write(path, b"not the writer's").unwrap();
+    }
+
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, out, err) = common::sluice(&["lake", "ls", "--data-dir", data_dir], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("#12"), "`lake ls` does not list upload staging files: {out}");
+
+    let b = Binary::start(dir.path(), &[]).await;
+    let started = Instant::now();
+    while leftover.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the writer did not remove {}", leftover.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(foreign.iter().all(|p| p.exists()), "files that are not staging files of lake objects stay");
+    assert_eq!(b.terminate(), Some(0));
+    assert_eq!(lake_keys(&lake).keys().collect::<Vec<_>>(), ["a"], "the object itself is untouched");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +313,7 @@ async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
         assert_eq!(counts.get(key), Some(&1), "acknowledged impression {key} is in the lake exactly once");
     }
     assert!(counts.values().all(|&n| n == 1), "no record is in two objects");
+    assert_eq!(staging_files(&dir.path().join("lake")), Vec::<PathBuf>::new(), "no upload leftovers after a restart");
 }
 
 /// The test virtualenv's Python with pyarrow (`scripts/test.sh` creates it), if there is one.
@@ -339,4 +394,75 @@ print(json.dumps({"schema": str(pq.read_schema(path)), "rows": rows}))
         assert!(row["receptionTimestamp"].as_i64().unwrap() > T0);
         assert_eq!(row["extra"], Value::Null);
     }
+}
+
+#[tokio::test]
+async fn the_readme_duckdb_queries_count_every_impression_of_both_formats() {
+    let Some(python) = python() else {
+        eprintln!("TEST_PYARROW_PYTHON is not set: skipping the DuckDB queries (scripts/test.sh sets it)");
+        return;
+    };
+    // The README's own queries, local ones only (the S3 one needs an extension download).
+    let readme = include_str!("../README.md");
+    let block = readme.split("Read it with DuckDB:").nth(1).unwrap().split("```sql").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let queries: Vec<String> = block
+        .split(';')
+        .map(|q| q.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" "))
+        .filter(|q| q.contains("sluice-data/lake"))
+        .collect();
+    assert_eq!(queries.len(), 2, "the README's NDJSON and Parquet queries: {queries:?}");
+
+    let sent: Vec<Value> = (0..300)
+        .map(|i| {
+            let treatment = if i % 3 == 0 { "on" } else { "off" };
+            impression(&format!("k{i}"), &format!("f{}", i % 2), "Production", treatment, "r", T0 + (i % 2) * HOUR)
+        })
+        .collect();
+    let mut expected: HashMap<(String, String), i64> = HashMap::new();
+    for imp in &sent {
+        let group = (imp["split"].as_str().unwrap().to_owned(), imp["treatment"].as_str().unwrap().to_owned());
+        *expected.entry(group).or_default() += 1;
+    }
+    let mut lakes = Vec::new();
+    for parquet in [false, true] {
+        let app = InProcess::start_with(|c| {
+            if parquet {
+                c.lake.format = LakeFormat::Parquet;
+                c.lake.layout = "hive".into();
+            }
+        })
+        .await;
+        assert_eq!(app.post_gzip(&Value::Array(sent.clone())).await.0, 200);
+        lakes.push(app.stop().await.0);
+    }
+
+    let script = r#"
+import json, sys
+import duckdb
+print(json.dumps([duckdb.sql(q).fetchall() for q in json.loads(sys.argv[1])], default=str))
+"#;
+    let queries: Vec<String> = queries
+        .iter()
+        .zip(&lakes)
+        .map(|(q, dir)| q.replace("sluice-data/lake", &dir.path().join("lake").display().to_string()))
+        .collect();
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &serde_json::to_string(&queries).unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Vec<Vec<Value>>> = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = |rows: &[Vec<Value>]| -> HashMap<(String, String), i64> {
+        let mut out = HashMap::new();
+        for row in rows {
+            let group = (row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned());
+            *out.entry(group).or_default() += row[row.len() - 1].as_i64().unwrap();
+        }
+        out
+    };
+    assert_eq!(groups(&results[0]), expected, "NDJSON: every impression counted once");
+    assert_eq!(groups(&results[1]), expected, "Parquet: every impression counted once");
+    let dates: Vec<&str> = results[1].iter().map(|r| r[2].as_str().unwrap()).collect();
+    assert!(dates.iter().all(|d| *d == "2019-11-01"), "hive partitions become a `dt` column: {dates:?}");
 }

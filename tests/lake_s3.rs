@@ -152,3 +152,94 @@ async fn objects_reach_s3_and_an_outage_of_the_server_loses_nothing() {
     sent.sort();
     assert_eq!(stored, sent, "every record exactly once");
 }
+
+/// The test virtualenv's Python with pyarrow and duckdb (`scripts/test.sh` creates it), if any.
+fn python() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("TEST_PYARROW_PYTHON")?);
+    path.exists().then_some(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_parquet_objects_go_up_in_parts_and_pyarrow_reads_every_row_back_over_s3() {
+    let (Some(binary), Some(python)) = (std::env::var_os("TEST_S3S_FS").map(PathBuf::from), python()) else {
+        eprintln!("TEST_S3S_FS or TEST_PYARROW_PYTHON is not set: skipping (scripts/test.sh sets both)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = S3Server::start(&binary, root.path(), port).await;
+    let data = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // The smallest part S3 (and s3s-fs) accepts.
+    const PART_BYTES: usize = 5 << 20;
+    let part_bytes = PART_BYTES.to_string();
+    let env = [
+        ("SLUICE_LAKE__URL", "s3://lake/parquet"),
+        ("SLUICE_LAKE__ENDPOINT", endpoint.as_str()),
+        ("SLUICE_LAKE__FORMAT", "parquet"),
+        ("SLUICE_LAKE__PART_BYTES", part_bytes.as_str()),
+        // One object for everything, flushed on shutdown.
+        ("SLUICE_LAKE__FLUSH_BYTES", "33554432"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let b = Binary::start(data.path(), &env).await;
+    let client = reqwest::Client::new();
+    // Random properties compress poorly, so the one Parquet object outgrows a part.
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for chunk in 0..12 {
+        let batch: Vec<Value> = (0..2000)
+            .map(|i| {
+                let key = format!("c{chunk}-k{i}");
+                let noise: String = (0..512).map(|_| format!("{:x}", rand::random::<u8>() & 15)).collect();
+                let properties = format!(r#"{{"noise":"{noise}"}}"#);
+                sent.push((key.clone(), properties.clone()));
+                let mut imp = impression(&key, "f", "P", "on", "r", 1_572_632_114_350);
+                imp["properties"] = properties.into();
+                imp
+            })
+            .collect();
+        let body = gzip(Value::Array(batch).to_string().as_bytes());
+        let resp = client.post(b.url("/v1/split/impressions")).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(b.terminate(), Some(0), "a graceful stop flushes the buffer");
+
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+from pyarrow import fs
+s3 = fs.S3FileSystem(access_key=sys.argv[2], secret_key=sys.argv[3], endpoint_override=sys.argv[1],
+                     scheme="http", region="us-east-1")
+infos = s3.get_file_info(fs.FileSelector("lake/parquet", recursive=True))
+files = sorted((i.path, i.size) for i in infos if i.type == fs.FileType.File)
+rows = []
+for path, _ in files:
+    rows += pq.read_table(path, filesystem=s3, columns=["key", "properties"]).to_pylist()
+print(json.dumps({"files": files, "rows": rows}))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &format!("127.0.0.1:{port}"), ACCESS_KEY, SECRET_KEY])
+        .output()
+        .unwrap();
+    server.stop();
+    assert!(out.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&out.stderr));
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = read["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "one object: {files:?}");
+    let size = files[0][1].as_u64().unwrap() as usize;
+    assert!(size > PART_BYTES, "the object ({size} bytes) spans two parts, so it was uploaded multipart");
+    assert!(files[0][0].as_str().unwrap().starts_with("lake/parquet/split_impression/2019/11/01/18/"), "{files:?}");
+    let mut rows: Vec<(String, String)> = read["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_owned(), r["properties"].as_str().unwrap().to_owned()))
+        .collect();
+    rows.sort();
+    sent.sort();
+    assert_eq!(rows.len(), sent.len());
+    assert!(rows == sent, "every posted row, exactly once, with its properties");
+}

@@ -2,10 +2,14 @@
 The lake writer: journal → objects in the lake, exactly once per record.
 
 Records are routed to a buffer per folder (kind and event-time partition, see [`crate::lake`]).
-A buffer is flushed as one object when it reaches `lake.flush_bytes`, when its oldest record has
-waited `lake.flush_secs`, when all buffers together pass `lake.max_buffered_bytes` (the oldest
-goes first), and on shutdown. The writer's committed offset is the lowest offset still in a
-buffer; it is saved to `<data-dir>/lake-writer.json` and only then committed to the journal, so
+Each record is parsed once, when it is routed, and appended to its buffer already in its final
+form (an NDJSON line, or a row of Arrow columns). A buffer is flushed as one object when it
+reaches `lake.flush_bytes`, when its oldest record has waited `lake.flush_secs`, when all buffers
+together pass `lake.max_buffered_bytes` (the oldest goes first), and on shutdown. Flushing hands
+the buffer to an upload task that compresses it on a blocking thread and uploads it, so several
+objects are compressed in parallel and uploaded while the writer goes on routing; a folder has at
+most one upload in flight, because its objects must land in offset order (see [`crate::lake`]).
+The writer's committed offset is the lowest offset still in a buffer or an upload; it is saved to `<data-dir>/lake-writer.json` and only then committed to the journal, so
 the journal never deletes what the checkpoint would re-read. How re-read records are recognised
 as already archived is described in [`crate::lake`].
 
@@ -25,11 +29,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, ConsumerStatus};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
-use crate::lake::encode::{self, Row};
+use crate::lake::encode::{self, Pending};
 use crate::lake::store::object_name;
 use crate::lake::{Lake, LakeConfig, LakeError, Layout};
 
@@ -153,11 +158,17 @@ impl LakeWriter {
     /// holds, flushes every buffer and returns.
     pub async fn run(self, shutdown: CancellationToken, status: Arc<LakeStatus>) -> anyhow::Result<()> {
         status.committed(self.committed);
+        // One upload per core compressing, and one more uploading meanwhile.
+        let max_uploads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let mut run = Run {
             flush_age: Duration::from_secs(self.config.flush_secs),
             w: self,
             buffers: HashMap::new(),
             buffered_bytes: 0,
+            uploads: JoinSet::new(),
+            uploading: HashMap::new(),
+            max_uploads,
+            uploaded: false,
             watermarks: HashMap::new(),
             next: 0,
             last_save: Instant::now(),
@@ -165,6 +176,7 @@ impl LakeWriter {
             status,
         };
         run.next = run.w.committed;
+        remove_staging_files(run.w.lake.clone()).await;
         run.start().await?;
         run.main_loop().await
     }
@@ -172,7 +184,12 @@ impl LakeWriter {
 
 /// Records of one folder waiting to become an object.
 struct Buffer {
-    rows: Vec<Row>,
+    pending: Pending,
+    /// Offsets of the first and last record in it.
+    first: u64,
+    last: u64,
+    records: u64,
+    /// Bytes of the records as received.
     bytes: u64,
     opened: Instant,
     errors: bool,
@@ -183,6 +200,13 @@ struct Run {
     w: LakeWriter,
     buffers: HashMap<String, Buffer>,
     buffered_bytes: u64,
+    /// Flushed buffers being compressed and uploaded; each returns its folder.
+    uploads: JoinSet<anyhow::Result<String>>,
+    /// The folders in `uploads`, with the first offset of each one's object.
+    uploading: HashMap<String, u64>,
+    max_uploads: usize,
+    /// An upload finished since the last commit.
+    uploaded: bool,
     /// For folders of re-read records: the highest offset already in an object (listed once).
     watermarks: HashMap<String, Option<u64>>,
     /// One past the last offset read.
@@ -230,20 +254,22 @@ impl Run {
                 .next_batch(READ_BATCH, idle)
                 .await
                 .with_context(|| format!("lake writer: reading the journal at offset {}", self.next))?;
-            let mut flushed = false;
             if batch.is_empty() && self.shutdown.is_cancelled() {
                 // Checked only between reads: everything journaled before shutdown is archived.
-                let mut folders: Vec<_> = self.buffers.iter().map(|(f, b)| (b.rows[0].offset, f.clone())).collect();
+                let mut folders: Vec<_> = self.buffers.iter().map(|(f, b)| (b.first, f.clone())).collect();
                 folders.sort();
                 for (_, folder) in folders {
                     self.flush(&folder).await?;
                 }
-                self.commit(true).await?;
+                while !self.uploads.is_empty() {
+                    self.finish_upload().await?;
+                }
+                self.commit().await?;
                 tracing::info!(offset = self.status.committed_offset(), "lake writer flushed everything; stopping");
                 return Ok(());
             }
             for entry in batch {
-                flushed |= self.add(entry).await?;
+                self.add(entry).await?;
             }
             if self.next >= self.w.restart_horizon && !self.watermarks.is_empty() {
                 self.watermarks = HashMap::new();
@@ -256,29 +282,31 @@ impl Run {
                 .collect();
             for folder in stale {
                 self.flush(&folder).await?;
-                flushed = true;
             }
             while self.buffered_bytes > self.w.config.max_buffered_bytes {
-                let oldest = self.buffers.iter().min_by_key(|(_, b)| b.rows[0].offset).map(|(f, _)| f.clone());
+                let oldest = self.buffers.iter().min_by_key(|(_, b)| b.first).map(|(f, _)| f.clone());
                 let Some(folder) = oldest else { break };
                 self.flush(&folder).await?;
-                flushed = true;
+            }
+            while let Some(done) = self.uploads.try_join_next() {
+                self.finished(done)?;
             }
             self.status.buffered(self.buffered_bytes);
-            self.commit(flushed).await?;
+            self.commit().await?;
         }
     }
 
-    /// Routes one entry to its buffer (or skips it if a previous run archived it); flushes the
-    /// buffer if it is full. Returns whether it flushed.
-    async fn add(&mut self, entry: Entry) -> anyhow::Result<bool> {
+    /// Parses one entry, routes it to its buffer (or skips it if a previous run archived it) and
+    /// appends it there; flushes the buffer if it is full.
+    async fn add(&mut self, entry: Entry) -> anyhow::Result<()> {
         self.next = entry.offset + 1;
         let kind = entry.kind.name();
-        let (folder, error) = match encode::event_time(entry.kind, &entry.payload) {
-            Ok(time) => (format!("{kind}/{}", self.w.layout.render(time)), None),
-            Err(reason) => {
+        let parsed = encode::parse(entry.kind, &entry.payload);
+        let folder = match &parsed {
+            Ok((time, _)) => format!("{kind}/{}", self.w.layout.render(*time)),
+            Err(_) => {
                 let arrival = encode::arrival_time(entry.received_at_ms);
-                (format!("errors/{kind}/{}", self.w.layout.render(arrival)), Some(reason))
+                format!("errors/{kind}/{}", self.w.layout.render(arrival))
             }
         };
         if entry.offset < self.w.restart_horizon {
@@ -296,71 +324,85 @@ impl Run {
             };
             if mark.is_some_and(|mark| entry.offset <= mark) {
                 metrics::counter!("sluice_lake_records_total", "result" => "already_archived").increment(1);
-                return Ok(false);
+                return Ok(());
             }
         }
         let size = entry.payload.len() as u64;
+        let format = self.w.config.format;
         let buffer = self.buffers.entry(folder.clone()).or_insert_with(|| Buffer {
-            rows: Vec::new(),
+            pending: if parsed.is_ok() { Pending::data(format) } else { Pending::errors(format) },
+            first: entry.offset,
+            last: entry.offset,
+            records: 0,
             bytes: 0,
             opened: Instant::now(),
-            errors: error.is_some(),
+            errors: parsed.is_err(),
         });
-        buffer.rows.push(Row {
-            offset: entry.offset,
-            kind: entry.kind,
-            received_at_ms: entry.received_at_ms,
-            payload: entry.payload,
-            error,
-        });
+        match &parsed {
+            Ok((_, imp)) => buffer.pending.push_impression(imp, entry.received_at_ms),
+            Err(reason) => {
+                buffer.pending.push_error(entry.offset, entry.kind, entry.received_at_ms, reason, &entry.payload);
+            }
+        }
+        buffer.last = entry.offset;
+        buffer.records += 1;
         buffer.bytes += size;
         self.buffered_bytes += size;
         if buffer.bytes >= self.w.config.flush_bytes {
             self.flush(&folder).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Encodes folder `folder`'s buffer as one object and uploads it, retrying until it is stored.
-    async fn flush(&mut self, folder: &str) -> anyhow::Result<()> {
-        let Some(buffer) = self.buffers.remove(folder) else { return Ok(()) };
-        self.buffered_bytes -= buffer.bytes;
-        let (first, last) = (buffer.rows[0].offset, buffer.rows[buffer.rows.len() - 1].offset);
-        let format = self.w.config.format;
-        let errors = buffer.errors;
-        let extension = if errors { format.error_extension() } else { format.extension() };
-        let records = buffer.rows.len() as u64;
-        let started = Instant::now();
-        let bytes = tokio::task::spawn_blocking(move || encode::encode(format, &buffer.rows, errors))
-            .await
-            .context("the lake writer's encoding task panicked")?
-            .with_context(|| format!("lake writer: encoding offsets {first}..={last} of {folder}"))?;
-        let bytes = Bytes::from(bytes);
-        let size = bytes.len() as u64;
-        let path = self.w.lake.path(&object_name(folder, first, last, extension));
-        let (lake, part_bytes) = (self.w.lake.clone(), self.w.config.part_bytes);
-        until_ok(&self.status, &self.shutdown, self.w.committed, "uploading an object", || {
-            lake.put(&path, bytes.clone(), part_bytes)
-        })
-        .await?;
-        let kind = if errors { "error" } else { "data" };
-        metrics::histogram!("sluice_lake_flush_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("sluice_lake_objects_total", "kind" => kind).increment(1);
-        metrics::counter!("sluice_lake_bytes_total", "kind" => kind).increment(size);
-        metrics::counter!("sluice_lake_records_total", "result" => kind).increment(records);
-        if errors {
-            tracing::warn!(object = %path, records, "lake: records that could not be encoded were written to the error prefix");
-        } else {
-            tracing::debug!(object = %path, records, bytes = size, "lake: object written");
         }
         Ok(())
     }
 
-    /// Saves and commits the lowest offset still buffered, if it moved: always after a flush
-    /// (`force`), otherwise at most every [`CHECKPOINT_EVERY`].
-    async fn commit(&mut self, force: bool) -> anyhow::Result<()> {
-        let low = self.buffers.values().map(|b| b.rows[0].offset).min().unwrap_or(self.next);
+    /// Hands folder `folder`'s buffer to an upload task, which compresses it and uploads it as
+    /// one object, retrying until it is stored. Waits first for the folder's previous upload (its
+    /// objects must land in offset order) and for a free upload slot.
+    async fn flush(&mut self, folder: &str) -> anyhow::Result<()> {
+        let Some(buffer) = self.buffers.remove(folder) else { return Ok(()) };
+        self.buffered_bytes -= buffer.bytes;
+        while self.uploading.contains_key(folder) || self.uploading.len() >= self.max_uploads {
+            self.finish_upload().await?;
+        }
+        let extension =
+            if buffer.errors { self.w.config.format.error_extension() } else { self.w.config.format.extension() };
+        let upload = Upload {
+            path: self.w.lake.path(&object_name(folder, buffer.first, buffer.last, extension)),
+            folder: folder.to_owned(),
+            buffer,
+            lake: self.w.lake.clone(),
+            part_bytes: self.w.config.part_bytes,
+            status: self.status.clone(),
+            shutdown: self.shutdown.clone(),
+            committed: self.w.committed,
+        };
+        self.uploading.insert(upload.folder.clone(), upload.buffer.first);
+        self.uploads.spawn(upload.run());
+        Ok(())
+    }
+
+    /// Waits for one upload to finish.
+    async fn finish_upload(&mut self) -> anyhow::Result<()> {
+        match self.uploads.join_next().await {
+            Some(done) => self.finished(done),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes note of a finished upload; its error (shutdown while the lake fails, an encoding
+    /// failure) stops the writer.
+    fn finished(&mut self, done: Result<anyhow::Result<String>, tokio::task::JoinError>) -> anyhow::Result<()> {
+        let folder = done.context("a lake upload task panicked")??;
+        self.uploading.remove(&folder);
+        self.uploaded = true;
+        Ok(())
+    }
+
+    /// Saves and commits the lowest offset still buffered or uploading, if it moved: always after
+    /// an upload finished, otherwise at most every [`CHECKPOINT_EVERY`].
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        let buffered = self.buffers.values().map(|b| b.first);
+        let low = buffered.chain(self.uploading.values().copied()).min().unwrap_or(self.next);
+        let force = std::mem::take(&mut self.uploaded);
         if low > self.w.committed && (force || self.last_save.elapsed() >= CHECKPOINT_EVERY) {
             self.save_checkpoint(low).await?;
             // Only after the checkpoint is durable: the journal may then delete what lies below.
@@ -379,6 +421,59 @@ impl Run {
             .context("the lake writer's checkpoint task panicked")??;
         self.last_save = Instant::now();
         Ok(())
+    }
+}
+
+/// Deletes what uploads killed mid-way left in a local lake; a failure is only logged, since
+/// the leftovers are invisible to readers of the lake and to `sluice lake ls`.
+async fn remove_staging_files(lake: Lake) {
+    match tokio::task::spawn_blocking(move || lake.remove_staging_files()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "lake: removed files of uploads a previous run did not finish"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lake: leftover upload files stay"),
+        Err(e) => tracing::warn!(error = %e, "lake: the cleanup of leftover upload files panicked"),
+    }
+}
+
+/// A flushed buffer on its way to the lake.
+struct Upload {
+    folder: String,
+    path: object_store::path::Path,
+    buffer: Buffer,
+    lake: Lake,
+    part_bytes: usize,
+    status: Arc<LakeStatus>,
+    shutdown: CancellationToken,
+    /// The writer's committed offset when the upload started, for the message if it gives up.
+    committed: u64,
+}
+
+impl Upload {
+    /// Compresses the buffer on a blocking thread, uploads it until the lake takes it and returns
+    /// the folder.
+    async fn run(self) -> anyhow::Result<String> {
+        let Upload { folder, path, buffer, lake, part_bytes, status, shutdown, committed } = self;
+        let Buffer { pending, first, last, records, errors, .. } = buffer;
+        let started = Instant::now();
+        let bytes = tokio::task::spawn_blocking(move || pending.finish())
+            .await
+            .context("the lake writer's encoding task panicked")?
+            .with_context(|| format!("lake writer: encoding offsets {first}..={last} of {folder}"))?;
+        let bytes = Bytes::from(bytes);
+        let size = bytes.len() as u64;
+        until_ok(&status, &shutdown, committed, "uploading an object", || lake.put(&path, bytes.clone(), part_bytes))
+            .await?;
+        let kind = if errors { "error" } else { "data" };
+        metrics::histogram!("sluice_lake_flush_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("sluice_lake_objects_total", "kind" => kind).increment(1);
+        metrics::counter!("sluice_lake_bytes_total", "kind" => kind).increment(size);
+        metrics::counter!("sluice_lake_records_total", "result" => kind).increment(records);
+        if errors {
+            tracing::warn!(object = %path, records, "lake: records that could not be encoded were written to the error prefix");
+        } else {
+            tracing::debug!(object = %path, records, bytes = size, "lake: object written");
+        }
+        Ok(folder)
     }
 }
 

@@ -14,10 +14,9 @@ text, or as `payloadHex` when it is not UTF-8.
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{ArrayBuilder as _, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -59,28 +58,17 @@ impl LakeFormat {
     }
 }
 
-/// One buffered record: what the journal gave, plus why it cannot be encoded, if it cannot.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Journal offset.
-    pub offset: u64,
-    /// What the payload is.
-    pub kind: RecordKind,
-    /// Arrival time, epoch ms.
-    pub received_at_ms: i64,
-    /// The record as journaled.
-    pub payload: Bytes,
-    /// Set for records headed for the error prefix.
-    pub error: Option<String>,
-}
-
-/// The event time a record is partitioned by, or why it has none usable.
-pub fn event_time(kind: RecordKind, payload: &[u8]) -> Result<DateTime<Utc>, String> {
+/// The event time a record is partitioned by and the impression itself, parsed once: the same
+/// parse routes the record and is appended to its object; or why the record cannot be encoded.
+pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Impression<'_>), String> {
     match kind {
         RecordKind::SplitImpression => {
-            let imp = parse_impression(payload)?;
-            DateTime::from_timestamp_millis(imp.time)
-                .ok_or_else(|| format!("field `time`: {} ms is outside the calendar sluice can partition", imp.time))
+            let text = std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8: {e}"))?;
+            let imp =
+                Impression::parse(text, &FieldLimits::NONE).map_err(|e| format!("not a valid impression: {e}"))?;
+            let time = DateTime::from_timestamp_millis(imp.time)
+                .ok_or_else(|| format!("field `time`: {} ms is outside the calendar sluice can partition", imp.time))?;
+            Ok((time, imp))
         }
     }
 }
@@ -90,80 +78,95 @@ pub fn arrival_time(received_at_ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(received_at_ms).unwrap_or_default()
 }
 
-fn parse_impression(payload: &[u8]) -> Result<Impression<'_>, String> {
-    let text = std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8: {e}"))?;
-    Impression::parse(text, &FieldLimits::NONE).map_err(|e| format!("not a valid impression: {e}"))
-}
-
-/// Encodes `rows` as one object: data rows in `format`, or error rows as NDJSON.
-pub fn encode(format: LakeFormat, rows: &[Row], errors: bool) -> Result<Vec<u8>, LakeError> {
-    if errors {
-        return compress_ndjson(format, rows, write_error_line);
-    }
-    match format {
-        LakeFormat::NdjsonGzip | LakeFormat::NdjsonZstd => compress_ndjson(format, rows, write_impression_line),
-        LakeFormat::Parquet => encode_parquet(rows),
-    }
-}
-
-/// Writes one NDJSON line per row through gzip or zstd.
-fn compress_ndjson(
+/// The records of one object while they are buffered, already in their final form (NDJSON text,
+/// or Arrow columns for Parquet), so that [`finish`](Pending::finish) only compresses or writes
+/// the file. Error objects are always NDJSON lines.
+pub struct Pending {
     format: LakeFormat,
-    rows: &[Row],
-    line: fn(&mut Vec<u8>, &Row) -> Result<(), LakeError>,
-) -> Result<Vec<u8>, LakeError> {
-    let io = |e: std::io::Error| LakeError::Encode { what: "an NDJSON object".into(), reason: e.to_string() };
-    // Lines are built in a scratch buffer and handed to the compressor in large writes.
-    let mut text = Vec::with_capacity(256 << 10);
-    let mut write_all = |sink: &mut dyn Write| -> Result<(), LakeError> {
-        for row in rows {
-            line(&mut text, row)?;
-            if text.len() >= 256 << 10 {
-                sink.write_all(&text).map_err(io)?;
-                text.clear();
+    body: Body,
+}
+
+enum Body {
+    Lines(Vec<u8>),
+    Columns(Box<Columns>),
+}
+
+impl Pending {
+    /// An empty data object in `format`.
+    pub fn data(format: LakeFormat) -> Pending {
+        let body = match format {
+            LakeFormat::NdjsonGzip | LakeFormat::NdjsonZstd => Body::Lines(Vec::new()),
+            LakeFormat::Parquet => Body::Columns(Box::default()),
+        };
+        Pending { format, body }
+    }
+
+    /// An empty error object (NDJSON, compressed as `format`'s errors are).
+    pub fn errors(format: LakeFormat) -> Pending {
+        Pending { format, body: Body::Lines(Vec::new()) }
+    }
+
+    /// Appends an impression as an NDJSON line or a row of columns.
+    pub fn push_impression(&mut self, imp: &Impression<'_>, received_at_ms: i64) {
+        let extra = imp.extra_json();
+        match &mut self.body {
+            Body::Lines(text) => {
+                // Writing into a Vec cannot fail.
+                let _ = crate::query::write_object(text, &view(imp, extra.as_deref(), received_at_ms));
+                text.push(b'\n');
             }
+            Body::Columns(columns) => columns.push(imp, extra.as_deref(), received_at_ms),
         }
-        sink.write_all(&text).map_err(io)
-    };
+    }
+
+    /// Appends a record that cannot be encoded, with the reason and its payload as text (or
+    /// `payloadHex` when it is not UTF-8). Only for objects made with [`Pending::errors`].
+    pub fn push_error(&mut self, offset: u64, kind: RecordKind, received_at_ms: i64, reason: &str, payload: &[u8]) {
+        let Body::Lines(text) = &mut self.body else {
+            unreachable!("error records go to error objects, which are NDJSON")
+        };
+        let mut line = serde_json::json!({
+            "offset": offset,
+            "kind": kind.name(),
+            "receivedAt": received_at_ms,
+            "reason": reason,
+        });
+        match std::str::from_utf8(payload) {
+            Ok(payload) => line["payload"] = payload.into(),
+            Err(_) => line["payloadHex"] = payload.iter().map(|b| format!("{b:02x}")).collect::<String>().into(),
+        }
+        // Serialising a Value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *text, &line);
+        text.push(b'\n');
+    }
+
+    /// The object's bytes: the lines compressed, or the columns as a Parquet file.
+    pub fn finish(self) -> Result<Vec<u8>, LakeError> {
+        match self.body {
+            Body::Lines(text) => compress(self.format, &text),
+            Body::Columns(columns) => columns.finish(),
+        }
+    }
+}
+
+/// gzip level of `.json.gz` objects. Level 1 compresses several times faster than the default
+/// (6) and keeps the writer ahead of ingest on one core; the objects come out somewhat larger.
+const GZIP_LEVEL: u32 = 1;
+/// zstd level of `.json.zst` objects and Parquet pages: zstd's own default.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Compresses NDJSON text with gzip, or zstd for a zstd lake.
+fn compress(format: LakeFormat, text: &[u8]) -> Result<Vec<u8>, LakeError> {
+    let io = |e: std::io::Error| LakeError::Encode { what: "an NDJSON object".into(), reason: e.to_string() };
     match format {
-        LakeFormat::NdjsonZstd => {
-            let mut encoder = zstd::Encoder::new(Vec::new(), 3).map_err(io)?;
-            write_all(&mut encoder)?;
-            encoder.finish().map_err(io)
-        }
+        LakeFormat::NdjsonZstd => zstd::bulk::compress(text, ZSTD_LEVEL).map_err(io),
         LakeFormat::NdjsonGzip | LakeFormat::Parquet => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            write_all(&mut encoder)?;
+            let out = Vec::with_capacity(text.len() / 4);
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
+            encoder.write_all(text).map_err(io)?;
             encoder.finish().map_err(io)
         }
     }
-}
-
-fn write_impression_line(out: &mut Vec<u8>, row: &Row) -> Result<(), LakeError> {
-    let unencodable = |reason: String| LakeError::Encode { what: format!("journal offset {}", row.offset), reason };
-    let imp = parse_impression(&row.payload).map_err(unencodable)?;
-    let extra = imp.extra_json();
-    crate::query::write_object(out, &view(&imp, extra.as_deref(), row.received_at_ms))
-        .map_err(|e| unencodable(e.to_string()))?;
-    out.push(b'\n');
-    Ok(())
-}
-
-fn write_error_line(out: &mut Vec<u8>, row: &Row) -> Result<(), LakeError> {
-    let mut line = serde_json::json!({
-        "offset": row.offset,
-        "kind": row.kind.name(),
-        "receivedAt": row.received_at_ms,
-        "reason": row.error.as_deref().unwrap_or("unknown"),
-    });
-    match std::str::from_utf8(&row.payload) {
-        Ok(text) => line["payload"] = text.into(),
-        Err(_) => line["payloadHex"] = row.payload.iter().map(|b| format!("{b:02x}")).collect::<String>().into(),
-    }
-    serde_json::to_writer(&mut *out, &line)
-        .map_err(|e| LakeError::Encode { what: format!("error record {}", row.offset), reason: e.to_string() })?;
-    out.push(b'\n');
-    Ok(())
 }
 
 /// An impression seen the way the export formatter sees stored rows.
@@ -214,17 +217,29 @@ pub fn parquet_schema() -> Schema {
     ])
 }
 
-fn encode_parquet(rows: &[Row]) -> Result<Vec<u8>, LakeError> {
-    let failed = |reason: String| LakeError::Encode { what: format!("{} impressions as Parquet", rows.len()), reason };
-    let n = rows.len();
-    let mut texts: Vec<StringBuilder> = (0..13).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
-    let mut version = Int64Builder::with_capacity(n);
-    let mut timestamp = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut reception = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    for row in rows {
-        let imp = parse_impression(&row.payload)
-            .map_err(|reason| LakeError::Encode { what: format!("journal offset {}", row.offset), reason })?;
-        let extra = imp.extra_json();
+/// Impressions as Arrow columns, in the order of [`parquet_schema`] (text columns apart).
+struct Columns {
+    /// key, bucketingKey, label, treatment, splitName, properties, environmentId,
+    /// environmentName, sdk, sdkVersion, machineName, machineIp, extra.
+    texts: [StringBuilder; 13],
+    version: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    reception: TimestampMillisecondBuilder,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            texts: std::array::from_fn(|_| StringBuilder::new()),
+            version: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            reception: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+        }
+    }
+}
+
+impl Columns {
+    fn push(&mut self, imp: &Impression<'_>, extra: Option<&str>, received_at_ms: i64) {
         let values = [
             Some(&*imp.key),
             imp.bucketing_key.as_deref(),
@@ -238,32 +253,37 @@ fn encode_parquet(rows: &[Row]) -> Result<Vec<u8>, LakeError> {
             imp.sdk_version.as_deref(),
             imp.machine_name.as_deref(),
             imp.machine_ip.as_deref(),
-            extra.as_deref(),
+            extra,
         ];
-        for (builder, value) in texts.iter_mut().zip(values) {
+        for (builder, value) in self.texts.iter_mut().zip(values) {
             builder.append_option(value);
         }
-        version.append_option(imp.split_version_number);
-        timestamp.append_value(imp.time);
-        reception.append_value(row.received_at_ms);
+        self.version.append_option(imp.split_version_number);
+        self.timestamp.append_value(imp.time);
+        self.reception.append_value(received_at_ms);
     }
-    let mut text: Vec<ArrayRef> = texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-    let extra = text.pop().expect("13 text columns");
-    let rest = text.split_off(5);
-    let mut columns = text;
-    columns.push(Arc::new(version.finish()));
-    columns.extend(rest);
-    columns.push(Arc::new(timestamp.finish()));
-    columns.push(Arc::new(reception.finish()));
-    columns.push(extra);
 
-    let schema = Arc::new(parquet_schema());
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(e.to_string()))?;
-    let level = ZstdLevel::try_new(3).map_err(|e| failed(e.to_string()))?;
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| failed(e.to_string()))?;
-    writer.write(&batch).map_err(|e| failed(e.to_string()))?;
-    writer.into_inner().map_err(|e| failed(e.to_string()))
+    fn finish(mut self) -> Result<Vec<u8>, LakeError> {
+        let rows = self.timestamp.len();
+        let failed = |reason: String| LakeError::Encode { what: format!("{rows} impressions as Parquet"), reason };
+        let mut text: Vec<ArrayRef> = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let extra = text.pop().expect("13 text columns");
+        let rest = text.split_off(5);
+        let mut columns = text;
+        columns.push(Arc::new(self.version.finish()));
+        columns.extend(rest);
+        columns.push(Arc::new(self.timestamp.finish()));
+        columns.push(Arc::new(self.reception.finish()));
+        columns.push(extra);
+
+        let schema = Arc::new(parquet_schema());
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(e.to_string()))?;
+        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| failed(e.to_string()))?;
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| failed(e.to_string()))?;
+        writer.write(&batch).map_err(|e| failed(e.to_string()))?;
+        writer.into_inner().map_err(|e| failed(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -274,14 +294,14 @@ mod tests {
 
     const FULL: &str = r#"{"key":"alphonso","split":"sample_feature","environmentId":"env1","environmentName":"Production","treatment":"off","time":1572632114350,"bucketingKey":null,"label":"default rule","machineName":"ip-10-0-0-1","machineIp":"10.0.0.1","splitVersionNumber":1572632100000,"sdk":"java","sdkVersion":"4.1.0","properties":"{}","newField":[1]}"#;
 
-    fn row(offset: u64, payload: &str) -> Row {
-        Row {
-            offset,
-            kind: RecordKind::SplitImpression,
-            received_at_ms: 1000 + offset as i64,
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            error: None,
+    /// Encodes `payloads` (received at 1000, 1001, …) as one data object.
+    fn data(format: LakeFormat, payloads: &[&str]) -> Vec<u8> {
+        let mut pending = Pending::data(format);
+        for (i, payload) in payloads.iter().enumerate() {
+            let (_, imp) = parse(RecordKind::SplitImpression, payload.as_bytes()).unwrap();
+            pending.push_impression(&imp, 1000 + i as i64);
         }
+        pending.finish().unwrap()
     }
 
     fn gunzip(bytes: &[u8]) -> String {
@@ -292,8 +312,8 @@ mod tests {
 
     #[test]
     fn ndjson_lines_are_the_export_lines_with_arrival_time_and_unknown_fields() {
-        let rows = [row(0, FULL), row(1, r#"{"key":"b","split":"s","treatment":"on","time":5}"#)];
-        let text = gunzip(&encode(LakeFormat::NdjsonGzip, &rows, false).unwrap());
+        let payloads = [FULL, r#"{"key":"b","split":"s","treatment":"on","time":5}"#];
+        let text = gunzip(&data(LakeFormat::NdjsonGzip, &payloads));
         assert_eq!(
             text,
             concat!(
@@ -303,34 +323,35 @@ mod tests {
                 "\n"
             )
         );
-        let zst = encode(LakeFormat::NdjsonZstd, &rows, false).unwrap();
+        let zst = data(LakeFormat::NdjsonZstd, &payloads);
         assert_eq!(String::from_utf8(zstd::decode_all(&zst[..]).unwrap()).unwrap(), text);
     }
 
     #[test]
     fn error_lines_carry_the_reason_and_the_payload_as_text_or_hex() {
-        let mut bad = row(7, "not json");
-        bad.error = Some(event_time(bad.kind, &bad.payload).unwrap_err());
-        let mut binary = row(8, "");
-        binary.payload = Bytes::from_static(&[0xff, 0x00]);
-        binary.error = Some("the record is not UTF-8".into());
-        let text = gunzip(&encode(LakeFormat::Parquet, &[bad, binary], true).unwrap());
+        let kind = RecordKind::SplitImpression;
+        let mut pending = Pending::errors(LakeFormat::Parquet);
+        let reason = parse(kind, b"not json").unwrap_err();
+        pending.push_error(7, kind, 1000, &reason, b"not json");
+        pending.push_error(8, kind, 1000, &parse(kind, &[0xff, 0x00]).unwrap_err(), &[0xff, 0x00]);
+        let text = gunzip(&pending.finish().unwrap());
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["offset"], 7);
         assert_eq!(lines[0]["payload"], "not json");
         assert!(lines[0]["reason"].as_str().unwrap().starts_with("not a valid impression"), "{}", lines[0]);
+        assert!(lines[1]["reason"].as_str().unwrap().starts_with("the record is not UTF-8"), "{}", lines[1]);
         assert_eq!(lines[1]["payloadHex"], "ff00");
     }
 
     #[test]
-    fn event_time_refuses_times_outside_the_calendar() {
+    fn parse_refuses_event_times_outside_the_calendar() {
         let far = r#"{"key":"k","split":"s","treatment":"on","time":9223372036854775807}"#;
-        assert!(event_time(RecordKind::SplitImpression, far.as_bytes()).unwrap_err().contains("`time`"));
+        assert!(parse(RecordKind::SplitImpression, far.as_bytes()).unwrap_err().contains("`time`"));
     }
 
     #[test]
     fn parquet_starts_and_ends_with_the_magic() {
-        let bytes = encode(LakeFormat::Parquet, &[row(0, FULL)], false).unwrap();
+        let bytes = data(LakeFormat::Parquet, &[FULL]);
         assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
     }
 }

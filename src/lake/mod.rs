@@ -24,10 +24,11 @@ Every object lives under the lake's root (the directory, or the bucket and prefi
   `json.zst` when the lake is zstd).
 
 # Exactly once
-A partition's records are written in offset order, one object at a time, so for each partition
-the highest `<last>` among its objects is a watermark: every record of that partition at or below
-it is in an object. The writer commits the lowest offset any open buffer still holds, and only
-after the PUT that made it so succeeded. After a crash it re-reads from that offset; for each
+A partition's records are written in offset order, one object at a time (objects of different
+partitions upload concurrently, but a partition's next upload waits for its previous one), so for
+each partition the highest `<last>` among its objects is a watermark: every record of that
+partition at or below it is in an object. The writer commits the lowest offset any open buffer or
+unfinished upload still holds, and only after the PUT that made it so succeeded. After a crash it re-reads from that offset; for each
 re-read record (those below the journal's end at start-up) it lists the record's partition once
 and skips the record if its offset is at or below the partition's watermark. So a record that
 already reached an object is never written again, whatever the new cut points are, and one that
@@ -71,7 +72,7 @@ pub struct LakeConfig {
     pub flush_secs: u64,
     /// Most bytes buffered across all partitions; above it the oldest buffer is flushed early.
     pub max_buffered_bytes: u64,
-    /// Objects larger than this are uploaded in parts of this size (S3 needs at least 5 MiB).
+    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB, as S3 needs).
     pub part_bytes: usize,
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO, s3s, R2, …). Unset: AWS.
     pub endpoint: Option<String>,
@@ -116,8 +117,13 @@ impl LakeConfig {
                 self.max_buffered_bytes, self.flush_bytes
             ));
         }
-        if self.part_bytes < 1 << 20 {
-            return invalid(format!("lake.part_bytes ({}) must be at least 1 MiB", self.part_bytes));
+        // S3 refuses every part but the last below 5 MiB (EntityTooSmall), and only when the
+        // upload completes; refuse it here, where the setting is, for every store alike.
+        if self.part_bytes < 5 << 20 {
+            return invalid(format!(
+                "lake.part_bytes ({}) must be at least 5242880 (5 MiB), the smallest part S3 accepts",
+                self.part_bytes
+            ));
         }
         Ok(())
     }
@@ -149,6 +155,14 @@ pub enum LakeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Leftover upload staging files in a local lake could not be removed.
+    #[error("cannot remove leftover upload files under the lake directory {dir}: {source}; check its permissions")]
+    Cleanup {
+        /// The lake's directory.
+        dir: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Encoding a batch failed for a reason that is not the records' fault.
     #[error("cannot encode {what}: {reason}")]
     Encode {
@@ -157,4 +171,17 @@ pub enum LakeError {
         /// Why it failed.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_below_the_s3_minimum_are_refused_with_the_minimum() {
+        let config = LakeConfig { part_bytes: 1 << 20, ..LakeConfig::default() };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("lake.part_bytes (1048576) must be at least 5242880"), "{err}");
+        assert!(LakeConfig { part_bytes: 5 << 20, ..LakeConfig::default() }.validate().is_ok());
+    }
 }

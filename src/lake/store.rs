@@ -147,6 +147,31 @@ impl Lake {
         Ok(())
     }
 
+    /// Deletes the upload staging files a killed process left in a local lake: the local store
+    /// writes `<object>#<n>` and renames it into place when complete, so a SIGKILL mid-upload
+    /// leaves the half-written file behind. Only files under the lake's directory named after
+    /// one of our objects plus `#<digits>` are touched. Returns how many were deleted; does
+    /// nothing for remote stores, where an unfinished upload is never visible.
+    pub fn remove_staging_files(&self) -> Result<u64, LakeError> {
+        fn walk(dir: &std::path::Path, removed: &mut u64) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    walk(&path, removed)?;
+                } else if entry.file_name().to_str().is_some_and(is_staging_file) {
+                    std::fs::remove_file(&path)?;
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let Some(dir) = &self.local_dir else { return Ok(0) };
+        let mut removed = 0;
+        walk(dir, &mut removed).map_err(|source| LakeError::Cleanup { dir: dir.clone(), source })?;
+        Ok(removed)
+    }
+
     /// The highest last offset among the objects directly in folder `name`, if any.
     pub async fn watermark(&self, name: &str) -> Result<Option<u64>, LakeError> {
         let dir = self.path(name);
@@ -192,6 +217,13 @@ pub fn object_name(dir: &str, first: u64, last: u64, extension: &str) -> String 
     format!("{dir}/{first:020}-{last:020}.{extension}")
 }
 
+/// True for the local store's staging file of one of our objects: `<first>-<last>.<ext>#<n>`.
+fn is_staging_file(file_name: &str) -> bool {
+    file_name
+        .rsplit_once('#')
+        .is_some_and(|(object, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && offsets(object).is_some())
+}
+
 /// The offsets in an object's file name (`<first>-<last>.<ext>`), if it is one of ours.
 pub fn offsets(file_name: &str) -> Option<(u64, u64)> {
     let (stem, _extension) = file_name.split_once('.')?;
@@ -232,6 +264,29 @@ mod tests {
         assert!(!lake.is_empty().await.unwrap());
         let read = std::fs::read(dir.path().join(object_name("k/2020", 0, 0, "json.gz"))).unwrap();
         assert_eq!(read, big);
+    }
+
+    #[tokio::test]
+    async fn staging_files_of_our_objects_are_removed_and_never_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig::default(), dir.path()).unwrap();
+        let object = object_name("k/2019", 0, 9, "json.gz");
+        lake.put(&lake.path(&object), Bytes::from_static(b"done"), 1 << 20).await.unwrap();
+        let folder = dir.path().join("k/2019");
+        let staging = folder.join("00000000000000000010-00000000000000000019.json.gz#3");
+        std::fs::write(&staging, b"half").unwrap();
+        // Not ours: a name that is not an object's, a suffix that is not a number.
+        let foreign = [folder.join("notes.txt#1"), folder.join("00000000000000000000-00000000000000000009.json.gz#x")];
+        for path in &foreign {
+            std::fs::write(path, b"keep").unwrap();
+        }
+        let listed: Vec<_> = lake.list("").map(|m| lake.relative(&m.unwrap().location)).collect().await;
+        assert!(!listed.iter().any(|n| n.ends_with("#3")), "staging files are not objects: {listed:?}");
+
+        assert_eq!(lake.remove_staging_files().unwrap(), 1);
+        assert!(!staging.exists());
+        assert!(foreign.iter().all(|p| p.exists()), "only staging files of our objects are deleted");
+        assert_eq!(std::fs::read(dir.path().join(&object)).unwrap(), b"done");
     }
 
     #[test]
