@@ -13,10 +13,10 @@ the most sluice can ingest (HTTP, gunzip and validation only lower it), so *lake
 whether archiving keeps up with ingest.
 
 Stores: a local directory, and s3s-fs on loopback when `TEST_S3S_FS` names its binary
-(`scripts/test.sh` installs it in `.tools/bin`).
+(`scripts/test.sh` installs it in `~/.cache/sluice-test-tools/bin`).
 
     cargo bench --bench lake                       # 200,000 records, 3 runs per case, medians
-    TEST_S3S_FS=.tools/bin/s3s-fs cargo bench --bench lake
+    TEST_S3S_FS=~/.cache/sluice-test-tools/bin/s3s-fs cargo bench --bench lake
 
 Under `cargo test` (no `--bench` argument) it does one tiny run as a smoke test.
 */

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, and the whole test suite (unit, integration,
 # crash tests against the real binary, the lake against a real S3-compatible server).
-# Needs a Rust toolchain and python3 (with venv); installs into the repository, once:
-#   .tools/  s3s-fs, an S3-compatible server on loopback for the lake tests
-#   .venv/   pyarrow and duckdb, the independent readers for the lake tests
+# Needs a Rust toolchain and python3 (with venv). Installs, once per machine, into
+# $TEST_TOOLS_DIR (default ~/.cache/sluice-test-tools, outside the checkout so that every clone
+# and every CI run on the machine reuses them):
+#   bin/s3s-fs  an S3-compatible server on loopback for the lake tests
+#   venv/       pyarrow and duckdb, the independent readers for the lake tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is missing: install it (with venv) to run the lake tests" >&2; exit 1; }
 
-if [ ! -x .tools/bin/s3s-fs ]; then
-  echo "== installing s3s-fs into .tools (once)"
-  cargo install s3s-fs@0.14.1 --locked --features binary --root .tools
+tools="${TEST_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-test-tools}"
+mkdir -p "$tools"
+if [ ! -x "$tools/bin/s3s-fs" ]; then
+  echo "== installing s3s-fs into $tools (once; a few minutes)"
+  cargo install s3s-fs@0.14.1 --locked --features binary --root "$tools"
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pyarrow' 2>/dev/null; then
-  echo "== creating .venv with pyarrow (once)"
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet pyarrow
+if [ ! -x "$tools/venv/bin/python" ] || ! "$tools/venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+  echo "== creating $tools/venv with pyarrow (once)"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet pyarrow
 fi
-if ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
-  echo "== installing duckdb into .venv (once)"
-  .venv/bin/pip install --quiet duckdb
+if ! "$tools/venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+  echo "== installing duckdb into $tools/venv (once)"
+  "$tools/venv/bin/pip" install --quiet duckdb
 fi
-export TEST_S3S_FS="$PWD/.tools/bin/s3s-fs"
-export TEST_PYARROW_PYTHON="$PWD/.venv/bin/python"
+export TEST_S3S_FS="$tools/bin/s3s-fs"
+export TEST_PYARROW_PYTHON="$tools/venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
