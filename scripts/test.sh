@@ -5,7 +5,8 @@
 # $TEST_TOOLS_DIR (default ~/.cache/sluice-test-tools, outside the checkout so that every clone
 # and every CI run on the machine reuses them):
 #   bin/s3s-fs  an S3-compatible server on loopback for the lake tests
-#   venv/       pyarrow and duckdb, the independent readers for the lake tests
+#   venv/       pyarrow and duckdb, the independent readers for the lake tests, and
+#               segment-analytics-python, Segment's own client for the Tracking API tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,11 @@ if ! "$tools/venv/bin/python" -c 'import duckdb' 2>/dev/null; then
   "$tools/venv/bin/pip" install --quiet duckdb
 fi
 export TEST_S3S_FS="$tools/bin/s3s-fs"
-export TEST_PYARROW_PYTHON="$tools/venv/bin/python"
+if ! "$tools/venv/bin/python" -c 'import segment.analytics' 2>/dev/null; then
+  echo "== installing segment-analytics-python into $tools/venv (once)"
+  "$tools/venv/bin/pip" install --quiet segment-analytics-python
+fi
+export TEST_PYTHON="$tools/venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -8,6 +8,7 @@ The store URL is the exception users expect from `--store`: `SLUICE_STORE` (read
 as well as `SLUICE_STORE__URL`.
 */
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub limits: IngestLimits,
     /// The Split impressions webhook source.
     pub split: SplitSourceConfig,
+    /// The Segment sources: the webhook destination and the Tracking API.
+    pub segment: SegmentSourceConfig,
     /// The embedded journal.
     pub journal: FileJournalConfig,
     /// The store and its loader.
@@ -56,6 +59,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: IngestLimits::default(),
             split: SplitSourceConfig::default(),
+            segment: SegmentSourceConfig::default(),
             journal: FileJournalConfig::default(),
             store: StoreConfig::default(),
             backpressure: BackpressureConfig::default(),
@@ -137,6 +141,27 @@ pub struct SplitSourceConfig {
     /// Shared secret: when set, requests must carry it as `?token=…`, `Authorization: Bearer …`
     /// or `X-Sluice-Token: …` (Split cannot sign its webhook calls).
     pub token: Option<String>,
+}
+
+/// Settings of the Segment sources.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentSourceConfig {
+    /// The webhook destination's shared secret: when set, every request must carry
+    /// `X-Signature`, the hex HMAC-SHA1 of its body under this secret.
+    pub webhook_secret: Option<String>,
+    /// Tracking API write keys, each naming the source its events are stored under
+    /// (`[segment.write_keys]` then `"KEY" = "web"`). None configured: every request is accepted.
+    pub write_keys: BTreeMap<String, String>,
+    /// How far past its arrival an event's timestamp may be before it is clamped to the arrival
+    /// time (and flagged), in milliseconds.
+    pub future_tolerance_ms: i64,
+}
+
+impl Default for SegmentSourceConfig {
+    fn default() -> Self {
+        SegmentSourceConfig { webhook_secret: None, write_keys: BTreeMap::new(), future_tolerance_ms: 10 * 60 * 1000 }
+    }
 }
 
 /// The store: which database, how to reach it, and how the loader fills it.
@@ -274,6 +299,17 @@ impl Config {
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");
         }
+        if let Some(secret) = &self.segment.webhook_secret {
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "segment.webhook_secret must not be empty: remove it to turn signatures off"
+            );
+        }
+        anyhow::ensure!(
+            self.segment.write_keys.keys().all(|k| !k.is_empty()),
+            "segment.write_keys holds an empty key; every write key must be a non-empty string"
+        );
+        anyhow::ensure!(self.segment.future_tolerance_ms >= 0, "segment.future_tolerance_ms must not be negative");
         self.lake.validate()?;
         Ok(())
     }

@@ -126,6 +126,33 @@ async fn ndjson_gzip_objects_hold_every_record_once_in_its_event_hour_after_a_gr
 }
 
 #[tokio::test]
+async fn segment_events_get_their_own_kind_partitioned_by_their_timestamp() {
+    let app = InProcess::start().await;
+    let batch = serde_json::json!({"batch": [
+        {"type": "page", "anonymousId": "a", "messageId": "e1", "timestamp": "2025-11-29T10:15:00.000Z"},
+        {"type": "track", "event": "E", "userId": "u", "messageId": "e2", "timestamp": "2025-11-29T11:45:00.000Z"},
+    ]});
+    assert_eq!(app.post("/v1/batch", batch.to_string().into_bytes(), &[]).await.0, 200);
+    assert_eq!(app.post_gzip(&batch_of_one()).await.0, 200);
+    let lake = app.dir.path().join("lake");
+    let _kept = app.stop().await;
+    let objects = objects(&lake);
+    let names: Vec<&str> = objects.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names[0].starts_with("segment_event/2025/11/29/10/"), "{names:?}");
+    assert!(names[1].starts_with("segment_event/2025/11/29/11/"), "{names:?}");
+    assert!(names[2].starts_with("split_impression/"), "{names:?}");
+    let line = &ndjson_lines(&objects[0].0, &objects[0].1)[0];
+    assert_eq!(line["messageId"], "e1");
+    assert_eq!(line["sluice"]["via"], "tracking-api", "the event as journaled, with sluice's arrival");
+    assert!(line["sluice"]["arrivedAt"].is_i64());
+}
+
+fn batch_of_one() -> Value {
+    batch(&["k".to_owned()], |_| T0)
+}
+
+#[tokio::test]
 async fn lines_are_the_webhook_fields_plus_arrival_time_in_hive_layout_with_zstd() {
     let app = InProcess::start_with(|c| {
         c.lake.layout = "hive".into();
@@ -316,18 +343,9 @@ async fn sigkill_during_flushes_loses_and_duplicates_nothing_across_objects() {
     assert_eq!(staging_files(&dir.path().join("lake")), Vec::<PathBuf>::new(), "no upload leftovers after a restart");
 }
 
-/// The test virtualenv's Python with pyarrow (`scripts/test.sh` creates it), if there is one.
-fn python() -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var_os("TEST_PYARROW_PYTHON")?);
-    path.exists().then_some(path)
-}
-
 #[tokio::test]
 async fn parquet_objects_read_back_by_pyarrow_match_every_posted_row() {
-    let Some(python) = python() else {
-        eprintln!("TEST_PYARROW_PYTHON is not set: skipping the pyarrow read-back (scripts/test.sh sets it)");
-        return;
-    };
+    let Some(python) = common::test_python("the pyarrow read-back") else { return };
     let app = InProcess::start_with(|c| c.lake.format = LakeFormat::Parquet).await;
     let mut sent: Vec<Value> = (0..500)
         .map(|i| {
@@ -398,10 +416,7 @@ print(json.dumps({"schema": str(pq.read_schema(path)), "rows": rows}))
 
 #[tokio::test]
 async fn the_readme_duckdb_queries_count_every_impression_of_both_formats() {
-    let Some(python) = python() else {
-        eprintln!("TEST_PYARROW_PYTHON is not set: skipping the DuckDB queries (scripts/test.sh sets it)");
-        return;
-    };
+    let Some(python) = common::test_python("the DuckDB queries") else { return };
     // The README's own queries, local ones only (the S3 one needs an extension download).
     let readme = include_str!("../README.md");
     let block = readme.split("Read it with DuckDB:").nth(1).unwrap().split("```sql").nth(1).unwrap();

@@ -153,16 +153,11 @@ async fn objects_reach_s3_and_an_outage_of_the_server_loses_nothing() {
     assert_eq!(stored, sent, "every record exactly once");
 }
 
-/// The test virtualenv's Python with pyarrow and duckdb (`scripts/test.sh` creates it), if any.
-fn python() -> Option<PathBuf> {
-    let path = PathBuf::from(std::env::var_os("TEST_PYARROW_PYTHON")?);
-    path.exists().then_some(path)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_parquet_objects_go_up_in_parts_and_pyarrow_reads_every_row_back_over_s3() {
-    let (Some(binary), Some(python)) = (std::env::var_os("TEST_S3S_FS").map(PathBuf::from), python()) else {
-        eprintln!("TEST_S3S_FS or TEST_PYARROW_PYTHON is not set: skipping (scripts/test.sh sets both)");
+    let Some(python) = common::test_python("multipart Parquet over S3") else { return };
+    let Some(binary) = std::env::var_os("TEST_S3S_FS").map(PathBuf::from) else {
+        eprintln!("TEST_S3S_FS is not set: skipping (scripts/test.sh sets it)");
         return;
     };
     let root = tempfile::tempdir().unwrap();

@@ -352,19 +352,7 @@ async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
     assert_eq!(s.post(WEBHOOK, b"[]".to_vec(), &[]).await.0, 200, "the permit is released when the slow client goes");
 }
 
-/// Makes a `sqlite::NAME` and a `postgres::NAME` test of each `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+common::on_both_backends!(
     gzip_with_header_without_header_and_plain_json_are_all_accepted,
     the_default_csv_export_is_the_seeds_report_byte_for_byte,
     every_filter_alone_and_combined,

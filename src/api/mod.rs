@@ -6,8 +6,10 @@ The HTTP surface: sources (ingest), queries over the store, and operations endpo
 */
 
 pub mod error;
+pub mod events;
 pub mod impressions;
 pub mod ops;
+pub mod streaming;
 
 use std::sync::Arc;
 
@@ -66,5 +68,10 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(crate::sources::routes()).merge(impressions::routes()).merge(ops::routes()).with_state(state)
+    Router::new()
+        .merge(crate::sources::routes())
+        .merge(impressions::routes())
+        .merge(events::routes())
+        .merge(ops::routes())
+        .with_state(state)
 }

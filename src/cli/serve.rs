@@ -112,6 +112,11 @@ impl Server {
         })?;
         let addr = listener.local_addr().context("the listening socket has no address")?;
         tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
+        if config.segment.write_keys.is_empty() {
+            tracing::warn!(
+                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …) accepts every request"
+            );
+        }
 
         let readers = Readers::new(target, config.store.pool_size);
         let mut state = AppState::new(

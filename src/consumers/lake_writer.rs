@@ -330,7 +330,7 @@ impl Run {
         let size = entry.payload.len() as u64;
         let format = self.w.config.format;
         let buffer = self.buffers.entry(folder.clone()).or_insert_with(|| Buffer {
-            pending: if parsed.is_ok() { Pending::data(format) } else { Pending::errors(format) },
+            pending: if parsed.is_ok() { Pending::data(format, entry.kind) } else { Pending::errors(format) },
             first: entry.offset,
             last: entry.offset,
             records: 0,
@@ -339,7 +339,7 @@ impl Run {
             errors: parsed.is_err(),
         });
         match &parsed {
-            Ok((_, imp)) => buffer.pending.push_impression(imp, entry.received_at_ms),
+            Ok((_, record)) => buffer.pending.push(record, entry.received_at_ms),
             Err(reason) => {
                 buffer.pending.push_error(entry.offset, entry.kind, entry.received_at_ms, reason, &entry.payload);
             }

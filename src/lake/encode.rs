@@ -22,9 +22,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::LakeError;
-use crate::record::{FieldLimits, Impression, RecordKind};
+use crate::record::{FieldLimits, Impression, RecordKind, SegmentEvent};
 use crate::store::ImpressionView;
 
 /// How the lake's objects are encoded.
@@ -58,19 +59,45 @@ impl LakeFormat {
     }
 }
 
-/// The event time a record is partitioned by and the impression itself, parsed once: the same
+/// A journaled record parsed for the lake.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one lives at a time, on the stack, per record: boxing would only add an allocation"
+)]
+pub enum Parsed<'a> {
+    /// A Split impression.
+    Impression(Impression<'a>),
+    /// A Segment event: its JSON as journaled (already one line, with sluice's arrival time in
+    /// its `sluice` object) and the same parsed, for Parquet's typed columns.
+    Event {
+        /// The event's JSON text.
+        json: &'a str,
+        /// The event, parsed.
+        map: Map<String, Value>,
+    },
+}
+
+/// The event time a record is partitioned by and the record itself, parsed once: the same
 /// parse routes the record and is appended to its object; or why the record cannot be encoded.
-pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Impression<'_>), String> {
-    match kind {
+pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Parsed<'_>), String> {
+    let text = std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8: {e}"))?;
+    let (ms, field, parsed) = match kind {
         RecordKind::SplitImpression => {
-            let text = std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8: {e}"))?;
             let imp =
                 Impression::parse(text, &FieldLimits::NONE).map_err(|e| format!("not a valid impression: {e}"))?;
-            let time = DateTime::from_timestamp_millis(imp.time)
-                .ok_or_else(|| format!("field `time`: {} ms is outside the calendar sluice can partition", imp.time))?;
-            Ok((time, imp))
+            (imp.time, "time", Parsed::Impression(imp))
         }
-    }
+        RecordKind::SegmentEvent => {
+            let map = SegmentEvent::parse_map(text).map_err(|e| format!("not a valid Segment event: {e}"))?;
+            let timestamp =
+                SegmentEvent::from_map(&map).map_err(|e| format!("not a valid Segment event: {e}"))?.timestamp;
+            (timestamp, "timestamp", Parsed::Event { json: text, map })
+        }
+    };
+    let time = DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| format!("field `{field}`: {ms} ms is outside the calendar sluice can partition"))?;
+    Ok((time, parsed))
 }
 
 /// The arrival time of an error record, for its partition (the epoch if it is out of range).
@@ -89,14 +116,16 @@ pub struct Pending {
 enum Body {
     Lines(Vec<u8>),
     Columns(Box<Columns>),
+    EventColumns(Box<EventColumns>),
 }
 
 impl Pending {
-    /// An empty data object in `format`.
-    pub fn data(format: LakeFormat) -> Pending {
-        let body = match format {
-            LakeFormat::NdjsonGzip | LakeFormat::NdjsonZstd => Body::Lines(Vec::new()),
-            LakeFormat::Parquet => Body::Columns(Box::default()),
+    /// An empty data object of `kind` records in `format`.
+    pub fn data(format: LakeFormat, kind: RecordKind) -> Pending {
+        let body = match (format, kind) {
+            (LakeFormat::NdjsonGzip | LakeFormat::NdjsonZstd, _) => Body::Lines(Vec::new()),
+            (LakeFormat::Parquet, RecordKind::SplitImpression) => Body::Columns(Box::default()),
+            (LakeFormat::Parquet, RecordKind::SegmentEvent) => Body::EventColumns(Box::default()),
         };
         Pending { format, body }
     }
@@ -106,16 +135,24 @@ impl Pending {
         Pending { format, body: Body::Lines(Vec::new()) }
     }
 
-    /// Appends an impression as an NDJSON line or a row of columns.
-    pub fn push_impression(&mut self, imp: &Impression<'_>, received_at_ms: i64) {
-        let extra = imp.extra_json();
-        match &mut self.body {
-            Body::Lines(text) => {
+    /// Appends a record as an NDJSON line or a row of columns. Only records of the object's kind.
+    pub fn push(&mut self, record: &Parsed<'_>, received_at_ms: i64) {
+        match (record, &mut self.body) {
+            (Parsed::Impression(imp), Body::Lines(text)) => {
+                let extra = imp.extra_json();
                 // Writing into a Vec cannot fail.
                 let _ = crate::query::write_object(text, &view(imp, extra.as_deref(), received_at_ms));
                 text.push(b'\n');
             }
-            Body::Columns(columns) => columns.push(imp, extra.as_deref(), received_at_ms),
+            (Parsed::Impression(imp), Body::Columns(columns)) => {
+                columns.push(imp, imp.extra_json().as_deref(), received_at_ms)
+            }
+            (Parsed::Event { json, .. }, Body::Lines(text)) => {
+                text.extend_from_slice(json.as_bytes());
+                text.push(b'\n');
+            }
+            (Parsed::Event { json, map }, Body::EventColumns(columns)) => columns.push(json, map, received_at_ms),
+            _ => unreachable!("each object holds records of one kind, routed by kind"),
         }
     }
 
@@ -145,6 +182,7 @@ impl Pending {
         match self.body {
             Body::Lines(text) => compress(self.format, &text),
             Body::Columns(columns) => columns.finish(),
+            Body::EventColumns(columns) => columns.finish(),
         }
     }
 }
@@ -265,7 +303,6 @@ impl Columns {
 
     fn finish(mut self) -> Result<Vec<u8>, LakeError> {
         let rows = self.timestamp.len();
-        let failed = |reason: String| LakeError::Encode { what: format!("{rows} impressions as Parquet"), reason };
         let mut text: Vec<ArrayRef> = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
         let extra = text.pop().expect("13 text columns");
         let rest = text.split_off(5);
@@ -276,14 +313,102 @@ impl Columns {
         columns.push(Arc::new(self.reception.finish()));
         columns.push(extra);
 
-        let schema = Arc::new(parquet_schema());
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(e.to_string()))?;
-        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| failed(e.to_string()))?;
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
-        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| failed(e.to_string()))?;
-        writer.write(&batch).map_err(|e| failed(e.to_string()))?;
-        writer.into_inner().map_err(|e| failed(e.to_string()))
+        write_parquet(Arc::new(parquet_schema()), columns, &format!("{rows} impressions"))
     }
+}
+
+/// The Parquet schema of Segment events: the typed fields the store indexes, in Segment's own
+/// names, and `raw`, the whole event as JSON text (everything else: `properties`, `traits`,
+/// `context`…), since events have no fixed shape to give columns to.
+pub fn event_parquet_schema() -> Schema {
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    let millis = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Schema::new(vec![
+        text("messageId", false),
+        text("type", false),
+        text("event", true),
+        text("name", true),
+        text("userId", true),
+        text("anonymousId", true),
+        text("previousId", true),
+        text("groupId", true),
+        text("pageUrl", true),
+        text("pageReferrer", true),
+        text("source", true),
+        Field::new("timestamp", millis.clone(), false),
+        Field::new("originalTimestamp", millis.clone(), true),
+        Field::new("sentAt", millis.clone(), true),
+        Field::new("receivedAt", millis.clone(), true),
+        Field::new("receptionTimestamp", millis, false),
+        text("raw", false),
+    ])
+}
+
+/// Events as Arrow columns, in the order of [`event_parquet_schema`].
+struct EventColumns {
+    /// messageId, type, event, name, userId, anonymousId, previousId, groupId, pageUrl,
+    /// pageReferrer, source.
+    texts: [StringBuilder; 11],
+    /// timestamp, originalTimestamp, sentAt, receivedAt, receptionTimestamp.
+    times: [TimestampMillisecondBuilder; 5],
+    raw: StringBuilder,
+}
+
+impl Default for EventColumns {
+    fn default() -> Self {
+        EventColumns {
+            texts: std::array::from_fn(|_| StringBuilder::new()),
+            times: std::array::from_fn(|_| TimestampMillisecondBuilder::new().with_timezone("UTC")),
+            raw: StringBuilder::new(),
+        }
+    }
+}
+
+impl EventColumns {
+    fn push(&mut self, json: &str, map: &Map<String, Value>, received_at_ms: i64) {
+        // `parse` checked the event before it was routed here.
+        let Ok(e) = SegmentEvent::from_map(map) else { unreachable!("the event was validated by `parse`") };
+        let values = [
+            Some(e.message_id),
+            Some(e.event_type.name()),
+            e.event,
+            e.name,
+            e.user_id,
+            e.anonymous_id,
+            e.previous_id,
+            e.group_id,
+            e.page_url,
+            e.page_referrer,
+            e.source,
+        ];
+        for (builder, value) in self.texts.iter_mut().zip(values) {
+            builder.append_option(value);
+        }
+        let times = [Some(e.timestamp), e.original_timestamp, e.sent_at, e.received_at, Some(received_at_ms)];
+        for (builder, value) in self.times.iter_mut().zip(times) {
+            builder.append_option(value);
+        }
+        self.raw.append_value(json);
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, LakeError> {
+        let rows = self.raw.len();
+        let mut columns: Vec<ArrayRef> = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        columns.extend(self.times.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.raw.finish()));
+        write_parquet(Arc::new(event_parquet_schema()), columns, &format!("{rows} events"))
+    }
+}
+
+/// One Parquet file holding `columns` as one row group, zstd-compressed.
+fn write_parquet(schema: Arc<Schema>, columns: Vec<ArrayRef>, what: &str) -> Result<Vec<u8>, LakeError> {
+    let failed = |reason: String| LakeError::Encode { what: format!("{what} as Parquet"), reason };
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(e.to_string()))?;
+    let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| failed(e.to_string()))?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| failed(e.to_string()))?;
+    writer.write(&batch).map_err(|e| failed(e.to_string()))?;
+    writer.into_inner().map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -296,12 +421,48 @@ mod tests {
 
     /// Encodes `payloads` (received at 1000, 1001, …) as one data object.
     fn data(format: LakeFormat, payloads: &[&str]) -> Vec<u8> {
-        let mut pending = Pending::data(format);
+        data_of(format, RecordKind::SplitImpression, payloads)
+    }
+
+    fn data_of(format: LakeFormat, kind: RecordKind, payloads: &[&str]) -> Vec<u8> {
+        let mut pending = Pending::data(format, kind);
         for (i, payload) in payloads.iter().enumerate() {
-            let (_, imp) = parse(RecordKind::SplitImpression, payload.as_bytes()).unwrap();
-            pending.push_impression(&imp, 1000 + i as i64);
+            let (_, record) = parse(kind, payload.as_bytes()).unwrap();
+            pending.push(&record, 1000 + i as i64);
         }
         pending.finish().unwrap()
+    }
+
+    const EVENT: &str = r#"{"type":"page","messageId":"m1","anonymousId":"a","timestamp":"2025-11-29T12:00:00.000Z","context":{"page":{"url":"https://x.test/"}},"sluice":{"arrivedAt":1000,"via":"webhook"}}"#;
+
+    #[test]
+    fn event_lines_are_the_journaled_events_partitioned_by_their_timestamp() {
+        let (time, _) = parse(RecordKind::SegmentEvent, EVENT.as_bytes()).unwrap();
+        assert_eq!(time.timestamp_millis(), 1_764_417_600_000);
+        let text = gunzip(&data_of(LakeFormat::NdjsonGzip, RecordKind::SegmentEvent, &[EVENT, EVENT]));
+        assert_eq!(text, format!("{EVENT}\n{EVENT}\n"));
+        let err = parse(RecordKind::SegmentEvent, br#"{"type":"page"}"#).unwrap_err();
+        assert!(err.starts_with("not a valid Segment event"), "{err}");
+    }
+
+    #[test]
+    fn event_parquet_has_the_typed_columns_and_the_raw_event() {
+        let bytes = data_of(LakeFormat::Parquet, RecordKind::SegmentEvent, &[EVENT]);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let batch = &batches[0];
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.schema().fields().len(), event_parquet_schema().fields().len());
+        let column = |name: &str| {
+            let c = batch.column_by_name(name).unwrap();
+            arrow_array::cast::AsArray::as_string::<i32>(c.as_ref()).value(0).to_owned()
+        };
+        assert_eq!(column("messageId"), "m1");
+        assert_eq!(column("pageUrl"), "https://x.test/");
+        assert_eq!(column("raw"), EVENT);
     }
 
     fn gunzip(bytes: &[u8]) -> String {

@@ -108,7 +108,7 @@ impl ImpressionQuery {
 }
 
 /// Adds one value of a list parameter.
-fn push(list: &mut Vec<String>, name: &str, value: &str) -> Result<(), ParamError> {
+pub(super) fn push(list: &mut Vec<String>, name: &str, value: &str) -> Result<(), ParamError> {
     if value.is_empty() {
         return Err(ParamError { param: name.to_owned(), reason: "must not be empty".into() });
     }
@@ -117,7 +117,11 @@ fn push(list: &mut Vec<String>, name: &str, value: &str) -> Result<(), ParamErro
 }
 
 /// Sets a single-valued parameter, refusing a second occurrence rather than silently keeping one.
-fn once<T>(slot: &mut Option<T>, name: &str, parse: impl FnOnce() -> Result<T, ParamError>) -> Result<(), ParamError> {
+pub(super) fn once<T>(
+    slot: &mut Option<T>,
+    name: &str,
+    parse: impl FnOnce() -> Result<T, ParamError>,
+) -> Result<(), ParamError> {
     if slot.is_some() {
         return Err(ParamError {
             param: name.to_owned(),
@@ -128,7 +132,7 @@ fn once<T>(slot: &mut Option<T>, name: &str, parse: impl FnOnce() -> Result<T, P
     Ok(())
 }
 
-fn time_param(name: &str, value: &str) -> Result<i64, ParamError> {
+pub(super) fn time_param(name: &str, value: &str) -> Result<i64, ParamError> {
     parse_time(value).ok_or_else(|| ParamError {
         param: name.to_owned(),
         reason: format!("`{value}` is not epoch milliseconds, an RFC 3339 time or a YYYY-MM-DD date"),

@@ -6,9 +6,11 @@ into a query and an [`OutputFormat`]; [`write_impressions`] streams the matching
 format. The HTTP export endpoint and `sluice export` both call exactly these two.
 */
 
+mod events;
 mod filter;
 mod format;
 
+pub use events::{EventFormat, EventQuery, write_events};
 pub use filter::{ImpressionQuery, ParamError};
 pub(crate) use format::write_object;
 pub use format::{OutputFormat, write_impressions};
@@ -17,7 +19,7 @@ pub use format::{OutputFormat, write_impressions};
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The store could not be read.
-    #[error("reading impressions from the store failed: {0}")]
+    #[error("reading from the store failed: {0}")]
     Store(#[from] crate::store::StoreError),
     /// The output could not be written (disk full, client disconnected…).
     #[error("writing the export failed: {0}")]

@@ -62,7 +62,7 @@ pub struct RecordError {
 }
 
 impl RecordError {
-    fn field(field: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(field: &str, reason: impl Into<String>) -> Self {
         RecordError { field: Some(field.to_owned()), reason: reason.into() }
     }
 }

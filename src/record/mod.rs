@@ -5,8 +5,10 @@ Each record kind has one parser here, shared by ingest (validation) and by every
 */
 
 pub mod impression;
+pub mod segment;
 
 pub use impression::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordError};
+pub use segment::{EventType, SegmentEvent};
 
 /// The kind of a journaled record, stored in each journal entry's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +16,8 @@ pub use impression::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordE
 pub enum RecordKind {
     /// One Split impression object, as the webhook sent it.
     SplitImpression = 1,
+    /// One Segment event, as [`segment::accept`] prepared it.
+    SegmentEvent = 2,
 }
 
 impl RecordKind {
@@ -21,6 +25,7 @@ impl RecordKind {
     pub fn from_tag(tag: u8) -> Option<Self> {
         match tag {
             1 => Some(RecordKind::SplitImpression),
+            2 => Some(RecordKind::SegmentEvent),
             _ => None,
         }
     }
@@ -34,6 +39,7 @@ impl RecordKind {
     pub fn name(self) -> &'static str {
         match self {
             RecordKind::SplitImpression => "split_impression",
+            RecordKind::SegmentEvent => "segment_event",
         }
     }
 }

@@ -8,12 +8,18 @@ admission control (backpressure), shared-secret checks, the mapping of journal f
 
 pub mod body;
 pub mod dead_letter;
+pub mod segment;
 pub mod split;
 
 use axum::Router;
 use axum::http::{HeaderMap, header};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedSemaphorePermit;
+
+use self::dead_letter::{DeadLetters, Rejection};
+use crate::record::RecordError;
 
 use crate::api::AppState;
 use crate::api::error::AppError;
@@ -22,7 +28,7 @@ use crate::journal::{JournalError, JournalStats};
 
 /// Every source's routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(split::routes())
+    Router::new().merge(split::routes()).merge(segment::routes())
 }
 
 /// Lets a request in, or answers 503 with `Retry-After` when sluice is over one of its limits:
@@ -82,6 +88,46 @@ pub fn authorize(expected: Option<&str>, query_token: Option<&str>, headers: &He
     } else {
         Err(AppError::Unauthorized("the token is wrong; check the webhook URL configured in Split".into()))
     }
+}
+
+/// The most per-record errors listed in one response; the dead-letter area has them all.
+const MAX_LISTED_ERRORS: usize = 100;
+
+/// Why one record of a batch was refused.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordFault {
+    /// Position in the batch.
+    pub index: usize,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Writes every refused record of a batch (its index, what is wrong, the record as sent) to the
+/// dead-letter area and returns the first few refusals for the response.
+pub fn dead_letter_all(
+    source: &str,
+    received_at: i64,
+    errors: &[(usize, RecordError, &RawValue)],
+    dead_letters: &DeadLetters,
+) -> Result<Vec<RecordFault>, AppError> {
+    if errors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rejections: Vec<Rejection<'_>> = errors
+        .iter()
+        .map(|(index, e, record)| Rejection { index: *index, field: e.field.as_deref(), reason: &e.reason, record })
+        .collect();
+    dead_letters.write(source, received_at, &rejections).map_err(|e| {
+        AppError::Internal(anyhow::Error::new(e).context("could not write rejected records to the dead-letter area"))
+    })?;
+    Ok(errors
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|(index, e, _)| RecordFault { index: *index, field: e.field.clone(), reason: e.reason.clone() })
+        .collect())
 }
 
 /// A failed append acknowledges nothing, so the client must retry: 503 with `Retry-After`.

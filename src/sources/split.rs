@@ -16,16 +16,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::dead_letter::{DeadLetters, Rejection};
-use super::{admit, authorize, body};
+use super::dead_letter::DeadLetters;
+use super::{RecordFault, admit, authorize, body};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::config::IngestLimits;
 use crate::journal::Record;
 use crate::record::{Impression, RecordKind};
-
-/// The most per-record errors listed in one response; the dead-letter area has them all.
-const MAX_LISTED_ERRORS: usize = 100;
 
 /// Routes of this source.
 pub fn routes() -> Router<AppState> {
@@ -52,18 +49,6 @@ pub struct IngestReport {
     /// The first few refusals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RecordFault>,
-}
-
-/// Why one record of the batch was refused.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RecordFault {
-    /// Position in the array.
-    pub index: usize,
-    /// The field at fault, if one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// What is wrong.
-    pub reason: String,
 }
 
 async fn ingest(
@@ -143,7 +128,6 @@ pub fn parse_batch(
     let fields = limits.fields();
     let mut records = Vec::with_capacity(elements.len());
     let mut errors = Vec::new();
-    let mut faults = Vec::new();
     for (index, element) in elements.iter().enumerate() {
         match Impression::parse(element.get(), &fields) {
             Ok(_) => records.push(Record {
@@ -155,22 +139,7 @@ pub fn parse_batch(
             Err(e) => errors.push((index, e, *element)),
         }
     }
-    if !errors.is_empty() {
-        let rejections: Vec<Rejection<'_>> = errors
-            .iter()
-            .map(|(index, e, record)| Rejection { index: *index, field: e.field.as_deref(), reason: &e.reason, record })
-            .collect();
-        dead_letters.write("split", received_at, &rejections).map_err(|e| {
-            AppError::Internal(
-                anyhow::Error::new(e).context("could not write rejected records to the dead-letter area"),
-            )
-        })?;
-        faults = errors
-            .iter()
-            .take(MAX_LISTED_ERRORS)
-            .map(|(index, e, _)| RecordFault { index: *index, field: e.field.clone(), reason: e.reason.clone() })
-            .collect();
-    }
+    let faults = super::dead_letter_all("split", received_at, &errors, dead_letters)?;
     let report = IngestReport { accepted: records.len(), rejected: errors.len(), errors: faults };
     Ok((records, report))
 }

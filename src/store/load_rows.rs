@@ -3,11 +3,25 @@ Journal entries turned into the rows a store writes: the one place both backends
 skip entries, so SQLite and PostgreSQL store exactly the same rows for the same batch.
 */
 
+use serde_json::{Map, Value};
+
 use crate::journal::Entry;
-use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind};
+use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind, SegmentEvent};
 
 /// One journal entry parsed into what an insert binds.
-pub(super) struct LoadRow<'e> {
+#[expect(
+    clippy::large_enum_variant,
+    reason = "impressions are the bulk of every batch: boxing them would cost an allocation per row"
+)]
+pub(super) enum LoadRow<'e> {
+    /// A Split impression, for the `impressions` table.
+    Impression(ImpressionRow<'e>),
+    /// A Segment event, for the `events` table.
+    Event(EventRow<'e>),
+}
+
+/// An impression and what the loader adds to it.
+pub(super) struct ImpressionRow<'e> {
     /// The impression, borrowing the entry's payload.
     pub imp: Impression<'e>,
     /// Its identity under the store's dedup mode.
@@ -20,29 +34,72 @@ pub(super) struct LoadRow<'e> {
     pub offset: u64,
 }
 
-/// The impressions among `entries`, in order: `Some` row for each that parses, `None` (logged)
-/// for each that does not. Entries of other kinds are left out: the journal is shared by every
-/// source, and the loader's offset still moves past them.
-pub(super) fn impressions(entries: &[Entry], mode: DedupMode) -> impl Iterator<Item = Option<LoadRow<'_>>> {
-    entries.iter().filter(|entry| entry.kind == RecordKind::SplitImpression).map(move |entry| parse(entry, mode))
+/// A Segment event: its JSON (stored whole) and the parsed fields the typed columns come from.
+pub(super) struct EventRow<'e> {
+    map: Map<String, Value>,
+    /// The event's JSON as journaled.
+    pub raw: &'e str,
+    /// When sluice received it, epoch milliseconds.
+    pub arrived_at: i64,
+    /// Its journal offset.
+    pub offset: u64,
+}
+
+impl EventRow<'_> {
+    /// The typed fields.
+    pub fn event(&self) -> SegmentEvent<'_> {
+        SegmentEvent::from_map(&self.map).expect("the event was validated when its row was parsed")
+    }
+}
+
+/// The rows among `entries`, in order: `Some` row for each entry that parses, `None` (logged)
+/// for each that does not.
+pub(super) fn rows(entries: &[Entry], mode: DedupMode) -> impl Iterator<Item = Option<LoadRow<'_>>> {
+    entries.iter().map(move |entry| parse(entry, mode))
 }
 
 fn parse(entry: &Entry, mode: DedupMode) -> Option<LoadRow<'_>> {
-    let parsed = std::str::from_utf8(&entry.payload)
-        .map_err(|e| format!("payload is not UTF-8: {e}"))
-        .and_then(|json| Impression::parse(json, &FieldLimits::NONE).map_err(|e| e.to_string()));
+    let parsed =
+        std::str::from_utf8(&entry.payload).map_err(|e| format!("payload is not UTF-8: {e}")).and_then(|json| {
+            match entry.kind {
+                RecordKind::SplitImpression => Impression::parse(json, &FieldLimits::NONE)
+                    .map(|imp| {
+                        LoadRow::Impression(ImpressionRow {
+                            identity: imp.identity(mode),
+                            extra: imp.extra_json(),
+                            received_at: entry.received_at_ms,
+                            offset: entry.offset,
+                            imp,
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
+                RecordKind::SegmentEvent => SegmentEvent::parse_map(json)
+                    .and_then(|map| {
+                        SegmentEvent::from_map(&map)?;
+                        Ok(map)
+                    })
+                    .map(|map| {
+                        LoadRow::Event(EventRow {
+                            map,
+                            raw: json,
+                            arrived_at: entry.received_at_ms,
+                            offset: entry.offset,
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
+            }
+        });
     match parsed {
-        Ok(imp) => Some(LoadRow {
-            identity: imp.identity(mode),
-            extra: imp.extra_json(),
-            received_at: entry.received_at_ms,
-            offset: entry.offset,
-            imp,
-        }),
+        Ok(row) => Some(row),
         Err(reason) => {
             // Ingest validated this record, so this means a bug or a damaged journal; the entry is
             // counted and logged rather than blocking every record behind it.
-            tracing::error!(offset = entry.offset, reason, "journal entry is not a valid impression; skipped");
+            tracing::error!(
+                offset = entry.offset,
+                kind = entry.kind.name(),
+                reason,
+                "journal entry cannot be stored; skipped"
+            );
             None
         }
     }

@@ -24,10 +24,11 @@ pub(super) struct Migration {
 
 /// Every migration, oldest first; versions are 1, 2, 3… with no gaps. Never edit a released step:
 /// append a new one.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "impressions and consumer offsets",
-    sqlite: "
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "impressions and consumer offsets",
+        sqlite: "
         CREATE TABLE impressions (
             key TEXT NOT NULL,
             split TEXT NOT NULL,
@@ -54,10 +55,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
             next_offset INTEGER NOT NULL
         );
     ",
-    // Times stay epoch-ms `bigint` so the seed's check query reads the same numbers on both
-    // backends. There is no rowid: `journal_offset` is unique per impression and is the arrival
-    // order, so the time index ends with it and exports need no sort.
-    postgres: "
+        // Times stay epoch-ms `bigint` so the seed's check query reads the same numbers on both
+        // backends. There is no rowid: `journal_offset` is unique per impression and is the arrival
+        // order, so the time index ends with it and exports need no sort.
+        postgres: "
         CREATE TABLE impressions (
             key text NOT NULL,
             split text NOT NULL,
@@ -84,7 +85,70 @@ pub(super) const MIGRATIONS: &[Migration] = &[Migration {
             next_offset bigint NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "segment events",
+        // `raw` is the whole event as journaled; the other columns are what queries filter and sort
+        // on. `message_id` is the event's identity: a re-sent event is stored once, for ever.
+        sqlite: "
+        CREATE TABLE events (
+            message_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            event TEXT,
+            name TEXT,
+            user_id TEXT,
+            anonymous_id TEXT,
+            previous_id TEXT,
+            group_id TEXT,
+            timestamp INTEGER NOT NULL,
+            original_timestamp INTEGER,
+            sent_at INTEGER,
+            received_at INTEGER,
+            arrived_at INTEGER NOT NULL,
+            timestamp_clamped INTEGER NOT NULL,
+            page_url TEXT,
+            page_referrer TEXT,
+            source TEXT,
+            raw TEXT NOT NULL,
+            journal_offset INTEGER NOT NULL
+        );
+        CREATE INDEX events_timestamp ON events (timestamp);
+        CREATE INDEX events_anonymous_id ON events (anonymous_id, timestamp) WHERE anonymous_id IS NOT NULL;
+        CREATE INDEX events_user_id ON events (user_id, timestamp) WHERE user_id IS NOT NULL;
+        CREATE INDEX events_previous_id ON events (previous_id) WHERE previous_id IS NOT NULL;
+    ",
+        // `raw` is `json`, not `jsonb`: it keeps the text as sent (jsonb refuses `\u0000`, which
+        // would wedge the loader on one odd event) and still has `->` and `->>`.
+        postgres: "
+        CREATE TABLE events (
+            message_id text NOT NULL UNIQUE,
+            type text NOT NULL,
+            event text,
+            name text,
+            user_id text,
+            anonymous_id text,
+            previous_id text,
+            group_id text,
+            timestamp bigint NOT NULL,
+            original_timestamp bigint,
+            sent_at bigint,
+            received_at bigint,
+            arrived_at bigint NOT NULL,
+            timestamp_clamped boolean NOT NULL,
+            page_url text,
+            page_referrer text,
+            source text,
+            raw json NOT NULL,
+            journal_offset bigint NOT NULL
+        );
+        CREATE INDEX events_timestamp ON events (timestamp, journal_offset);
+        CREATE INDEX events_anonymous_id ON events (anonymous_id, timestamp) WHERE anonymous_id IS NOT NULL;
+        CREATE INDEX events_user_id ON events (user_id, timestamp) WHERE user_id IS NOT NULL;
+        CREATE INDEX events_previous_id ON events (previous_id) WHERE previous_id IS NOT NULL;
+    ",
+    },
+];
 
 /// The schema version this binary writes and reads.
 pub(super) fn latest() -> u32 {

@@ -34,7 +34,7 @@ use crate::journal::Entry;
 /// [`ImpressionView`].
 const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
     machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
-use crate::query::{ImpressionQuery, QueryError};
+use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
 
 /// Which database holds the store, resolved once at start-up from `--store` / `[store] url`.
@@ -139,6 +139,19 @@ impl Store {
         }
     }
 
+    /// Streams the Segment events matching `q` to `row`, ordered by timestamp then arrival, and
+    /// returns how many there were.
+    pub fn query_events(
+        &mut self,
+        q: &EventQuery,
+        row: &mut dyn FnMut(&EventView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        match self {
+            Store::Sqlite(s) => s.query_events(q, row),
+            Store::Postgres(s) => s.query_events(q, row),
+        }
+    }
+
     /// False once the connection is known to be broken, so a pool drops it instead of reusing it.
     fn is_reusable(&self) -> bool {
         match self {
@@ -151,9 +164,9 @@ impl Store {
 /// What one [`Store::load`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOutcome {
-    /// New rows written.
+    /// New rows written (impressions and events).
     pub inserted: u64,
-    /// Impressions already in the store under the same identity (re-deliveries).
+    /// Impressions and events already in the store under the same identity (re-deliveries).
     pub duplicates: u64,
     /// Entries whose payload could not be parsed; logged with their offset and skipped.
     pub unparseable: u64,
@@ -197,6 +210,28 @@ pub struct ImpressionView<'r> {
     /// When sluice received the impression, epoch milliseconds.
     pub received_at: i64,
 }
+
+/// One stored Segment event, borrowed from the database row being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'r> {
+    /// The event's identity.
+    pub message_id: &'r str,
+    /// The call type.
+    pub event_type: &'r str,
+    /// The known user.
+    pub user_id: Option<&'r str>,
+    /// The device or browser.
+    pub anonymous_id: Option<&'r str>,
+    /// The `alias` call's former id.
+    pub previous_id: Option<&'r str>,
+    /// When it happened, epoch milliseconds.
+    pub timestamp: i64,
+    /// The whole event as journaled.
+    pub raw: &'r str,
+}
+
+/// The columns both backends' event readers read, in [`EventView`]'s order.
+const EVENT_COLUMNS: &str = "message_id, type, user_id, anonymous_id, previous_id, timestamp, raw";
 
 /// What can go wrong opening or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -351,6 +386,43 @@ pub(crate) mod test_support {
             received_at_ms: (offset as i64).saturating_add(1_000),
             payload: Bytes::copy_from_slice(json.as_bytes()),
         }
+    }
+
+    /// A journal entry holding the Segment event `json` at `offset`.
+    pub fn event_entry(offset: u64, json: &str) -> Entry {
+        Entry { kind: RecordKind::SegmentEvent, ..entry(offset, json) }
+    }
+
+    /// A processed Segment event (as `record::segment::accept` journals it) at `ts_ms`.
+    pub fn segment_event(
+        message_id: &str,
+        kind: &str,
+        anonymous_id: Option<&str>,
+        user_id: Option<&str>,
+        ts_ms: i64,
+    ) -> String {
+        let mut e = serde_json::json!({
+            "type": kind, "messageId": message_id,
+            "timestamp": chrono::DateTime::from_timestamp_millis(ts_ms).unwrap().to_rfc3339(),
+            "properties": {"n": 1}, "sluice": {"arrivedAt": ts_ms + 5, "via": "webhook"},
+        });
+        if let Some(a) = anonymous_id {
+            e["anonymousId"] = a.into();
+        }
+        if let Some(u) = user_id {
+            e["userId"] = u.into();
+        }
+        if kind == "track" {
+            e["event"] = "Clicked".into();
+        }
+        if kind == "group" {
+            e["groupId"] = "g".into();
+        }
+        if kind == "alias" {
+            e["previousId"] = anonymous_id.unwrap_or("old").into();
+            e.as_object_mut().unwrap().remove("anonymousId");
+        }
+        e.to_string()
     }
 
     /// A minimal impression with the fields that identify it.

@@ -12,11 +12,11 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params, params_from_iter};
 
-use super::load_rows::{self, LoadRow};
+use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations};
+use super::{EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations};
 use crate::journal::Entry;
-use crate::query::{ImpressionQuery, QueryError};
+use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
 
 /// The loader's page cache, in KiB (SQLite reads a negative `cache_size` as KiB). Identities and
@@ -45,6 +45,12 @@ const INSERT_IMPRESSION: &str = "INSERT OR IGNORE INTO impressions (
         key, split, environment, environment_id, treatment, label, time, bucketing_key, machine_name,
         machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, journal_offset, identity
     ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
+        message_id, type, event, name, user_id, anonymous_id, previous_id, group_id, timestamp,
+        original_timestamp, sent_at, received_at, arrived_at, timestamp_clamped, page_url, page_referrer,
+        source, raw, journal_offset
+    ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
 const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES (?1, ?2)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
@@ -116,39 +122,23 @@ impl SqliteStore {
             let (send, parsed) = std::sync::mpsc::sync_channel::<Vec<Option<LoadRow<'_>>>>(PARSED_CHUNKS_IN_FLIGHT);
             let parser = scope.spawn(move || {
                 for chunk in entries.chunks(PARSE_CHUNK) {
-                    let rows = load_rows::impressions(chunk, mode).collect();
+                    let rows = load_rows::rows(chunk, mode).collect();
                     if send.send(rows).is_err() {
                         return; // The inserter failed and rolls back; nothing more to do.
                     }
                 }
             });
-            let mut insert = tx.prepare_cached(INSERT_IMPRESSION)?;
+            let mut insert_impression = tx.prepare_cached(INSERT_IMPRESSION)?;
+            let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
             for row in parsed.iter().flatten() {
-                let Some(row) = row else {
-                    outcome.unparseable += 1;
-                    continue;
+                let changed = match row {
+                    None => {
+                        outcome.unparseable += 1;
+                        continue;
+                    }
+                    Some(LoadRow::Impression(row)) => insert_impression.execute(&impression_params(&row)[..])?,
+                    Some(LoadRow::Event(row)) => insert_event.execute(params_from_iter(event_params(&row)))?,
                 };
-                let imp = &row.imp;
-                let changed = insert.execute(params![
-                    imp.key.as_ref(),
-                    imp.split.as_ref(),
-                    imp.environment_name.as_deref(),
-                    imp.environment_id.as_deref(),
-                    imp.treatment.as_ref(),
-                    imp.label.as_deref(),
-                    imp.time,
-                    imp.bucketing_key.as_deref(),
-                    imp.machine_name.as_deref(),
-                    imp.machine_ip.as_deref(),
-                    imp.split_version_number,
-                    imp.sdk.as_deref(),
-                    imp.sdk_version.as_deref(),
-                    imp.properties.as_deref(),
-                    row.extra,
-                    row.received_at,
-                    row.offset,
-                    row.identity,
-                ])?;
                 if changed == 1 {
                     outcome.inserted += 1;
                 } else {
@@ -172,10 +162,7 @@ impl SqliteStore {
         row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
     ) -> Result<u64, QueryError> {
         let mut clause = WhereClause::for_impressions(q);
-        let limit = match q.limit {
-            Some(n) => format!(" LIMIT {}", clause.bind(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)))),
-            None => String::new(),
-        };
+        let limit = clause.limit(q.limit);
         // `time, rowid` is exactly the key of the time index, so rows come out without a sort.
         let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, rowid{limit}", clause.sql);
         let mut stmt = self.conn.prepare(&sql)?;
@@ -183,6 +170,88 @@ impl SqliteStore {
         let mut count = 0;
         while let Some(r) = rows.next()? {
             row(&view(r)?)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// An impression's values in [`INSERT_IMPRESSION`]'s order.
+fn impression_params<'r>(row: &'r ImpressionRow<'_>) -> [&'r dyn ToSql; 18] {
+    let imp = &row.imp;
+    [
+        &imp.key,
+        &imp.split,
+        &imp.environment_name,
+        &imp.environment_id,
+        &imp.treatment,
+        &imp.label,
+        &imp.time,
+        &imp.bucketing_key,
+        &imp.machine_name,
+        &imp.machine_ip,
+        &imp.split_version_number,
+        &imp.sdk,
+        &imp.sdk_version,
+        &imp.properties,
+        &row.extra,
+        &row.received_at,
+        &row.offset,
+        &row.identity,
+    ]
+}
+
+/// An event's values in [`INSERT_EVENT`]'s order.
+fn event_params<'r>(row: &'r EventRow<'_>) -> Vec<Box<dyn ToSql + 'r>> {
+    let e = row.event();
+    vec![
+        Box::new(e.message_id),
+        Box::new(e.event_type.name()),
+        Box::new(e.event),
+        Box::new(e.name),
+        Box::new(e.user_id),
+        Box::new(e.anonymous_id),
+        Box::new(e.previous_id),
+        Box::new(e.group_id),
+        Box::new(e.timestamp),
+        Box::new(e.original_timestamp),
+        Box::new(e.sent_at),
+        Box::new(e.received_at),
+        Box::new(row.arrived_at),
+        Box::new(e.timestamp_clamped),
+        Box::new(e.page_url),
+        Box::new(e.page_referrer),
+        Box::new(e.source),
+        Box::new(row.raw),
+        Box::new(row.offset),
+    ]
+}
+
+impl SqliteStore {
+    /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
+    pub fn query_events(
+        &self,
+        q: &EventQuery,
+        row: &mut dyn FnMut(&EventView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut clause = WhereClause::for_events(q);
+        let limit = clause.limit(q.limit);
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, rowid{limit}", clause.sql);
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(params_from_iter(clause.params.iter()))?;
+        let mut count = 0;
+        while let Some(r) = rows.next()? {
+            let text = |i| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+            let opt_text = |i| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
+            row(&EventView {
+                message_id: text(0)?,
+                event_type: text(1)?,
+                user_id: opt_text(2)?,
+                anonymous_id: opt_text(3)?,
+                previous_id: opt_text(4)?,
+                timestamp: r.get_ref(5)?.as_i64().map_err(rusqlite::Error::from)?,
+                raw: text(6)?,
+            })?;
             count += 1;
         }
         Ok(count)

@@ -3,9 +3,9 @@
 //! Each PostgreSQL test gets its own schema on the test server (see `pg_test_db`).
 
 use super::pg_test_db::TestSchema;
-use super::test_support::{entry, impression};
+use super::test_support::{entry, event_entry, impression, segment_event};
 use super::*;
-use crate::query::{OutputFormat, write_impressions};
+use crate::query::{EventQuery, OutputFormat, write_impressions};
 
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy)]
@@ -366,6 +366,116 @@ fn the_csv_report_is_byte_exact(b: Backend) {
     );
 }
 
+/// Message ids of the events `q` returns, in order.
+fn message_ids(store: &mut Store, q: &EventQuery) -> Vec<String> {
+    let mut out = Vec::new();
+    store
+        .query_events(q, &mut |e| {
+            out.push(e.message_id.to_owned());
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn events_loaded(f: &Fixture) -> Store {
+    let mut store = f.open();
+    let entries = [
+        event_entry(0, &segment_event("m-page2", "page", Some("anon-1"), None, 2_000)),
+        entry(1, &impression("k", "s", "P", "on", "r", 1)),
+        event_entry(2, &segment_event("m-page1", "page", Some("anon-1"), None, 1_000)),
+        event_entry(3, &segment_event("m-ident", "identify", Some("anon-1"), Some("user-1"), 3_000)),
+        event_entry(4, &segment_event("m-alias", "alias", Some("anon-2"), Some("user-1"), 4_000)),
+        event_entry(5, &segment_event("m-track", "track", Some("anon-3"), Some("user-2"), 5_000)),
+    ];
+    let outcome = store.load("store", &entries, DedupMode::Exact).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates, outcome.next_offset), (6, 0, 6));
+    store
+}
+
+fn events_and_impressions_load_together_with_every_typed_column(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = events_loaded(&f);
+    assert_eq!(count(&mut store), 1);
+    assert_eq!(scalar(&mut store, "SELECT COUNT(*) FROM events"), 5);
+    assert_eq!(scalar(&mut store, "SELECT timestamp FROM events WHERE message_id = 'm-ident'"), 3_000);
+    assert_eq!(scalar(&mut store, "SELECT arrived_at FROM events WHERE message_id = 'm-ident'"), 1_003);
+    assert_eq!(
+        scalar(
+            &mut store,
+            "SELECT COUNT(*) FROM events WHERE type = 'alias' AND previous_id = 'anon-2' AND user_id = 'user-1'"
+        ),
+        1
+    );
+    assert_eq!(scalar(&mut store, "SELECT COUNT(*) FROM events WHERE type = 'track' AND event = 'Clicked'"), 1);
+    let mut raw = Vec::new();
+    store
+        .query_events(&EventQuery { message_ids: strings(&["m-ident"]), ..EventQuery::default() }, &mut |e| {
+            raw.push(e.raw.to_owned());
+            Ok(())
+        })
+        .unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&segment_event("m-ident", "identify", Some("anon-1"), Some("user-1"), 3_000)).unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&raw[0]).unwrap(), expected, "the raw event comes back whole");
+}
+
+fn a_resent_event_is_stored_once_for_ever(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = events_loaded(&f);
+    // The same messageId again, later, even with other content: the first one stays.
+    let again = [
+        event_entry(6, &segment_event("m-page1", "page", Some("anon-1"), None, 1_000)),
+        event_entry(7, &segment_event("m-track", "track", Some("anon-9"), None, 9_000)),
+        event_entry(8, &segment_event("m-new", "page", Some("anon-1"), None, 6_000)),
+        event_entry(9, &segment_event("m-new", "page", Some("anon-1"), None, 6_000)),
+    ];
+    let outcome = store.load("store", &again, DedupMode::Exact).unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates, outcome.next_offset), (1, 3, 10));
+    assert_eq!(scalar(&mut store, "SELECT COUNT(*) FROM events"), 6);
+    assert_eq!(scalar(&mut store, "SELECT COUNT(*) FROM events WHERE anonymous_id = 'anon-9'"), 0);
+}
+
+fn event_queries_filter_by_ids_type_and_time_in_timestamp_order(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = events_loaded(&f);
+    let q = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery::default();
+        f(&mut q);
+        q
+    };
+    assert_eq!(
+        message_ids(&mut store, &EventQuery::default()),
+        ["m-page1", "m-page2", "m-ident", "m-alias", "m-track"]
+    );
+    assert_eq!(
+        message_ids(&mut store, &q(|q| q.anonymous_ids = strings(&["anon-1"]))),
+        ["m-page1", "m-page2", "m-ident"]
+    );
+    assert_eq!(
+        message_ids(&mut store, &q(|q| q.user_ids = strings(&["user-1", "user-2"]))),
+        ["m-ident", "m-alias", "m-track"]
+    );
+    assert_eq!(message_ids(&mut store, &q(|q| q.any_ids = strings(&["anon-2"]))), ["m-alias"]);
+    assert_eq!(
+        message_ids(&mut store, &q(|q| q.any_ids = strings(&["user-2", "anon-1"]))),
+        ["m-page1", "m-page2", "m-ident", "m-track"]
+    );
+    assert_eq!(message_ids(&mut store, &q(|q| q.types = strings(&["page"]))), ["m-page1", "m-page2"]);
+    assert_eq!(message_ids(&mut store, &q(|q| q.events = strings(&["Clicked"]))), ["m-track"]);
+    assert_eq!(
+        message_ids(
+            &mut store,
+            &q(|q| {
+                q.from = Some(2_000);
+                q.to = Some(4_000)
+            })
+        ),
+        ["m-page2", "m-ident"]
+    );
+    assert_eq!(message_ids(&mut store, &q(|q| q.limit = Some(2))), ["m-page1", "m-page2"]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -395,4 +505,7 @@ suite!(
     filters_combine_with_and,
     a_row_callback_error_stops_the_query_and_the_store_stays_usable,
     the_csv_report_is_byte_exact,
+    events_and_impressions_load_together_with_every_typed_column,
+    a_resent_event_is_stored_once_for_ever,
+    event_queries_filter_by_ids_type_and_time_in_timestamp_order,
 );

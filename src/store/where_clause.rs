@@ -10,7 +10,7 @@ backends as long as placeholders are numbered in the order they first occur, whi
 
 use std::fmt::Write as _;
 
-use crate::query::ImpressionQuery;
+use crate::query::{EventQuery, ImpressionQuery};
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,47 @@ impl<'q> WhereClause<'q> {
             clause.sql = format!(" WHERE {}", conditions.join(" AND "));
         }
         clause
+    }
+
+    /// Builds the conditions for `q` over the `events` table: lists are "any of" and combine
+    /// with AND; `any_ids` matches an id in any of the three id columns.
+    pub fn for_events(q: &'q EventQuery) -> Self {
+        let mut clause = WhereClause::default();
+        let mut conditions: Vec<String> = Vec::new();
+        for (column, values) in [
+            ("message_id", &q.message_ids),
+            ("type", &q.types),
+            ("event", &q.events),
+            ("user_id", &q.user_ids),
+            ("anonymous_id", &q.anonymous_ids),
+        ] {
+            if !values.is_empty() {
+                let list = clause.bind_list(values);
+                conditions.push(format!("{column} IN ({list})"));
+            }
+        }
+        if !q.any_ids.is_empty() {
+            let list = clause.bind_list(&q.any_ids);
+            conditions.push(format!("(user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))"));
+        }
+        if let Some(from) = q.from {
+            conditions.push(format!("timestamp >= {}", clause.bind(SqlValue::Integer(from))));
+        }
+        if let Some(to) = q.to {
+            conditions.push(format!("timestamp < {}", clause.bind(SqlValue::Integer(to))));
+        }
+        if !conditions.is_empty() {
+            clause.sql = format!(" WHERE {}", conditions.join(" AND "));
+        }
+        clause
+    }
+
+    /// ` LIMIT $n` for `limit`, or nothing.
+    pub fn limit(&mut self, limit: Option<u64>) -> String {
+        match limit {
+            Some(n) => format!(" LIMIT {}", self.bind(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)))),
+            None => String::new(),
+        }
     }
 
     /// Adds a value and returns its placeholder, for clauses the caller appends (such as LIMIT).

@@ -251,3 +251,34 @@ pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// The test virtualenv's Python, with pyarrow, duckdb and segment-analytics-python
+/// (`scripts/test.sh` creates it and sets `TEST_PYTHON`). Missing: a failure in CI (`CI=true`),
+/// a loudly announced skip elsewhere.
+#[allow(dead_code, reason = "not every test binary uses it")]
+pub fn test_python(what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("TEST_PYTHON").map(PathBuf::from).filter(|p| p.exists());
+    if path.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "TEST_PYTHON is not set in CI: run the tests through scripts/test.sh"
+        );
+        eprintln!("TEST_PYTHON is not set: skipping {what} (scripts/test.sh sets it)");
+    }
+    path
+}
+
+/// Runs each listed `async fn name(backend)` as two tests, `sqlite::name` and `postgres::name`.
+#[allow(unused_macros, reason = "not every test binary uses it")]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+#[allow(unused_imports, reason = "not every test binary uses it")]
+pub(crate) use on_both_backends;

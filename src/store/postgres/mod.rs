@@ -2,10 +2,10 @@
 The PostgreSQL store: the production backend, chosen with a `postgres://` store URL.
 
 Loading is bulk, with the consumer offset written in the same transaction. A batch is first
-`COPY`'d in binary straight into `impressions`, inside a savepoint. `COPY` cannot skip rows that
-conflict, so when the batch holds an impression already stored (a re-delivery) the savepoint is
-rolled back and the batch goes through a per-connection temporary staging table instead, moved
-with `INSERT … SELECT … ON CONFLICT (identity) DO NOTHING`. New data, the common case, thus costs
+`COPY`'d in binary straight into `impressions` (and `events`), inside a savepoint. `COPY` cannot
+skip rows that conflict, so when the batch holds a row already stored (a re-delivery) the
+savepoint is rolled back and the batch goes through a per-connection temporary staging table
+instead, moved with `INSERT … SELECT … ON CONFLICT DO NOTHING`. New data, the common case, thus costs
 one `COPY`; re-deliveries cost a second pass. Queries stream rows through the
 extended protocol: the driver stops reading the socket while the caller is busy with a row, so
 memory stays flat whatever the result size.
@@ -24,50 +24,82 @@ use std::time::Duration;
 use ::postgres::binary_copy::BinaryCopyInWriter;
 use ::postgres::error::SqlState;
 use ::postgres::fallible_iterator::FallibleIterator as _;
-use ::postgres::types::{ToSql, Type};
+use ::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use ::postgres::{Client, Row, Transaction};
 
 use self::connect::{Tls, TlsMode};
-use super::load_rows::{self, LoadRow};
+use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
+use super::{EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
 use crate::journal::Entry;
-use crate::query::{ImpressionQuery, QueryError};
+use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
 
 /// How long a connection attempt may take before it counts as a failure (and is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The columns the loader writes, in the order [`STAGED_TYPES`] gives their types.
-const LOAD_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
-    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, \
-    journal_offset, identity";
+/// A table the loader `COPY`s into: its columns and, in the same order, their exact types
+/// (binary `COPY` needs them).
+struct CopyTarget {
+    table: &'static str,
+    columns: &'static str,
+    types: &'static [Type],
+}
 
-/// Binary `COPY` needs each column's exact type.
-const STAGED_TYPES: [Type; 18] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::BYTEA,
-];
+const IMPRESSIONS: CopyTarget = CopyTarget {
+    table: "impressions",
+    columns: "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
+        machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, \
+        journal_offset, identity",
+    types: &[
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::BYTEA,
+    ],
+};
 
-/// Temporary tables are private to their session and disappear with it; emptied at every commit.
-const CREATE_STAGING: &str =
-    "CREATE TEMPORARY TABLE IF NOT EXISTS impressions_staging (LIKE impressions) ON COMMIT DELETE ROWS";
+const EVENTS: CopyTarget = CopyTarget {
+    table: "events",
+    columns: "message_id, type, event, name, user_id, anonymous_id, previous_id, group_id, timestamp, \
+        original_timestamp, sent_at, received_at, arrived_at, timestamp_clamped, page_url, page_referrer, \
+        source, raw, journal_offset",
+    types: &[
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::BOOL,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSON,
+        Type::INT8,
+    ],
+};
 
 const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES ($1, $2)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
@@ -226,37 +258,23 @@ impl PgStore {
         let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
         let mut outcome = LoadOutcome { next_offset, ..LoadOutcome::default() };
         // Parsed once, before the transaction: the staging path re-copies the same rows.
-        let rows: Vec<_> = load_rows::impressions(entries, mode).collect();
-        outcome.unparseable = rows.iter().filter(|row| row.is_none()).count() as u64;
-        let rows: Vec<_> = rows.into_iter().flatten().collect();
-        let mut tx = self.client()?.transaction()?;
-        // Fast path: most batches hold only new impressions, so they are copied straight into
-        // the table. A unique violation rolls back just this attempt and the batch takes the
-        // staging path, which absorbs duplicates.
-        let mut direct = tx.savepoint("direct")?;
-        match copy_rows(&mut direct, "impressions", &rows) {
-            Ok(()) => {
-                direct.commit()?;
-                outcome.inserted = rows.len() as u64;
+        let mut impressions = Vec::new();
+        let mut events = Vec::new();
+        for row in load_rows::rows(entries, mode) {
+            match row {
+                Some(LoadRow::Impression(row)) => impressions.push(row),
+                Some(LoadRow::Event(row)) => events.push(row),
+                None => outcome.unparseable += 1,
             }
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                direct.rollback()?;
-                // Inside the transaction: on a fresh connection this creates the table, otherwise it is a no-op.
-                tx.batch_execute(CREATE_STAGING)?;
-                copy_rows(&mut tx, "impressions_staging", &rows)?;
-                // In journal order, so that among duplicates the first one delivered is the one
-                // kept, exactly as SQLite's INSERT OR IGNORE does.
-                outcome.inserted = tx.execute(
-                    &format!(
-                        "INSERT INTO impressions ({LOAD_COLUMNS}) SELECT {LOAD_COLUMNS} FROM impressions_staging \
-                         ORDER BY journal_offset ON CONFLICT (identity) DO NOTHING"
-                    ),
-                    &[],
-                )?;
-                outcome.duplicates = rows.len() as u64 - outcome.inserted;
-            }
-            Err(e) => return Err(e.into()),
         }
+        let mut tx = self.client()?.transaction()?;
+        for inserted in [
+            load_table(&mut tx, &IMPRESSIONS, &impressions, write_impression)?,
+            load_table(&mut tx, &EVENTS, &events, write_event)?,
+        ] {
+            outcome.inserted += inserted;
+        }
+        outcome.duplicates = (impressions.len() + events.len()) as u64 - outcome.inserted;
         tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
         tx.commit()?;
         Ok(outcome)
@@ -270,19 +288,58 @@ impl PgStore {
         row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
     ) -> Result<u64, QueryError> {
         let mut clause = WhereClause::for_impressions(q);
-        let limit = match q.limit {
-            Some(n) => format!(" LIMIT {}", clause.bind(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)))),
-            None => String::new(),
-        };
+        let limit = clause.limit(q.limit);
         // `time, journal_offset` is exactly the key of the time index, so rows come out without a sort.
         let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, journal_offset{limit}", clause.sql);
+        self.stream(&sql, &clause, &mut |r| row(&view(r).map_err(StoreError::from)?))
+    }
+
+    /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
+    pub fn query_events(
+        &mut self,
+        q: &EventQuery,
+        row: &mut dyn FnMut(&EventView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut clause = WhereClause::for_events(q);
+        let limit = clause.limit(q.limit);
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, journal_offset{limit}", clause.sql);
+        self.stream(&sql, &clause, &mut |r| {
+            let view = EventView {
+                message_id: r.try_get(0).map_err(StoreError::from)?,
+                event_type: r.try_get(1).map_err(StoreError::from)?,
+                user_id: r.try_get(2).map_err(StoreError::from)?,
+                anonymous_id: r.try_get(3).map_err(StoreError::from)?,
+                previous_id: r.try_get(4).map_err(StoreError::from)?,
+                timestamp: r.try_get(5).map_err(StoreError::from)?,
+                raw: r.try_get::<_, Json<'_>>(6).map_err(StoreError::from)?.0,
+            };
+            row(&view)
+        })
+    }
+
+    /// Runs `sql` with `clause`'s values and hands each row to `row`, reading the socket only as
+    /// fast as `row` returns, so memory stays flat.
+    fn stream(
+        &mut self,
+        sql: &str,
+        clause: &WhereClause<'_>,
+        row: &mut dyn FnMut(&Row) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
         let params = clause.params.iter().map(|v| -> &(dyn ToSql + Sync) {
             match v {
                 SqlValue::Text(s) => s,
                 SqlValue::Integer(i) => i,
             }
         });
-        let result = stream(self.client()?, &sql, params, row);
+        let result = (|| {
+            let mut rows = self.client()?.query_raw(sql, params).map_err(StoreError::from)?;
+            let mut count = 0;
+            while let Some(r) = rows.next().map_err(StoreError::from)? {
+                row(&r)?;
+                count += 1;
+            }
+            Ok(count)
+        })();
         if result.is_err() {
             // The rest of the result may still be on its way; a fresh connection is cheaper than
             // draining it, and a pool must not hand out a connection in that state.
@@ -292,52 +349,144 @@ impl PgStore {
     }
 }
 
-/// Binary-`COPY`s `rows` into `table`.
-fn copy_rows(tx: &mut Transaction<'_>, table: &str, rows: &[LoadRow<'_>]) -> Result<(), ::postgres::Error> {
-    let sink = tx.copy_in(&format!("COPY {table} ({LOAD_COLUMNS}) FROM STDIN (FORMAT binary)"))?;
-    let mut writer = BinaryCopyInWriter::new(sink, &STAGED_TYPES);
+/// Writes `rows` into `target` and returns how many were new. Fast path: most batches hold only
+/// new rows, so they are copied straight into the table inside a savepoint. A unique violation
+/// (a re-delivery) rolls back just that attempt, and the batch goes through a per-connection
+/// temporary staging table instead, moved with `INSERT … ON CONFLICT DO NOTHING`. New data, the
+/// common case, thus costs one `COPY`; re-deliveries cost a second pass.
+fn load_table<R>(
+    tx: &mut Transaction<'_>,
+    target: &CopyTarget,
+    rows: &[R],
+    write: fn(&mut BinaryCopyInWriter<'_>, &R) -> Result<(), ::postgres::Error>,
+) -> Result<u64, ::postgres::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let CopyTarget { table, columns, .. } = target;
+    let mut direct = tx.savepoint("direct")?;
+    match copy_rows(&mut direct, table, target, rows, write) {
+        Ok(()) => {
+            direct.commit()?;
+            Ok(rows.len() as u64)
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            direct.rollback()?;
+            // Inside the transaction: on a fresh connection this creates the table, otherwise
+            // it is a no-op. Temporary tables are private to their session; emptied at commit.
+            tx.batch_execute(&format!(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {table}_staging (LIKE {table}) ON COMMIT DELETE ROWS"
+            ))?;
+            copy_rows(tx, &format!("{table}_staging"), target, rows, write)?;
+            // In journal order, so that among duplicates the first one delivered is the one
+            // kept, exactly as SQLite's INSERT OR IGNORE does.
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_staging \
+                     ORDER BY journal_offset ON CONFLICT DO NOTHING"
+                ),
+                &[],
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Binary-`COPY`s `rows` into `table`, which has `target`'s columns.
+fn copy_rows<R>(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    target: &CopyTarget,
+    rows: &[R],
+    write: fn(&mut BinaryCopyInWriter<'_>, &R) -> Result<(), ::postgres::Error>,
+) -> Result<(), ::postgres::Error> {
+    let sink = tx.copy_in(&format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", target.columns))?;
+    let mut writer = BinaryCopyInWriter::new(sink, target.types);
     for row in rows {
-        let imp = &row.imp;
-        // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
-        let journal_offset = row.offset as i64;
-        writer.write(&[
-            &imp.key.as_ref(),
-            &imp.split.as_ref(),
-            &imp.environment_name.as_deref(),
-            &imp.environment_id.as_deref(),
-            &imp.treatment.as_ref(),
-            &imp.label.as_deref(),
-            &imp.time,
-            &imp.bucketing_key.as_deref(),
-            &imp.machine_name.as_deref(),
-            &imp.machine_ip.as_deref(),
-            &imp.split_version_number,
-            &imp.sdk.as_deref(),
-            &imp.sdk_version.as_deref(),
-            &imp.properties.as_deref(),
-            &row.extra,
-            &row.received_at,
-            &journal_offset,
-            &row.identity.as_slice(),
-        ])?;
+        write(&mut writer, row)?;
     }
     writer.finish()?;
     Ok(())
 }
 
-fn stream<'p>(
-    client: &mut Client,
-    sql: &str,
-    params: impl ExactSizeIterator<Item = &'p (dyn ToSql + Sync)>,
-    row: &mut dyn FnMut(&ImpressionView<'_>) -> Result<(), QueryError>,
-) -> Result<u64, QueryError> {
-    let mut rows = client.query_raw(sql, params).map_err(StoreError::from)?;
-    let mut count = 0;
-    while let Some(r) = rows.next().map_err(StoreError::from)? {
-        row(&view(&r).map_err(StoreError::from)?)?;
-        count += 1;
+fn write_impression(writer: &mut BinaryCopyInWriter<'_>, row: &ImpressionRow<'_>) -> Result<(), ::postgres::Error> {
+    let imp = &row.imp;
+    // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
+    let journal_offset = row.offset as i64;
+    writer.write(&[
+        &imp.key.as_ref(),
+        &imp.split.as_ref(),
+        &imp.environment_name.as_deref(),
+        &imp.environment_id.as_deref(),
+        &imp.treatment.as_ref(),
+        &imp.label.as_deref(),
+        &imp.time,
+        &imp.bucketing_key.as_deref(),
+        &imp.machine_name.as_deref(),
+        &imp.machine_ip.as_deref(),
+        &imp.split_version_number,
+        &imp.sdk.as_deref(),
+        &imp.sdk_version.as_deref(),
+        &imp.properties.as_deref(),
+        &row.extra,
+        &row.received_at,
+        &journal_offset,
+        &row.identity.as_slice(),
+    ])
+}
+
+fn write_event(writer: &mut BinaryCopyInWriter<'_>, row: &EventRow<'_>) -> Result<(), ::postgres::Error> {
+    let e = row.event();
+    let journal_offset = row.offset as i64;
+    writer.write(&[
+        &e.message_id,
+        &e.event_type.name(),
+        &e.event,
+        &e.name,
+        &e.user_id,
+        &e.anonymous_id,
+        &e.previous_id,
+        &e.group_id,
+        &e.timestamp,
+        &e.original_timestamp,
+        &e.sent_at,
+        &e.received_at,
+        &row.arrived_at,
+        &e.timestamp_clamped,
+        &e.page_url,
+        &e.page_referrer,
+        &e.source,
+        &Json(row.raw),
+        &journal_offset,
+    ])
+}
+
+/// JSON text for a `json` column: its binary wire format is the text itself, so no parse and
+/// re-serialise is needed (the driver's own JSON support goes through `serde_json::Value`).
+#[derive(Debug)]
+struct Json<'a>(&'a str);
+
+impl ToSql for Json<'_> {
+    fn to_sql(&self, _: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
     }
-    Ok(count)
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> ::postgres::types::FromSql<'a> for Json<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Json(std::str::from_utf8(raw)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
 }
 
 /// Reads one row of [`VIEW_COLUMNS`] without copying its text.

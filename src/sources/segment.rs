@@ -1,0 +1,396 @@
+/*!
+Segment events in, two ways Segment users already know:
+
+- the **webhook destination**, `POST /v1/segment/webhook` (and the seed's `POST /events`): one
+  event per POST, or a JSON array from "Webhooks (Actions)", signed with `X-Signature` (hex
+  HMAC-SHA1 of the body; of the first element's bytes for an array) when a secret is set;
+- the **HTTP Tracking API**, `POST /v1/{track,page,identify,alias,group,screen,batch,import}`, so
+  that analytics.js and Segment's server libraries can point their host at sluice, with write
+  keys (HTTP Basic username, or `writeKey` in the body) and Segment's limits (32 KB per event,
+  500 KB per batch).
+
+Each event goes through [`crate::record::segment::accept`]; valid ones are journaled, invalid ones
+dead-lettered with their reason, and the answer is 2xx only once the journal has them: Segment
+retries 5xx and 429 for hours and drops on other 4xx, so durability failures answer 503.
+*/
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::post};
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::{RecordFault, admit, body};
+use crate::api::AppState;
+use crate::api::error::AppError;
+use crate::journal::Record;
+use crate::record::RecordKind;
+use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
+
+/// Routes of both Segment sources.
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/v1/segment/webhook", post(webhook))
+        .route("/events", post(webhook))
+        .route("/v1/batch", post(batch))
+        .route("/v1/import", post(batch));
+    for t in EventType::ALL {
+        router = router.route(
+            &format!("/v1/{}", t.name()),
+            post(move |state: State<AppState>, headers: HeaderMap, body: Body| single(t, state, headers, body)),
+        );
+    }
+    router
+}
+
+/// The answer to a Segment request.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// Segment's own field: true when the events were accepted.
+    success: bool,
+    /// Events made durable (left out when the Tracking API accepted everything, as Segment's
+    /// answer is exactly `{"success":true}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted: Option<usize>,
+    /// Events refused; each is in the dead-letter area with its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<usize>,
+    /// The first few refusals.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<RecordFault>,
+}
+
+async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
+    counted("segment_webhook", handle_webhook(&state, &headers, body).await)
+}
+
+async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
+    counted("segment_api", handle_api(&state, &headers, body, None).await)
+}
+
+async fn single(
+    t: EventType,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    counted("segment_api", handle_api(&state, &headers, body, Some(t)).await)
+}
+
+fn counted(source: &'static str, result: Result<Response, AppError>) -> Result<Response, AppError> {
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    metrics::counter!("sluice_source_requests_total", "source" => source, "status" => status.as_str().to_owned())
+        .increment(1);
+    result
+}
+
+async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
+    let _permit = admit(state)?;
+    let limits = state.config.limits;
+    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let encoding = body::detect_encoding(headers, &raw)?;
+    let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
+    let text = utf8(&plain)?;
+    let value: &RawValue = serde_json::from_str(text).map_err(|e| {
+        AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
+    })?;
+    let elements: Vec<&RawValue> = if value.get().starts_with('[') {
+        serde_json::from_str(value.get())
+            .map_err(|e| AppError::bad_request(format!("the body must be an array of Segment events: {e}")))?
+    } else {
+        vec![value]
+    };
+    if let Some(secret) = &state.config.segment.webhook_secret {
+        // Segment signs the body it sends; for an array, only the first element's bytes.
+        let signed = if elements.len() == 1 && !value.get().starts_with('[') {
+            text.as_bytes()
+        } else {
+            elements.first().map_or(&b""[..], |e| e.get().as_bytes())
+        };
+        verify_signature(secret, signed, headers)?;
+    }
+    if elements.len() > limits.max_batch_records {
+        return Err(AppError::TooLarge(format!(
+            "the request holds {} events, the limit is {} (limits.max_batch_records)",
+            elements.len(),
+            limits.max_batch_records
+        )));
+    }
+    let arrival = Arrival {
+        via: Via::Webhook,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        source: None,
+        future_tolerance_ms: state.config.segment.future_tolerance_ms,
+    };
+    let outcome = journal_events(state, &elements, &BatchDefaults::default(), &arrival, "segment").await?;
+    let status =
+        if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let report = Report {
+        success: outcome.accepted > 0 || outcome.faults.is_empty(),
+        accepted: Some(outcome.accepted),
+        rejected: Some(outcome.rejected),
+        errors: outcome.faults,
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+/// The Tracking API: `/v1/batch` (`implied` is `None`) or a single-event endpoint.
+async fn handle_api(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    implied: Option<EventType>,
+) -> Result<Response, AppError> {
+    let _permit = admit(state)?;
+    let over = |e: body::BodyError| match e {
+        body::BodyError::TooLarge { .. } | body::BodyError::DecompressedTooLarge { .. } => {
+            AppError::bad_request(format!(
+                "the request is over Segment's limit of 500 KB ({MAX_BATCH_BYTES} bytes) per batch; send smaller batches"
+            ))
+        }
+        other => other.into(),
+    };
+    let raw = body::read_limited(headers, body, MAX_BATCH_BYTES).await.map_err(over)?;
+    let encoding = body::detect_encoding(headers, &raw)?;
+    let plain = body::decode(encoding, raw, MAX_BATCH_BYTES).map_err(over)?;
+    let text = utf8(&plain)?;
+    let top: BTreeMap<String, &RawValue> = serde_json::from_str(text)
+        .map_err(|e| AppError::bad_request(format!("the body must be a JSON object: {e}")))?;
+    let body_key = match top.get("writeKey") {
+        Some(v) => Some(
+            serde_json::from_str::<String>(v.get())
+                .map_err(|_| AppError::bad_field("writeKey", "`writeKey` must be a string"))?,
+        ),
+        None => None,
+    };
+    let source = authorize_write_key(&state.config.segment.write_keys, headers, body_key.as_deref())?;
+    let arrival = Arrival {
+        via: Via::TrackingApi,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        source: source.as_deref(),
+        future_tolerance_ms: state.config.segment.future_tolerance_ms,
+    };
+    let outcome = match implied {
+        Some(t) => {
+            let whole: &RawValue = serde_json::from_str(text).map_err(|e| AppError::bad_request(e.to_string()))?;
+            let defaults = BatchDefaults { implied_type: Some(t), ..BatchDefaults::default() };
+            let outcome = journal_events(state, &[whole], &defaults, &arrival, "segment").await?;
+            // One event, refused: the sender must hear why, as a 400 naming the field.
+            if let Some(fault) = outcome.faults.first() {
+                return Err(match &fault.field {
+                    Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
+                    None => AppError::bad_request(fault.reason.clone()),
+                });
+            }
+            outcome
+        }
+        None => {
+            let items = top
+                .get("batch")
+                .ok_or_else(|| AppError::bad_field("batch", "a batch request needs `batch`, an array of events"))?;
+            let items: Vec<&RawValue> = serde_json::from_str(items.get())
+                .map_err(|_| AppError::bad_field("batch", "`batch` must be an array of events"))?;
+            let object = |name: &str| -> Result<Option<Map<String, Value>>, AppError> {
+                match top.get(name).map(|v| serde_json::from_str::<Value>(v.get())) {
+                    None | Some(Ok(Value::Null)) => Ok(None),
+                    Some(Ok(Value::Object(map))) => Ok(Some(map)),
+                    _ => Err(AppError::bad_field(name, format!("the batch's `{name}` must be an object"))),
+                }
+            };
+            let context = object("context")?;
+            let integrations = object("integrations")?;
+            let sent_at: Option<Value> = match top.get("sentAt") {
+                Some(v) => {
+                    Some(serde_json::from_str(v.get()).map_err(|e| AppError::bad_field("sentAt", e.to_string()))?)
+                }
+                None => None,
+            };
+            let defaults = BatchDefaults {
+                context: context.as_ref(),
+                integrations: integrations.as_ref(),
+                sent_at: sent_at.as_ref(),
+                implied_type: None,
+            };
+            journal_events(state, &items, &defaults, &arrival, "segment").await?
+        }
+    };
+    if outcome.faults.is_empty() {
+        return Ok((
+            StatusCode::OK,
+            Json(Report { success: true, accepted: None, rejected: None, errors: Vec::new() }),
+        )
+            .into_response());
+    }
+    let status = if outcome.accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let report = Report {
+        success: outcome.accepted > 0,
+        accepted: Some(outcome.accepted),
+        rejected: Some(outcome.rejected),
+        errors: outcome.faults,
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+/// What happened to a request's events.
+struct Outcome {
+    accepted: usize,
+    rejected: usize,
+    faults: Vec<RecordFault>,
+}
+
+/// Accepts each event, dead-letters the invalid ones and journals the rest; returns once they
+/// are durable.
+async fn journal_events(
+    state: &AppState,
+    elements: &[&RawValue],
+    defaults: &BatchDefaults<'_>,
+    arrival: &Arrival<'_>,
+    source: &str,
+) -> Result<Outcome, AppError> {
+    let mut records = Vec::with_capacity(elements.len());
+    let mut errors = Vec::new();
+    for (index, element) in elements.iter().enumerate() {
+        match segment::accept(element.get(), defaults, arrival) {
+            Ok(json) => records.push(Record {
+                kind: RecordKind::SegmentEvent,
+                received_at_ms: arrival.at_ms,
+                payload: Bytes::from(json),
+            }),
+            Err(e) => errors.push((index, e, *element)),
+        }
+    }
+    let faults = super::dead_letter_all(source, arrival.at_ms, &errors, &state.dead_letters)?;
+    let accepted = records.len();
+    if !records.is_empty() {
+        state.journal.append(records).await.map_err(super::journal_unavailable)?;
+    }
+    metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "accepted")
+        .increment(accepted as u64);
+    metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")
+        .increment(errors.len() as u64);
+    Ok(Outcome { accepted, rejected: errors.len(), faults })
+}
+
+fn utf8(plain: &Bytes) -> Result<&str, AppError> {
+    std::str::from_utf8(plain).map_err(|e| {
+        AppError::bad_request(format!(
+            "the body is not valid UTF-8 (first bad byte at offset {}); send UTF-8 JSON",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// Checks `X-Signature` (hex HMAC-SHA1 of `signed` under `secret`) in constant time.
+fn verify_signature(secret: &str, signed: &[u8], headers: &HeaderMap) -> Result<(), AppError> {
+    let given = headers.get("x-signature").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        AppError::Unauthorized(
+            "this endpoint needs `X-Signature`: set the same shared secret in Segment's webhook settings and in segment.webhook_secret".into(),
+        )
+    })?;
+    let given = decode_hex(given.trim())
+        .ok_or_else(|| AppError::Unauthorized("`X-Signature` is not a hex HMAC-SHA1 digest".into()))?;
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("HMAC key: {e}")))?;
+    mac.update(signed);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&given).map_err(|_| {
+        AppError::Unauthorized(
+            "`X-Signature` does not match the body: check that Segment's shared secret equals segment.webhook_secret"
+                .into(),
+        )
+    })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The source the request's write key names, or `None` when no keys are configured (open).
+/// The key comes from HTTP Basic auth (username, empty password), else from the body's `writeKey`.
+fn authorize_write_key(
+    keys: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body_key: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()));
+    let Some(given) = basic.as_deref().or(body_key) else {
+        return Err(AppError::Unauthorized(
+            "a write key is required: send it as the HTTP Basic username (empty password) or as `writeKey` in the body"
+                .into(),
+        ));
+    };
+    // Every configured key is compared, in constant time, so timing tells nothing about which
+    // keys exist or how much of one was right.
+    let mut found = None;
+    for (key, source) in keys {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(key.as_bytes(), given.as_bytes())) {
+            found = Some(source.clone());
+        }
+    }
+    found.map(Some).ok_or_else(|| {
+        AppError::Unauthorized(
+            "the write key is not one of segment.write_keys; check the key configured in your Segment library".into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_signature_is_the_hex_hmac_sha1_of_the_signed_bytes() {
+        let mut h = HeaderMap::new();
+        h.insert("x-signature", HeaderValue::from_str(&sign("s3cret", b"{\"a\":1}")).unwrap());
+        assert!(verify_signature("s3cret", b"{\"a\":1}", &h).is_ok());
+        assert!(matches!(verify_signature("s3cret", b"{\"a\":2}", &h), Err(AppError::Unauthorized(_))));
+        assert!(matches!(verify_signature("other", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
+        assert!(matches!(verify_signature("s3cret", b"x", &HeaderMap::new()), Err(AppError::Unauthorized(_))));
+        h.insert("x-signature", HeaderValue::from_static("zz"));
+        assert!(matches!(verify_signature("s3cret", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn a_write_key_comes_from_basic_auth_or_the_body_and_names_its_source() {
+        let keys: BTreeMap<String, String> =
+            [("k-web".to_owned(), "web".to_owned()), ("k-srv".into(), "server".into())].into();
+        let mut h = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD.encode("k-srv:");
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
+        assert_eq!(authorize_write_key(&keys, &h, None).unwrap().as_deref(), Some("server"));
+        assert_eq!(authorize_write_key(&keys, &HeaderMap::new(), Some("k-web")).unwrap().as_deref(), Some("web"));
+        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), Some("nope")), Err(AppError::Unauthorized(_))));
+        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), None), Err(AppError::Unauthorized(_))));
+        assert_eq!(authorize_write_key(&BTreeMap::new(), &HeaderMap::new(), None).unwrap(), None);
+    }
+}

@@ -1,0 +1,314 @@
+//! The Segment sources end to end over real HTTP: the webhook destination (signatures, arrays,
+//! the seed's `/events`), the Tracking API (write keys, batch context, clock-skew correction,
+//! Segment's limits, hostile input), messageId dedup, `GET /api/events`, and Segment's own Python
+//! library pointed at sluice. Everything that reaches the store runs on both backends.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use common::{Backend, InProcess, gzip};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+
+const SECRET: &str = "segment-shared-secret";
+
+fn basic(key: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn with_keys(c: &mut sluice::config::Config) {
+    c.segment.write_keys = BTreeMap::from([("web-key".into(), "web".into()), ("srv-key".into(), "server".into())]);
+}
+
+async fn events(s: &InProcess, query: &str) -> Vec<Value> {
+    s.wait_loaded().await;
+    let (status, body) = s.get(&format!("/api/events?{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+async fn every_tracking_api_call_is_stored_with_its_fields_and_source(b: Backend) {
+    let Some(s) = InProcess::start_on(b, with_keys).await else { return };
+    let auth = basic("web-key");
+    let calls = [
+        (
+            "/v1/identify",
+            json!({"userId": "u1", "anonymousId": "a1", "traits": {"email": "u1@example.com"}, "messageId": "m-identify"}),
+        ),
+        (
+            "/v1/page",
+            json!({"anonymousId": "a1", "name": "Home", "properties": {"url": "https://shop.test/?utm_source=x"},
+            "context": {"page": {"url": "https://shop.test/?utm_source=x", "referrer": "https://www.google.co.in/"}}, "messageId": "m-page"}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u1", "event": "Order Completed", "properties": {"revenue": 12.5}, "messageId": "m-track"}),
+        ),
+        ("/v1/alias", json!({"previousId": "a0", "userId": "u1", "messageId": "m-alias"})),
+        ("/v1/group", json!({"userId": "u1", "groupId": "acme", "traits": {"plan": "pro"}, "messageId": "m-group"})),
+        ("/v1/screen", json!({"userId": "u1", "name": "Cart", "messageId": "m-screen"})),
+    ];
+    for (path, body) in &calls {
+        let (status, answer) = s
+            .post(
+                path,
+                body.to_string().into_bytes(),
+                &[("authorization", &auth), ("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!((status, &answer), (200, &json!({"success": true})), "{path}");
+    }
+    let stored = events(&s, "").await;
+    assert_eq!(stored.len(), calls.len());
+    for (path, sent) in &calls {
+        let e = stored.iter().find(|e| e["messageId"] == sent["messageId"]).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(e["type"], path.trim_start_matches("/v1/"));
+        for (k, v) in sent.as_object().unwrap() {
+            assert_eq!(&e[k], v, "{path}: field {k}");
+        }
+        assert_eq!(e["sluice"]["source"], "web");
+        assert_eq!(e["sluice"]["via"], "tracking-api");
+        assert!(e["receivedAt"].is_string() && e["timestamp"].is_string(), "{e}");
+    }
+    let pages = events(&s, "type=page&anonymousId=a1").await;
+    assert_eq!(pages.len(), 1);
+    let typed = common::store_scalar(
+        s.dir.path(),
+        s.schema.as_ref(),
+        "SELECT COUNT(*) FROM events WHERE page_referrer = 'https://www.google.co.in/' AND source = 'web' AND name = 'Home'",
+    )
+    .await;
+    assert_eq!(typed, 1);
+}
+
+async fn a_batch_merges_its_context_and_a_resent_batch_is_stored_once(b: Backend) {
+    let Some(s) = InProcess::start_on(b, with_keys).await else { return };
+    let batch = json!({
+        "batch": [
+            {"type": "track", "event": "A", "userId": "u", "messageId": "b1", "context": {"ip": "10.0.0.9"}},
+            {"type": "identify", "userId": "u", "messageId": "b2"},
+        ],
+        "context": {"library": {"name": "analytics-test"}, "ip": "10.0.0.1"},
+        "writeKey": "srv-key",
+    });
+    for _ in 0..2 {
+        let (status, answer) = s.post("/v1/batch", batch.to_string().into_bytes(), &[]).await;
+        assert_eq!((status, answer), (200, json!({"success": true})));
+    }
+    // `/v1/import` is the same endpoint; gzip bodies are accepted.
+    let (status, _) = s.post("/v1/import", gzip(batch.to_string().as_bytes()), &[("content-encoding", "gzip")]).await;
+    assert_eq!(status, 200);
+    let stored = events(&s, "").await;
+    assert_eq!(stored.len(), 2, "re-sent events are stored once: {stored:?}");
+    let b1 = stored.iter().find(|e| e["messageId"] == "b1").unwrap();
+    assert_eq!(b1["context"], json!({"library": {"name": "analytics-test"}, "ip": "10.0.0.9"}));
+    assert_eq!(b1["sluice"]["source"], "server");
+    assert!(b1.get("writeKey").is_none(), "the write key is never stored");
+    let b2 = stored.iter().find(|e| e["messageId"] == "b2").unwrap();
+    assert_eq!(b2["context"]["ip"], "10.0.0.1");
+}
+
+async fn a_skewed_sent_at_is_corrected_against_sluices_clock(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    // The client's clock runs two hours fast; it made the call 5 s before sending the batch.
+    let fast =
+        chrono::DateTime::from_timestamp_millis((chrono::Utc::now() + chrono::Duration::hours(2)).timestamp_millis())
+            .unwrap();
+    let original = fast.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sent_at = (fast + chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let batch = json!({"batch": [{"type": "track", "event": "E", "anonymousId": "a", "messageId": "skew", "timestamp": original}], "sentAt": sent_at});
+    assert_eq!(s.post("/v1/batch", batch.to_string().into_bytes(), &[]).await.0, 200);
+    let e = &events(&s, "messageId=skew").await[0];
+    let time = |k: &str| chrono::DateTime::parse_from_rfc3339(e[k].as_str().unwrap()).unwrap();
+    assert_eq!(time("receivedAt") - time("timestamp"), chrono::Duration::seconds(5));
+    assert_eq!(time("originalTimestamp"), chrono::DateTime::parse_from_rfc3339(&original).unwrap());
+    assert!(e["sluice"].get("timestampClamped").is_none());
+}
+
+async fn webhook_signatures_are_checked_for_objects_and_arrays(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.segment.webhook_secret = Some(SECRET.into())).await else {
+        return;
+    };
+    let one = br#"{"type":"page","anonymousId":"w1","messageId":"w-1","timestamp":"2026-11-01T10:00:00.000Z","receivedAt":"2026-11-01T10:00:01.000Z"}"#;
+    let (status, answer) = s.post("/v1/segment/webhook", one.to_vec(), &[("x-signature", &sign(one))]).await;
+    assert_eq!((status, answer), (200, json!({"success": true, "accepted": 1, "rejected": 0})));
+    let (status, answer) = s.post("/v1/segment/webhook", one.to_vec(), &[("x-signature", &sign(b"other"))]).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("segment.webhook_secret"), "{answer}");
+    assert_eq!(s.post("/v1/segment/webhook", one.to_vec(), &[]).await.0, 401);
+    // An array is signed over its first element's bytes, exactly as they appear in the body.
+    let first = r#"{"type":"track","event":"X","userId":"w2","messageId":"w-2"}"#;
+    let array = format!(r#"[{first}, {{"type":"identify","userId":"w2","messageId":"w-3"}}]"#);
+    let (status, answer) =
+        s.post("/events", array.clone().into_bytes(), &[("x-signature", &sign(first.as_bytes()))]).await;
+    assert_eq!((status, answer), (200, json!({"success": true, "accepted": 2, "rejected": 0})));
+    let (status, _) = s.post("/events", array.into_bytes(), &[("x-signature", &sign(one))]).await;
+    assert_eq!(status, 401);
+    let stored = events(&s, "").await;
+    assert_eq!(stored.len(), 3);
+    let w1 = stored.iter().find(|e| e["messageId"] == "w-1").unwrap();
+    assert_eq!(w1["timestamp"], "2026-11-01T10:00:00.000Z", "webhook events keep Segment's timestamp");
+    assert_eq!(w1["receivedAt"], "2026-11-01T10:00:01.000Z");
+    assert_eq!(w1["sluice"]["via"], "webhook");
+    assert!(w1["sluice"]["arrivedAt"].as_i64().unwrap() > 1_790_000_000_000);
+}
+
+async fn limits_and_hostile_input_get_a_400_naming_the_problem(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    let post = |path: &'static str, body: Vec<u8>| {
+        let s = &s;
+        async move { s.post(path, body, &[]).await }
+    };
+    let cases: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
+        ("/v1/track", b"not json".to_vec(), None, "JSON object"),
+        ("/v1/track", br#"{"event":"E"}"#.to_vec(), Some("userId"), "`userId` or `anonymousId`"),
+        ("/v1/track", br#"{"userId":"u"}"#.to_vec(), Some("event"), "needs `event`"),
+        ("/v1/alias", br#"{"userId":"u"}"#.to_vec(), Some("previousId"), "needs `previousId`"),
+        ("/v1/identify", br#"{"userId":["u"]}"#.to_vec(), Some("userId"), "must be a string"),
+        ("/v1/identify", br#"{"userId":"u","traits":"x"}"#.to_vec(), Some("traits"), "must be an object"),
+        ("/v1/identify", br#"{"userId":"u","timestamp":"noon"}"#.to_vec(), Some("timestamp"), "not a time"),
+        (
+            "/v1/track",
+            format!(r#"{{"userId":"u","event":"E","properties":{{"p":"{}"}}}}"#, "x".repeat(33 * 1024)).into_bytes(),
+            None,
+            "32 KB",
+        ),
+        ("/v1/batch", br#"{"items":[]}"#.to_vec(), Some("batch"), "needs `batch`"),
+        ("/v1/batch", br#"{"batch":{}}"#.to_vec(), Some("batch"), "must be an array"),
+        ("/v1/batch", br#"{"batch":[],"context":3}"#.to_vec(), Some("context"), "must be an object"),
+        (
+            "/v1/batch",
+            format!(r#"{{"batch":[{}]}}"#, vec![r#"{"type":"track","event":"E","userId":"u","properties":{"p":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#; 6000].join(",")).into_bytes(),
+            None,
+            "500 KB",
+        ),
+        ("/v1/segment/webhook", b"{\"type\":".to_vec(), None, "Segment event"),
+    ];
+    for (path, body, field, message) in cases {
+        let (status, answer) = post(path, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["field"].as_str(), field, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(message), "{path}: {answer}");
+    }
+    assert_eq!(post("/v1/track", gzip(b"{\"userId\":")).await.0, 400);
+    let (status, _) = s.post("/v1/track", b"{}".to_vec(), &[("content-encoding", "br")]).await;
+    assert_eq!(status, 415);
+
+    // In a batch, valid events are accepted and each invalid one is dead-lettered with its reason.
+    let mixed = json!({"batch": [
+        {"type": "track", "event": "ok", "userId": "u", "messageId": "good"},
+        {"type": "track", "userId": "u"},
+        {"type": "nonsense", "userId": "u"},
+    ]});
+    let (status, answer) = post("/v1/batch", mixed.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["success"].clone(), answer["accepted"].clone(), answer["rejected"].clone()),
+        (json!(true), json!(1), json!(2))
+    );
+    assert_eq!(
+        answer["errors"][0],
+        json!({"index": 1, "field": "event", "reason": "a track call needs `event`, the name of the action"})
+    );
+    assert_eq!(answer["errors"][1]["field"], "type");
+    let dead = std::fs::read_dir(s.dir.path().join("dead-letter"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(dead.contains("\"nonsense\"") && dead.contains("a track call needs"), "{dead}");
+    let stored = events(&s, "").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["messageId"], "good");
+}
+
+async fn write_keys_are_required_when_configured(b: Backend) {
+    let Some(s) = InProcess::start_on(b, with_keys).await else { return };
+    let body = br#"{"userId":"u","event":"E"}"#.to_vec();
+    let (status, answer) = s.post("/v1/track", body.clone(), &[]).await;
+    assert_eq!(status, 401);
+    assert!(answer["error"].as_str().unwrap().contains("write key is required"), "{answer}");
+    let (status, answer) = s.post("/v1/track", body.clone(), &[("authorization", &basic("wrong"))]).await;
+    assert_eq!(status, 401);
+    assert!(answer["error"].as_str().unwrap().contains("segment.write_keys"), "{answer}");
+    assert_eq!(s.post("/v1/track", body, &[("authorization", &basic("srv-key"))]).await.0, 200);
+    assert_eq!(events(&s, "").await.len(), 1);
+}
+
+async fn segments_python_library_delivers_every_call_intact(b: Backend) {
+    let Some(python) = common::test_python("the segment-analytics-python test") else { return };
+    let Some(s) = InProcess::start_on(b, with_keys).await else { return };
+    let script = r#"
+import sys
+import segment.analytics as analytics
+host, key = sys.argv[1], sys.argv[2]
+errors = []
+analytics.write_key = key
+analytics.host = host
+analytics.max_retries = 1
+analytics.on_error = lambda error, items: errors.append(str(error))
+analytics.identify(user_id="py-user", anonymous_id="py-anon", traits={"email": "py@example.com", "plan": "pro"}, message_id="py-identify")
+analytics.page(user_id="py-user", anonymous_id="py-anon", category="Docs", name="Install",
+               properties={"url": "https://sluice.test/docs?utm_source=news", "referrer": "https://www.google.com/"},
+               context={"page": {"url": "https://sluice.test/docs?utm_source=news", "referrer": "https://www.google.com/"}},
+               message_id="py-page")
+analytics.track(user_id="py-user", event="Signed Up", properties={"plan": "pro", "amount": 12.5}, message_id="py-track")
+analytics.alias(previous_id="py-anon", user_id="py-user", message_id="py-alias")
+analytics.group(user_id="py-user", group_id="acme", traits={"name": "ACME"}, message_id="py-group")
+analytics.flush()
+analytics.shutdown()
+if errors:
+    print("\n".join(errors))
+    sys.exit(3)
+"#;
+    let run = |key: &'static str| {
+        let (python, script, host) = (python.clone(), script.to_owned(), s.base.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python).args(["-c", &script, &host, key]).output().unwrap()
+        })
+    };
+    let out = run("web-key").await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stored = events(&s, "").await;
+    let by_id =
+        |id: &str| stored.iter().find(|e| e["messageId"] == id).unwrap_or_else(|| panic!("{id} missing: {stored:?}"));
+    assert_eq!(by_id("py-identify")["traits"], json!({"email": "py@example.com", "plan": "pro"}));
+    assert_eq!(by_id("py-identify")["anonymousId"], "py-anon");
+    assert_eq!(by_id("py-page")["name"], "Install");
+    assert_eq!(by_id("py-page")["category"], "Docs");
+    assert_eq!(by_id("py-page")["context"]["page"]["referrer"], "https://www.google.com/");
+    assert_eq!(by_id("py-page")["context"]["library"]["name"], "analytics-python");
+    assert_eq!(by_id("py-track")["event"], "Signed Up");
+    assert_eq!(by_id("py-track")["properties"], json!({"plan": "pro", "amount": 12.5}));
+    assert_eq!(
+        (by_id("py-alias")["previousId"].clone(), by_id("py-alias")["userId"].clone()),
+        (json!("py-anon"), json!("py-user"))
+    );
+    assert_eq!(by_id("py-group")["groupId"], "acme");
+    assert_eq!(by_id("py-group")["traits"], json!({"name": "ACME"}));
+    for e in &stored {
+        assert_eq!(e["sluice"]["source"], "web");
+        assert!(e["sentAt"].is_string() && e["originalTimestamp"].is_string(), "{e}");
+    }
+
+    let out = run("not-a-key").await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "a wrong write key is refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("401"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+common::on_both_backends!(
+    every_tracking_api_call_is_stored_with_its_fields_and_source,
+    a_batch_merges_its_context_and_a_resent_batch_is_stored_once,
+    a_skewed_sent_at_is_corrected_against_sluices_clock,
+    webhook_signatures_are_checked_for_objects_and_arrays,
+    limits_and_hostile_input_get_a_400_naming_the_problem,
+    write_keys_are_required_when_configured,
+    segments_python_library_delivers_every_call_intact,
+);
