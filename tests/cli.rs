@@ -142,3 +142,31 @@ fn an_unreachable_postgresql_is_reported_with_what_to_check() {
     );
     assert!(err.contains("SLUICE_STORE") && !err.contains("secret-pw"), "{err}");
 }
+
+#[test]
+fn bench_loads_both_sources_and_reports_every_record_loaded() {
+    for (source, unit) in [("split", "impressions/s"), ("segment", "events/s")] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        let (code, out, err) = sluice(
+            &[
+                "--data-dir",
+                data_dir,
+                "bench",
+                "--source",
+                source,
+                "--batches",
+                "6",
+                "--batch-size",
+                "50",
+                "--connections",
+                "2",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{source}: {err}");
+        assert!(out.contains(&format!("{unit}  (")), "{source}: {out}");
+        assert!(out.contains("for 300;"), "{source}: every record acknowledged: {out}");
+        assert!(out.contains("store       loaded everything"), "{source}: {out}");
+    }
+}

@@ -1,12 +1,14 @@
 /*!
-`sluice bench`: a load generator for the Split webhook, with the in-process limit beside it.
+`sluice bench`: a load generator for the Split webhook (`--source split`, the default) or the
+Segment Tracking API (`--source segment`, `/v1/batch`), with the in-process limit beside it.
 
-It builds realistic gzip'd batches of unique impressions first (not timed), then:
+It builds realistic batches first (not timed: gzip'd unique impressions, or plain-JSON batches of
+unique page/track/identify events as Segment's libraries send them), then:
 1. the in-process limit: decode + parse + journal append of the same bodies, no HTTP;
 2. HTTP: the same bodies POSTed with N concurrent connections to a server — `--url`, or a
    server started in this process on a temporary data directory — reporting acknowledged
    impressions/s and request latency percentiles;
-3. the time until the store has loaded every acknowledged impression (from `/readyz`).
+3. the time until the store has loaded every acknowledged record (from `/readyz`).
 */
 
 use std::io::Write as _;
@@ -27,8 +29,10 @@ use crate::config::{Config, IngestLimits};
 use crate::consumers::store_loader;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
+use crate::record::segment::{Arrival, Via};
 use crate::sources::body::{self, Encoding};
 use crate::sources::dead_letter::DeadLetters;
+use crate::sources::segment::TrackingBody;
 use crate::sources::split::parse_batch;
 
 /// Settings of `sluice bench`.
@@ -40,9 +44,12 @@ pub struct BenchArgs {
     /// Number of batches to send.
     #[arg(long, default_value_t = 300)]
     pub batches: usize,
-    /// Impressions per batch.
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
+    /// Records per batch (default: 1000 impressions, or 100 events as Segment's libraries batch).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Which source to load.
+    #[arg(long, value_enum, default_value_t = BenchSource::Split)]
+    pub source: BenchSource,
     /// Concurrent connections (and in-process appenders).
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -51,10 +58,35 @@ pub struct BenchArgs {
     pub seed: u64,
 }
 
+/// The sources `sluice bench` can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSource {
+    /// Split's impressions webhook, gzip'd JSON arrays.
+    Split,
+    /// The Segment Tracking API's `/v1/batch`.
+    Segment,
+}
+
+impl BenchSource {
+    fn path(self) -> &'static str {
+        match self {
+            BenchSource::Split => "/v1/split/impressions",
+            BenchSource::Segment => "/v1/batch",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            BenchSource::Split => "impressions",
+            BenchSource::Segment => "events",
+        }
+    }
+}
+
 /// Runs `sluice bench`.
 pub fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.batches > 0 && args.batch_size > 0 && args.connections > 0,
+        args.batches > 0 && args.batch_size != Some(0) && args.connections > 0,
         "--batches, --batch-size and --connections must be above 0"
     );
     tokio::runtime::Builder::new_multi_thread()
@@ -66,22 +98,31 @@ pub fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 
 async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let bodies = Arc::new(make_bodies(&args));
-    let impressions = args.batches * args.batch_size;
-    let gz_bytes: usize = bodies.iter().map(Bytes::len).sum();
+    let source = args.source;
+    let batch_size = args.batch_size.unwrap_or(match source {
+        BenchSource::Split => 1000,
+        BenchSource::Segment => 100,
+    });
+    let bodies = Arc::new(match source {
+        BenchSource::Split => make_bodies(args.batches, batch_size, args.seed),
+        BenchSource::Segment => make_segment_bodies(args.batches, batch_size, args.seed),
+    });
+    let records = args.batches * batch_size;
+    let unit = source.unit();
+    let body_bytes: usize = bodies.iter().map(Bytes::len).sum();
     println!(
-        "generated {} batches x {} impressions ({:.1} MB gzip'd) in {:.2?}",
+        "generated {} batches x {batch_size} {unit} ({:.1} MB{}) in {:.2?}",
         args.batches,
-        args.batch_size,
-        gz_bytes as f64 / 1e6,
+        body_bytes as f64 / 1e6,
+        if source == BenchSource::Split { " gzip'd" } else { "" },
         started.elapsed()
     );
 
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let limit = in_process(scratch.path(), &config, &bodies, args.connections).await?;
+    let limit = in_process(scratch.path(), &config, &bodies, args.connections, source).await?;
     println!(
-        "in-process  decode+parse+journal: {:>10.0} impressions/s  ({:.2?} for {impressions})",
-        impressions as f64 / limit.as_secs_f64(),
+        "in-process  decode+parse+journal: {:>10.0} {unit}/s  ({:.2?} for {records})",
+        records as f64 / limit.as_secs_f64(),
         limit
     );
 
@@ -95,11 +136,12 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
-    let (elapsed, mut latencies, accepted) = over_http(&client, &base, &bodies, args.connections).await?;
+    let (elapsed, mut latencies, accepted) =
+        over_http(&client, &base, &bodies, args.connections, source, batch_size).await?;
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "HTTP        acknowledged:        {:>10.0} impressions/s  ({:.2?} for {accepted}; {:.0}% of in-process)  latency p50 {:.1?} p99 {:.1?}",
+        "HTTP        acknowledged:        {:>10.0} {unit}/s  ({:.2?} for {accepted}; {:.0}% of in-process)  latency p50 {:.1?} p99 {:.1?}",
         accepted as f64 / elapsed.as_secs_f64(),
         elapsed,
         100.0 * limit.as_secs_f64() / elapsed.as_secs_f64(),
@@ -115,8 +157,66 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unique, realistic Segment events in `/v1/batch` bodies, as analytics.js or a server library
+/// sends them: pages with context, tracks with properties, identifies with traits.
+fn make_segment_bodies(batches: usize, batch_size: usize, seed: u64) -> Vec<Bytes> {
+    const REFERRERS: [&str; 5] = [
+        "https://www.google.com/",
+        "https://www.linkedin.com/feed/",
+        "",
+        "https://news.ycombinator.com/",
+        "https://chatgpt.com/",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let base =
+        chrono::DateTime::from_timestamp_millis(1_763_800_000_000 + seed as i64 * 1_000_000_000).unwrap_or_default();
+    (0..batches)
+        .map(|b| {
+            let mut json = Vec::with_capacity(batch_size * 700);
+            json.extend_from_slice(br#"{"batch":["#);
+            for i in 0..batch_size {
+                if i > 0 {
+                    json.push(b',');
+                }
+                let n = b * batch_size + i;
+                let ts = (base + chrono::Duration::milliseconds(n as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let anon = format!("anon-{seed}-{}", n / 5);
+                let common = format!(
+                    r#""messageId":"bench-{seed}-{n}","anonymousId":"{anon}","timestamp":"{ts}","context":{{"ip":"10.0.{}.{}","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36","locale":"en-US","library":{{"name":"analytics.js","version":"next-1.74.0"}}"#,
+                    n % 250,
+                    n % 200
+                );
+                match rng.random_range(0..10) {
+                    0..=5 => write!(
+                        json,
+                        r#"{{"type":"page","name":"Pricing",{common},"page":{{"url":"https://shop.example.com/pricing?utm_source=newsletter&utm_medium=email","path":"/pricing","referrer":"{}","title":"Pricing"}}}},"properties":{{"path":"/pricing","title":"Pricing"}}}}"#,
+                        REFERRERS[rng.random_range(0..REFERRERS.len())]
+                    ),
+                    6..=8 => write!(
+                        json,
+                        r#"{{"type":"track","event":"Product Added",{common}}},"properties":{{"product_id":"sku-{}","price":{}.99,"quantity":1,"currency":"USD"}}}}"#,
+                        n % 977,
+                        n % 90
+                    ),
+                    _ => write!(
+                        json,
+                        r#"{{"type":"identify","userId":"user-{seed}-{}",{common}}},"traits":{{"email":"user{}@example.com","plan":"pro"}}}}"#,
+                        n / 5,
+                        n / 5
+                    ),
+                }
+                .expect("writing to a Vec cannot fail");
+            }
+            let sent = (base + chrono::Duration::milliseconds(((b + 1) * batch_size) as i64))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            write!(json, r#"],"sentAt":"{sent}"}}"#).expect("writing to a Vec cannot fail");
+            Bytes::from(json)
+        })
+        .collect()
+}
+
 /// Unique, realistic impressions: the field shapes and sizes of a JavaScript SDK's webhook batch.
-fn make_bodies(args: &BenchArgs) -> Vec<Bytes> {
+fn make_bodies(batches: usize, batch_size: usize, seed: u64) -> Vec<Bytes> {
     const SPLITS: [&str; 8] = [
         "checkout_v2",
         "new_onboarding",
@@ -128,22 +228,22 @@ fn make_bodies(args: &BenchArgs) -> Vec<Bytes> {
         "nav_redesign",
     ];
     const TREATMENTS: [&str; 3] = ["on", "off", "control"];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let base_time = 1_763_800_000_000i64 + args.seed as i64 * 1_000_000_000;
-    (0..args.batches)
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let base_time = 1_763_800_000_000i64 + seed as i64 * 1_000_000_000;
+    (0..batches)
         .map(|b| {
-            let mut json = Vec::with_capacity(args.batch_size * 360);
+            let mut json = Vec::with_capacity(batch_size * 360);
             json.push(b'[');
-            for i in 0..args.batch_size {
+            for i in 0..batch_size {
                 if i > 0 {
                     json.push(b',');
                 }
-                let n = b * args.batch_size + i;
+                let n = b * batch_size + i;
                 let split = SPLITS[rng.random_range(0..SPLITS.len())];
                 write!(
                     json,
                     r#"{{"key":"user-{}-{n}","split":"{split}","environmentId":"194da2f0-3e22-11ea-b6a2-0e1b26ff1a42","environmentName":"Production","treatment":"{}","time":{},"bucketingKey":null,"label":"default rule","machineName":"ip-10-0-{}-{}","machineIp":"10.0.{}.{}","splitVersionNumber":1763700000000,"sdk":"javascript","sdkVersion":"10.22.0","properties":"{{}}"}}"#,
-                    args.seed,
+                    seed,
                     TREATMENTS[rng.random_range(0..TREATMENTS.len())],
                     base_time + n as i64,
                     n % 250,
@@ -167,6 +267,7 @@ async fn in_process(
     config: &Config,
     bodies: &Arc<Vec<Bytes>>,
     connections: usize,
+    source: BenchSource,
 ) -> anyhow::Result<Duration> {
     let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
     let dead_letters = Arc::new(DeadLetters::open(&dir.join("dead-letter"), config.dead_letter.max_bytes)?);
@@ -178,10 +279,14 @@ async fn in_process(
             let (journal, dead_letters, next, bodies) =
                 (journal.clone(), dead_letters.clone(), next.clone(), bodies.clone());
             tokio::spawn(async move {
-                while let Some(gz) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let plain = body::decode(Encoding::Gzip, gz.clone(), limits.max_decompressed_bytes)?;
-                    let (records, _) =
-                        parse_batch(&plain, &limits, 0, &dead_letters).map_err(|e| anyhow::anyhow!("{e}"))?;
+                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let records = match source {
+                        BenchSource::Split => {
+                            let plain = body::decode(Encoding::Gzip, body.clone(), limits.max_decompressed_bytes)?;
+                            parse_batch(&plain, &limits, 0, &dead_letters).map_err(|e| anyhow::anyhow!("{e}"))?.0
+                        }
+                        BenchSource::Segment => segment_records(body)?,
+                    };
                     journal.append(records).await?;
                 }
                 anyhow::Ok(())
@@ -196,14 +301,32 @@ async fn in_process(
     Ok(elapsed)
 }
 
-/// POSTs every body; returns the wall time, each request's latency and the impressions acknowledged.
+/// What the Tracking API does with a `/v1/batch` body before the journal: the top-level parse and
+/// every event's checks, skew correction and re-serialisation.
+fn segment_records(body: &Bytes) -> anyhow::Result<Vec<crate::journal::Record>> {
+    let text = std::str::from_utf8(body)?;
+    let parsed = TrackingBody::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let arrival = Arrival {
+        via: Via::TrackingApi,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        source: None,
+        future_tolerance_ms: 600_000,
+    };
+    let prepared = parsed.prepare(None, &arrival).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(prepared.errors.is_empty(), "a generated event was refused: {:?}", prepared.errors[0].1);
+    Ok(prepared.records)
+}
+
+/// POSTs every body; returns the wall time, each request's latency and the records acknowledged.
 async fn over_http(
     client: &reqwest::Client,
     base: &str,
     bodies: &Arc<Vec<Bytes>>,
     connections: usize,
+    source: BenchSource,
+    batch_size: usize,
 ) -> anyhow::Result<(Duration, Vec<Duration>, usize)> {
-    let url = format!("{base}/v1/split/impressions");
+    let url = format!("{base}{}", source.path());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
@@ -226,7 +349,8 @@ async fn over_http(
                         anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
                         latencies.push(t.elapsed());
                         let report: serde_json::Value = serde_json::from_str(&text)?;
-                        accepted += report["accepted"].as_u64().unwrap_or(0) as usize;
+                        // The Tracking API answers exactly `{"success":true}` when it took everything.
+                        accepted += report["accepted"].as_u64().map_or(batch_size, |n| n as usize);
                         break;
                     }
                 }

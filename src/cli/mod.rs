@@ -44,7 +44,6 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing would only add noise")]
 pub enum Command {
     /// Run the server: receive webhooks, journal, load the store, answer queries.
     Serve {

@@ -32,8 +32,8 @@ use super::{RecordFault, admit, body};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::journal::Record;
-use crate::record::RecordKind;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
+use crate::record::{RecordError, RecordKind};
 
 /// Routes of both Segment sources.
 pub fn routes() -> Router<AppState> {
@@ -133,7 +133,7 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         source: None,
         future_tolerance_ms: state.config.segment.future_tolerance_ms,
     };
-    let outcome = journal_events(state, &elements, &BatchDefaults::default(), &arrival, "segment").await?;
+    let outcome = journal(state, prepare(&elements, &BatchDefaults::default(), &arrival), arrival.at_ms).await?;
     let status =
         if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let report = Report {
@@ -165,66 +165,25 @@ async fn handle_api(
     let encoding = body::detect_encoding(headers, &raw)?;
     let plain = body::decode(encoding, raw, MAX_BATCH_BYTES).map_err(over)?;
     let text = utf8(&plain)?;
-    let top: BTreeMap<String, &RawValue> = serde_json::from_str(text)
-        .map_err(|e| AppError::bad_request(format!("the body must be a JSON object: {e}")))?;
-    let body_key = match top.get("writeKey") {
-        Some(v) => Some(
-            serde_json::from_str::<String>(v.get())
-                .map_err(|_| AppError::bad_field("writeKey", "`writeKey` must be a string"))?,
-        ),
-        None => None,
-    };
-    let source = authorize_write_key(&state.config.segment.write_keys, headers, body_key.as_deref())?;
+    let body = TrackingBody::parse(text)?;
+    let source = authorize_write_key(&state.config.segment.write_keys, headers, body.write_key()?.as_deref())?;
     let arrival = Arrival {
         via: Via::TrackingApi,
         at_ms: chrono::Utc::now().timestamp_millis(),
         source: source.as_deref(),
         future_tolerance_ms: state.config.segment.future_tolerance_ms,
     };
-    let outcome = match implied {
-        Some(t) => {
-            let whole: &RawValue = serde_json::from_str(text).map_err(|e| AppError::bad_request(e.to_string()))?;
-            let defaults = BatchDefaults { implied_type: Some(t), ..BatchDefaults::default() };
-            let outcome = journal_events(state, &[whole], &defaults, &arrival, "segment").await?;
-            // One event, refused: the sender must hear why, as a 400 naming the field.
-            if let Some(fault) = outcome.faults.first() {
-                return Err(match &fault.field {
-                    Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
-                    None => AppError::bad_request(fault.reason.clone()),
-                });
-            }
-            outcome
-        }
-        None => {
-            let items = top
-                .get("batch")
-                .ok_or_else(|| AppError::bad_field("batch", "a batch request needs `batch`, an array of events"))?;
-            let items: Vec<&RawValue> = serde_json::from_str(items.get())
-                .map_err(|_| AppError::bad_field("batch", "`batch` must be an array of events"))?;
-            let object = |name: &str| -> Result<Option<Map<String, Value>>, AppError> {
-                match top.get(name).map(|v| serde_json::from_str::<Value>(v.get())) {
-                    None | Some(Ok(Value::Null)) => Ok(None),
-                    Some(Ok(Value::Object(map))) => Ok(Some(map)),
-                    _ => Err(AppError::bad_field(name, format!("the batch's `{name}` must be an object"))),
-                }
-            };
-            let context = object("context")?;
-            let integrations = object("integrations")?;
-            let sent_at: Option<Value> = match top.get("sentAt") {
-                Some(v) => {
-                    Some(serde_json::from_str(v.get()).map_err(|e| AppError::bad_field("sentAt", e.to_string()))?)
-                }
-                None => None,
-            };
-            let defaults = BatchDefaults {
-                context: context.as_ref(),
-                integrations: integrations.as_ref(),
-                sent_at: sent_at.as_ref(),
-                implied_type: None,
-            };
-            journal_events(state, &items, &defaults, &arrival, "segment").await?
-        }
-    };
+    let prepared = body.prepare(implied, &arrival)?;
+    if implied.is_some()
+        && let Some((_, fault, _)) = prepared.errors.first()
+    {
+        // One event, refused: the sender must hear why, as a 400 naming the field.
+        return Err(match &fault.field {
+            Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
+            None => AppError::bad_request(fault.reason.clone()),
+        });
+    }
+    let outcome = journal(state, prepared, arrival.at_ms).await?;
     if outcome.faults.is_empty() {
         return Ok((
             StatusCode::OK,
@@ -249,37 +208,106 @@ struct Outcome {
     faults: Vec<RecordFault>,
 }
 
-/// Accepts each event, dead-letters the invalid ones and journals the rest; returns once they
-/// are durable.
-async fn journal_events(
-    state: &AppState,
-    elements: &[&RawValue],
-    defaults: &BatchDefaults<'_>,
-    arrival: &Arrival<'_>,
-    source: &str,
-) -> Result<Outcome, AppError> {
-    let mut records = Vec::with_capacity(elements.len());
-    let mut errors = Vec::new();
+/// A request's events, checked: the records to journal and the refusals with their reasons.
+pub struct Prepared<'a> {
+    /// Valid events, ready for the journal.
+    pub records: Vec<Record>,
+    /// Each refused event: its position, why, and its bytes as sent.
+    pub errors: Vec<(usize, RecordError, &'a RawValue)>,
+}
+
+/// Runs every event through [`segment::accept`].
+pub fn prepare<'a>(elements: &[&'a RawValue], defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Prepared<'a> {
+    let mut prepared = Prepared { records: Vec::with_capacity(elements.len()), errors: Vec::new() };
     for (index, element) in elements.iter().enumerate() {
         match segment::accept(element.get(), defaults, arrival) {
-            Ok(json) => records.push(Record {
+            Ok(json) => prepared.records.push(Record {
                 kind: RecordKind::SegmentEvent,
                 received_at_ms: arrival.at_ms,
                 payload: Bytes::from(json),
             }),
-            Err(e) => errors.push((index, e, *element)),
+            Err(e) => prepared.errors.push((index, e, *element)),
         }
     }
-    let faults = super::dead_letter_all(source, arrival.at_ms, &errors, &state.dead_letters)?;
-    let accepted = records.len();
-    if !records.is_empty() {
-        state.journal.append(records).await.map_err(super::journal_unavailable)?;
+    prepared
+}
+
+/// Dead-letters the refused events and journals the rest; returns once they are durable.
+async fn journal(state: &AppState, prepared: Prepared<'_>, received_at: i64) -> Result<Outcome, AppError> {
+    let faults = super::dead_letter_all("segment", received_at, &prepared.errors, &state.dead_letters)?;
+    let (accepted, rejected) = (prepared.records.len(), prepared.errors.len());
+    if accepted > 0 {
+        state.journal.append(prepared.records).await.map_err(super::journal_unavailable)?;
     }
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "accepted")
         .increment(accepted as u64);
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")
-        .increment(errors.len() as u64);
-    Ok(Outcome { accepted, rejected: errors.len(), faults })
+        .increment(rejected as u64);
+    Ok(Outcome { accepted, rejected, faults })
+}
+
+/// A Tracking API request body, its top level parsed (the events themselves stay raw until
+/// [`prepare`](TrackingBody::prepare)).
+pub struct TrackingBody<'a> {
+    text: &'a str,
+    top: BTreeMap<String, &'a RawValue>,
+}
+
+impl<'a> TrackingBody<'a> {
+    /// Parses the top level of a JSON object body.
+    pub fn parse(text: &'a str) -> Result<Self, AppError> {
+        let top = serde_json::from_str(text)
+            .map_err(|e| AppError::bad_request(format!("the body must be a JSON object: {e}")))?;
+        Ok(TrackingBody { text, top })
+    }
+
+    /// The body's `writeKey`, if it has one.
+    pub fn write_key(&self) -> Result<Option<String>, AppError> {
+        self.top
+            .get("writeKey")
+            .map(|v| {
+                serde_json::from_str(v.get())
+                    .map_err(|_| AppError::bad_field("writeKey", "`writeKey` must be a string"))
+            })
+            .transpose()
+    }
+
+    /// The events: the body itself for a single-event endpoint (`implied` is its type), else the
+    /// items of `batch`, with the batch's `context`, `integrations` and `sentAt` applied.
+    pub fn prepare(&self, implied: Option<EventType>, arrival: &Arrival<'_>) -> Result<Prepared<'a>, AppError> {
+        if let Some(t) = implied {
+            let whole: &RawValue = serde_json::from_str(self.text).map_err(|e| AppError::bad_request(e.to_string()))?;
+            let defaults = BatchDefaults { implied_type: Some(t), ..BatchDefaults::default() };
+            return Ok(prepare(&[whole], &defaults, arrival));
+        }
+        let items = self
+            .top
+            .get("batch")
+            .ok_or_else(|| AppError::bad_field("batch", "a batch request needs `batch`, an array of events"))?;
+        let items: Vec<&'a RawValue> = serde_json::from_str(items.get())
+            .map_err(|_| AppError::bad_field("batch", "`batch` must be an array of events"))?;
+        let object = |name: &str| -> Result<Option<Map<String, Value>>, AppError> {
+            match self.top.get(name).map(|v| serde_json::from_str::<Value>(v.get())) {
+                None | Some(Ok(Value::Null)) => Ok(None),
+                Some(Ok(Value::Object(map))) => Ok(Some(map)),
+                _ => Err(AppError::bad_field(name, format!("the batch's `{name}` must be an object"))),
+            }
+        };
+        let context = object("context")?;
+        let integrations = object("integrations")?;
+        let sent_at: Option<Value> = self
+            .top
+            .get("sentAt")
+            .map(|v| serde_json::from_str(v.get()).map_err(|e| AppError::bad_field("sentAt", e.to_string())))
+            .transpose()?;
+        let defaults = BatchDefaults {
+            context: context.as_ref(),
+            integrations: integrations.as_ref(),
+            sent_at: sent_at.as_ref(),
+            implied_type: None,
+        };
+        Ok(prepare(&items, &defaults, arrival))
+    }
 }
 
 fn utf8(plain: &Bytes) -> Result<&str, AppError> {
