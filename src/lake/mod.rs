@@ -13,7 +13,7 @@ Every object lives under the lake's root (the directory, or the bucket and prefi
 <root>/errors/<kind>/<partition>/<first>-<last>.<ext>    records that could not be, with the reason
 ```
 
-- `<kind>` is the record kind (`split_impression`).
+- `<kind>` is the record kind (`split_impression`, `segment_event`).
 - `<partition>` is the record's own event time in UTC, rendered by the layout: `2026/11/23/07`
   (Firehose, the default), `dt=2026-11-23/hour=07` (Hive) or a custom strftime template. Error
   records have no trustworthy event time, so they are partitioned by arrival time.
