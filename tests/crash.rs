@@ -101,3 +101,56 @@ async fn a_corrupt_journal_tail_is_cut_back_to_the_last_good_record() {
     assert!(stored.values().all(|&n| n == 1));
     assert_eq!(b.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_segment_event_survives_sigkill_exactly_once_even_when_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    for round in 0..3 {
+        let b = Binary::start(dir.path(), &[]).await;
+        let url = b.url("/v1/batch");
+        let posters: Vec<_> = (0..4)
+            .map(|p| {
+                let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let ids: Vec<String> = (0..100).map(|i| format!("r{round}-p{p}-b{n}-i{i}")).collect();
+                        let events: Vec<Value> = ids
+                            .iter()
+                            .map(|id| serde_json::json!({"type": "track", "event": "E", "anonymousId": "a", "messageId": id}))
+                            .collect();
+                        let body = serde_json::json!({"batch": events}).to_string();
+                        // Every other batch is sent twice, as a client retrying after a timeout would.
+                        for _ in 0..1 + n % 2 {
+                            match client.post(&url).body(body.clone()).send().await {
+                                Ok(resp) if resp.status().is_success() => acked.lock().unwrap().extend(ids.clone()),
+                                _ => return,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(150..500))).await;
+        b.kill9();
+        for p in posters {
+            p.await.unwrap();
+        }
+    }
+
+    let b = Binary::start(dir.path(), &[]).await;
+    wait_loaded(&client, &format!("http://{}", b.addr)).await;
+    let body = client.get(b.url("/api/events")).send().await.unwrap().text().await.unwrap();
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for line in body.lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        *stored.entry(event["messageId"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 1000, "the load was too light to prove anything: {} acknowledged", acked.len());
+    for id in &acked {
+        assert_eq!(stored.get(id), Some(&1), "acknowledged event {id} must be stored exactly once");
+    }
+    assert_eq!(b.terminate(), Some(0));
+}
