@@ -34,12 +34,14 @@ pub mod channel;
 mod event;
 mod knowledge;
 pub mod referrer;
+pub mod sessions;
 
 #[cfg(test)]
 mod cases;
 
 pub use channel::Channel;
 pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
+pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
 
 /// The `[attribution]` configuration section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
