@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod channel;
 mod event;
+pub mod identity;
 mod knowledge;
 pub mod referrer;
 pub mod sessions;
@@ -40,6 +41,7 @@ pub mod sessions;
 mod cases;
 
 pub use channel::Channel;
+pub use identity::{Links, UserCluster, user_cluster, user_cluster_with};
 pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
 pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
 
