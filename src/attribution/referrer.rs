@@ -570,12 +570,12 @@ pub(crate) fn registrable_split(host: &str) -> (&str, &str) {
     (sub, brand)
 }
 
-/// Whether `host` matches a [`SITES`] pattern (see [`super::knowledge`]).
-fn pattern_matches(host: &str, pattern: &str) -> bool {
+/// Whether `host`, split by [`registrable_split`] into `(sub, brand)`, matches a [`SITES`]
+/// pattern (see [`super::knowledge`]).
+fn pattern_matches(host: &str, (sub, brand): (&str, &str), pattern: &str) -> bool {
     match pattern.strip_suffix(".*") {
         None => domain_matches(host, pattern),
         Some(brand_pattern) => {
-            let (sub, brand) = registrable_split(host);
             let (want_sub, want_brand) = match brand_pattern.rsplit_once('.') {
                 Some((s, b)) => (s, b),
                 None => ("", brand_pattern),
@@ -590,7 +590,8 @@ fn pattern_matches(host: &str, pattern: &str) -> bool {
 
 /// The first known site a host belongs to.
 pub(crate) fn site_for_host(host: &str) -> Option<&'static Site> {
-    SITES.iter().find(|(pattern, _, _)| pattern_matches(host, pattern))
+    let split = registrable_split(host);
+    SITES.iter().find(|(pattern, _, _)| pattern_matches(host, split, pattern))
 }
 
 /// What a `utm_source` names: a canonical name (`google`, `fb` → `facebook`), a host
@@ -626,6 +627,10 @@ mod tests {
         assert_eq!(registrable_split("t.co"), ("", "t"));
         assert_eq!(registrable_split("co.uk"), ("", "co.uk"));
         assert_eq!(registrable_split("localhost"), ("", "localhost"));
+    }
+
+    fn pattern_matches(host: &str, pattern: &str) -> bool {
+        super::pattern_matches(host, registrable_split(host), pattern)
     }
 
     #[test]
