@@ -7,41 +7,46 @@ already validated at ingest and attribution must still say something about odd o
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-/// A non-empty string field at a JSON pointer.
-pub(crate) fn str_at<'a>(event: &'a Value, pointer: &str) -> Option<&'a str> {
-    event.pointer(pointer).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+/// The value at a path of object keys (`Value::pointer` would allocate for every segment).
+pub(crate) fn at<'a>(event: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(event, |value, key| value.get(key))
+}
+
+/// A non-empty string field at a path of object keys.
+pub(crate) fn str_at<'a>(event: &'a Value, path: &[&str]) -> Option<&'a str> {
+    at(event, path).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The event's `type` (`page`, `track`, `identify`, `alias`, …).
 pub(crate) fn kind(event: &Value) -> Option<&str> {
-    str_at(event, "/type")
+    str_at(event, &["type"])
 }
 
 /// `messageId`, Segment's de-duplication key.
 pub(crate) fn message_id(event: &Value) -> Option<&str> {
-    str_at(event, "/messageId")
+    str_at(event, &["messageId"])
 }
 
 /// `anonymousId`: the device (cookie) id.
 pub(crate) fn anonymous_id(event: &Value) -> Option<&str> {
-    str_at(event, "/anonymousId")
+    str_at(event, &["anonymousId"])
 }
 
 /// `userId`: the known user.
 pub(crate) fn user_id(event: &Value) -> Option<&str> {
-    str_at(event, "/userId")
+    str_at(event, &["userId"])
 }
 
 /// `previousId` of an `alias` event.
 pub(crate) fn previous_id(event: &Value) -> Option<&str> {
-    str_at(event, "/previousId")
+    str_at(event, &["previousId"])
 }
 
 /// The event time as given (`timestamp`, else `originalTimestamp`, else `receivedAt`), with its
 /// parsed value; `None` when none of them is an RFC 3339 time.
 pub(crate) fn timestamp(event: &Value) -> Option<(&str, DateTime<Utc>)> {
-    ["/timestamp", "/originalTimestamp", "/receivedAt"].iter().find_map(|p| {
-        let raw = str_at(event, p)?;
+    ["timestamp", "originalTimestamp", "receivedAt"].into_iter().find_map(|key| {
+        let raw = str_at(event, &[key])?;
         let time = DateTime::parse_from_rfc3339(raw).ok()?.with_timezone(&Utc);
         Some((raw, time))
     })
@@ -49,22 +54,22 @@ pub(crate) fn timestamp(event: &Value) -> Option<(&str, DateTime<Utc>)> {
 
 /// A page-like event: a `page` event, or any event carrying a `context.page` object.
 pub(crate) fn is_page_like(event: &Value) -> bool {
-    kind(event) == Some("page") || event.pointer("/context/page").is_some_and(Value::is_object)
+    kind(event) == Some("page") || at(event, &["context", "page"]).is_some_and(Value::is_object)
 }
 
 /// The page URL: `context.page.url`, else `properties.url`.
 pub(crate) fn page_url(event: &Value) -> Option<&str> {
-    str_at(event, "/context/page/url").or_else(|| str_at(event, "/properties/url"))
+    str_at(event, &["context", "page", "url"]).or_else(|| str_at(event, &["properties", "url"]))
 }
 
 /// The referrer: `context.page.referrer`, `properties.referrer`, or `context.referrer` (a string,
 /// or Segment's object with `url` or `link`). The first non-empty one wins.
 pub(crate) fn referrer(event: &Value) -> Option<&str> {
-    str_at(event, "/context/page/referrer")
-        .or_else(|| str_at(event, "/properties/referrer"))
-        .or_else(|| str_at(event, "/context/referrer"))
-        .or_else(|| str_at(event, "/context/referrer/url"))
-        .or_else(|| str_at(event, "/context/referrer/link"))
+    str_at(event, &["context", "page", "referrer"])
+        .or_else(|| str_at(event, &["properties", "referrer"]))
+        .or_else(|| str_at(event, &["context", "referrer"]))
+        .or_else(|| str_at(event, &["context", "referrer", "url"]))
+        .or_else(|| str_at(event, &["context", "referrer", "link"]))
 }
 
 #[cfg(test)]

@@ -233,7 +233,7 @@ pub fn touchpoint(event: &Value, settings: &AttributionSettings) -> Option<Touch
     Some(classify_with_campaign(
         event::page_url(event),
         event::referrer(event),
-        event.pointer("/context/campaign"),
+        event::at(event, &["context", "campaign"]),
         settings,
     ))
 }

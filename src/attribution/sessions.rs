@@ -200,7 +200,7 @@ pub fn sessions(events: &[Value], user_id: Option<&str>, settings: &AttributionS
                 let touch = classify_with_campaign(
                     event::page_url(row.event),
                     event::referrer(row.event),
-                    row.event.pointer("/context/campaign"),
+                    event::at(row.event, &["context", "campaign"]),
                     settings,
                 );
                 match &mut open {
