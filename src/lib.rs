@@ -4,11 +4,13 @@
 //! [`sources`] (HTTP webhooks: decode, validate) → [`journal`] (durable; ack after fsync) →
 //! [`consumers`] (the store loader) → [`store`] (SQLite). [`query`] reads the store and [`api`]
 //! serves sources, queries and operations over HTTP; [`cli`] wires it all together.
+//! [`attribution`] is pure: Segment events in, touchpoints, sessions and identities out.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod attribution;
 pub mod cli;
 pub mod config;
 pub mod consumers;

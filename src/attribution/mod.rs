@@ -1,0 +1,90 @@
+/*!
+Marketing attribution from Segment events: where each visit came from, how visits group into
+sessions, and which devices belong to which user.
+
+This module is pure: functions over slices of `serde_json::Value` events (Segment Spec shape)
+and an [`AttributionSettings`], no I/O. The store-backed caller loads the events touching an id
+and serves the results (`GET /api/anonymous/{id}`, `GET /api/user/{id}` in the seed's shapes):
+
+```text
+GET /api/anonymous/{id}  →  {"sessions": sessions(events_of(id), None, settings)}
+GET /api/user/{id}       →  let c = user_cluster_with(id, fetch_events_touching)?;
+                            {"anonymousIds": c.anonymous_ids,
+                             "sessions": [sessions(events_of(a), Some(id), settings) for a in c.anonymous_ids]}
+```
+
+Everything is recomputed from the events, so the answer never depends on the order they arrived
+in. The pieces:
+- [`referrer`]: one visit → a [`Touchpoint`] (referrer type, campaign, channel);
+- [`channel`]: GA4-style channel groups;
+- [`sessions`](mod@sessions): a device's events → [`Session`]s;
+- [`identity`]: `identify`/`alias` links → a user's [`UserCluster`];
+- [`knowledge`]: the site tables everything above consults.
+
+Fields read from an event: `type`, `messageId`, `anonymousId`, `userId`, `previousId`,
+`timestamp` (RFC 3339; `originalTimestamp`/`receivedAt` as fallbacks), `context.page.url` or
+`properties.url`, `context.page.referrer` / `properties.referrer` / `context.referrer` (string
+or `{url|link}`), and `context.campaign` as a fallback for UTM tags.
+*/
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+pub mod channel;
+mod event;
+pub mod identity;
+mod knowledge;
+pub mod referrer;
+pub mod sessions;
+
+#[cfg(test)]
+mod cases;
+
+pub use channel::Channel;
+pub use identity::{Links, UserCluster, user_cluster, user_cluster_with};
+pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
+pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
+
+/// The `[attribution]` configuration section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributionSettings {
+    /// The site's own domains (subdomains included): referrers from them are `internal`.
+    pub own_domains: Vec<String>,
+    /// Other domains whose referrals are not a new source (payment providers, SSO): also `internal`.
+    pub referral_exclusions: Vec<String>,
+    /// Inactivity after which the next page starts a new session, in milliseconds.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for AttributionSettings {
+    fn default() -> Self {
+        // GA4's and Universal Analytics' default.
+        AttributionSettings {
+            own_domains: Vec::new(),
+            referral_exclusions: Vec::new(),
+            session_timeout_ms: 30 * 60 * 1000,
+        }
+    }
+}
+
+impl AttributionSettings {
+    /// The session timeout as a duration (saturating on absurd values).
+    pub fn session_timeout(&self) -> TimeDelta {
+        i64::try_from(self.session_timeout_ms).ok().and_then(TimeDelta::try_milliseconds).unwrap_or(TimeDelta::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_default_to_a_thirty_minute_timeout_and_reject_unknown_keys() {
+        let s: AttributionSettings = serde_json::from_str(r#"{"own_domains": ["example.com"]}"#).unwrap();
+        assert_eq!(s.session_timeout(), TimeDelta::minutes(30));
+        assert_eq!(s.own_domains, vec!["example.com".to_owned()]);
+        assert!(serde_json::from_str::<AttributionSettings>(r#"{"timeout": 1}"#).is_err());
+        assert_eq!(AttributionSettings { session_timeout_ms: u64::MAX, ..s }.session_timeout(), TimeDelta::MAX);
+    }
+}
