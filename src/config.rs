@@ -17,6 +17,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::LakeConfig;
@@ -49,6 +50,8 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     /// The lake: every record archived as objects.
     pub lake: LakeConfig,
+    /// How visits are classified and grouped into sessions.
+    pub attribution: AttributionSettings,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             backpressure: BackpressureConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             lake: LakeConfig::default(),
+            attribution: AttributionSettings::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ The HTTP surface: sources (ingest), queries over the store, and operations endpo
 `tower::ServiceExt::oneshot` and the server binds it to a socket.
 */
 
+pub mod attribution;
 pub mod error;
 pub mod events;
 pub mod impressions;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sources::routes())
         .merge(impressions::routes())
         .merge(events::routes())
+        .merge(attribution::routes())
         .merge(ops::routes())
         .with_state(state)
 }

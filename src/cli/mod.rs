@@ -5,6 +5,7 @@ The command line: `sluice serve`, `sluice export impressions`, `sluice lake ls`,
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
 
+pub mod attribution;
 pub mod bench;
 pub mod export;
 pub mod lake;
@@ -67,13 +68,28 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
     Migrate,
+    /// Print a visitor's sessions as `GET /api/anonymous/ID` does (from the store; safe while a server runs).
+    Anonymous {
+        /// The anonymousId.
+        id: String,
+    },
+    /// Print a user's devices and sessions as `GET /api/user/ID` does (from the store).
+    User {
+        /// The userId, e.g. an e-mail address.
+        id: String,
+    },
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::Export { .. } | Command::Lake { .. } | Command::Bench(_) | Command::Migrate => None,
+        Command::Export { .. }
+        | Command::Lake { .. }
+        | Command::Bench(_)
+        | Command::Migrate
+        | Command::Anonymous { .. }
+        | Command::User { .. } => None,
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
     let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store };
@@ -84,5 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lake { what } => lake::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
         Command::Migrate => migrate::run(&config),
+        Command::Anonymous { id } => attribution::run(&config, attribution::Lookup::Anonymous, &id),
+        Command::User { id } => attribution::run(&config, attribution::Lookup::User, &id),
     }
 }

@@ -6,6 +6,7 @@ into a query and an [`OutputFormat`]; [`write_impressions`] streams the matching
 format. The HTTP export endpoint and `sluice export` both call exactly these two.
 */
 
+pub mod attribution;
 mod events;
 mod filter;
 mod format;
