@@ -356,6 +356,20 @@ mod tests {
     use figment::Jail;
 
     #[test]
+    fn the_readme_configuration_block_loads_and_is_the_defaults() {
+        let readme = include_str!("../README.md");
+        let section = readme.split("## Configuration").nth(1).expect("the README has a configuration section");
+        let block = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        Jail::expect_with(|jail| {
+            jail.create_file("readme.toml", block)?;
+            let c = Config::load(Some(Path::new("readme.toml")), &Overrides::default()).unwrap();
+            let defaults = Config { data_dir: PathBuf::from("./sluice-data"), ..Config::default() };
+            assert_eq!(c, defaults, "every value the README shows is the default");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_listen_on_loopback_7878_with_data_in_sluice_data() {
         Jail::expect_with(|_| {
             let c = Config::load(None, &Overrides::default()).unwrap();

@@ -168,5 +168,8 @@ fn bench_loads_both_sources_and_reports_every_record_loaded() {
         assert!(out.contains(&format!("{unit}  (")), "{source}: {out}");
         assert!(out.contains("for 300;"), "{source}: every record acknowledged: {out}");
         assert!(out.contains("store       loaded everything"), "{source}: {out}");
+        if source == "segment" {
+            assert!(out.contains("60 devices' sessions ("), "every device's sessions are computed: {out}");
+        }
     }
 }

@@ -150,11 +150,68 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
     let loaded = wait_until_loaded(&client, &base).await?;
     println!("store       loaded everything {:.2?} after the last acknowledgement", loaded);
+    if source == BenchSource::Segment {
+        // Every device's sessions, as `GET /api/anonymous/{id}` computes them from the stored events.
+        let ids: Vec<String> = (0..records.div_ceil(EVENTS_PER_DEVICE)).map(|d| device_id(args.seed, d)).collect();
+        let (took, sessions) = sessions_over_http(&client, &base, ids.clone(), args.connections).await?;
+        println!(
+            "sessions    {} devices' sessions ({sessions}) in {took:.2?}: {:.0} events/s sessionized; end to end (ingest + load + sessions) {:.0} events/s",
+            ids.len(),
+            records as f64 / took.as_secs_f64(),
+            records as f64 / (elapsed + loaded + took).as_secs_f64()
+        );
+    }
     if let Some(server) = server {
         println!("peak RSS of this process (server + load generator): {} MB", peak_rss_mb().unwrap_or(0));
         server.stop().await?;
     }
     Ok(())
+}
+
+/// Events per generated device (anonymousId), in consecutive order.
+const EVENTS_PER_DEVICE: usize = 5;
+
+fn device_id(seed: u64, device: usize) -> String {
+    format!("anon-{seed}-{device}")
+}
+
+/// GETs `/api/anonymous/{id}` for every id with `connections` concurrent clients; returns the wall
+/// time and the number of sessions served.
+async fn sessions_over_http(
+    client: &reqwest::Client,
+    base: &str,
+    ids: Vec<String>,
+    connections: usize,
+) -> anyhow::Result<(Duration, usize)> {
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, base, ids, next) = (client.clone(), base.to_owned(), ids.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut sessions = 0;
+                while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let response = client.get(format!("{base}/api/anonymous/{id}")).send().await?;
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "/api/anonymous/{id} answered {}",
+                        response.status()
+                    );
+                    let answer: serde_json::Value = response.json().await?;
+                    // A device that sent no page has no sessions; the total is checked below.
+                    sessions += answer["sessions"].as_array().map_or(0, Vec::len);
+                }
+                anyhow::Ok(sessions)
+            })
+        })
+        .collect();
+    let mut sessions = 0;
+    for w in workers {
+        sessions += w.await??;
+    }
+    anyhow::ensure!(sessions > 0, "no device had a session: the generated pages were not stored");
+    Ok((started.elapsed(), sessions))
 }
 
 /// Unique, realistic Segment events in `/v1/batch` bodies, as analytics.js or a server library
@@ -180,7 +237,7 @@ fn make_segment_bodies(batches: usize, batch_size: usize, seed: u64) -> Vec<Byte
                 }
                 let n = b * batch_size + i;
                 let ts = (base + chrono::Duration::milliseconds(n as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                let anon = format!("anon-{seed}-{}", n / 5);
+                let anon = device_id(seed, n / EVENTS_PER_DEVICE);
                 let common = format!(
                     r#""messageId":"bench-{seed}-{n}","anonymousId":"{anon}","timestamp":"{ts}","context":{{"ip":"10.0.{}.{}","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36","locale":"en-US","library":{{"name":"analytics.js","version":"next-1.74.0"}}"#,
                     n % 250,
