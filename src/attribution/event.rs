@@ -7,6 +7,8 @@ already validated at ingest and attribution must still say something about odd o
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::record::segment;
+
 /// The value at a path of object keys (`Value::pointer` would allocate for every segment).
 pub(crate) fn at<'a>(event: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(event, |value, key| value.get(key))
@@ -57,19 +59,15 @@ pub(crate) fn is_page_like(event: &Value) -> bool {
     kind(event) == Some("page") || at(event, &["context", "page"]).is_some_and(Value::is_object)
 }
 
-/// The page URL: `context.page.url`, else `properties.url`.
+/// The page URL, from where Segment events carry it ([`segment::PAGE_URL_PATHS`]).
 pub(crate) fn page_url(event: &Value) -> Option<&str> {
-    str_at(event, &["context", "page", "url"]).or_else(|| str_at(event, &["properties", "url"]))
+    segment::first_str(event.as_object()?, segment::PAGE_URL_PATHS)
 }
 
-/// The referrer: `context.page.referrer`, `properties.referrer`, or `context.referrer` (a string,
-/// or Segment's object with `url` or `link`). The first non-empty one wins.
+/// The referrer, from where Segment events carry it ([`segment::REFERRER_PATHS`]): the page's,
+/// the page call's property, or `context.referrer` (a string, or an object with `url` or `link`).
 pub(crate) fn referrer(event: &Value) -> Option<&str> {
-    str_at(event, &["context", "page", "referrer"])
-        .or_else(|| str_at(event, &["properties", "referrer"]))
-        .or_else(|| str_at(event, &["context", "referrer"]))
-        .or_else(|| str_at(event, &["context", "referrer", "url"]))
-        .or_else(|| str_at(event, &["context", "referrer", "link"]))
+    segment::first_str(event.as_object()?, segment::REFERRER_PATHS)
 }
 
 #[cfg(test)]

@@ -355,14 +355,6 @@ impl<'a> SegmentEvent<'a> {
         };
         let timestamp = time("timestamp")?.ok_or_else(|| RecordError::field("timestamp", "is required"))?;
         let sluice = event.get("sluice").and_then(Value::as_object);
-        let page = event.get("context").and_then(|c| c.get("page"));
-        let properties = event.get("properties");
-        let page_field = |field: &str| {
-            page.and_then(|p| p.get(field))
-                .and_then(Value::as_str)
-                .or_else(|| properties.and_then(|p| p.get(field)).and_then(Value::as_str))
-                .filter(|s| !s.is_empty())
-        };
         Ok(SegmentEvent {
             event_type,
             message_id,
@@ -378,11 +370,37 @@ impl<'a> SegmentEvent<'a> {
             received_at: time("receivedAt")?,
             arrived_at: sluice.and_then(|s| s.get("arrivedAt")).and_then(Value::as_i64),
             timestamp_clamped: sluice.is_some_and(|s| s.contains_key("timestampClamped")),
-            page_url: page_field("url"),
-            page_referrer: page_field("referrer"),
+            page_url: first_str(event, PAGE_URL_PATHS),
+            page_referrer: first_str(event, REFERRER_PATHS),
             source: sluice.and_then(|s| s.get("source")).and_then(Value::as_str),
         })
     }
+}
+
+/// Where an event carries the URL of the page it happened on, first match wins: `context.page`
+/// (analytics.js sets it on every call), then the `properties` of a `page` call.
+pub const PAGE_URL_PATHS: &[&[&str]] = &[&["context", "page", "url"], &["properties", "url"]];
+
+/// Where an event carries its referrer, first match wins; `context.referrer` is a string or
+/// Segment's object with `url` or `link` (mobile deep links).
+pub const REFERRER_PATHS: &[&[&str]] = &[
+    &["context", "page", "referrer"],
+    &["properties", "referrer"],
+    &["context", "referrer"],
+    &["context", "referrer", "url"],
+    &["context", "referrer", "link"],
+];
+
+/// The first non-blank string found at one of `paths` (each a path of object keys), trimmed.
+pub fn first_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Option<&'a str> {
+    paths.iter().find_map(|path| {
+        let (first, rest) = path.split_first()?;
+        rest.iter()
+            .try_fold(event.get(*first)?, |value, key| value.get(key))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    })
 }
 
 /// A string field: absent, null and "" are all `None`; another type or an over-long value is an error.
