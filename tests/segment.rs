@@ -303,6 +303,24 @@ if errors:
     assert!(String::from_utf8_lossy(&out.stdout).contains("401"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+#[tokio::test]
+async fn when_events_cannot_be_made_durable_segment_hears_503_and_retries() {
+    // Segment retries 5xx and 429 for hours and drops events on other 4xx: a full journal must
+    // never answer 4xx.
+    let s = InProcess::start_with(|c| c.journal.max_bytes = 1).await;
+    let event = json!({"type": "track", "event": "E", "userId": "u"}).to_string();
+    for path in ["/v1/track", "/v1/segment/webhook", "/events"] {
+        let resp = s.client.post(s.url(path)).body(event.clone()).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 503, "{path}");
+        assert_eq!(resp.headers()["retry-after"], "5", "{path}");
+    }
+    let batch = json!({"batch": [json!({"type": "track", "event": "E", "userId": "u"})]}).to_string();
+    let resp = s.client.post(s.url("/v1/batch")).body(batch).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let (status, body) = s.get("/api/events").await;
+    assert_eq!((status, body.as_str()), (200, ""), "nothing was accepted");
+}
+
 common::on_both_backends!(
     every_tracking_api_call_is_stored_with_its_fields_and_source,
     a_batch_merges_its_context_and_a_resent_batch_is_stored_once,

@@ -208,7 +208,13 @@ fn set_timestamps(
                 Some(v) if !v.is_null() => Some(parse_time(v, "timestamp")?),
                 _ => None,
             };
-            let sent_at = match event.get("sentAt").or(batch_sent_at) {
+            if event.get("sentAt").is_none_or(Value::is_null)
+                && let Some(batch) = batch_sent_at
+            {
+                // Segment keeps the batch's `sentAt` on each of its events.
+                event.insert("sentAt".into(), batch.clone());
+            }
+            let sent_at = match event.get("sentAt") {
                 Some(v) if !v.is_null() => Some(parse_time(v, "sentAt")?),
                 _ => None,
             };
@@ -512,6 +518,7 @@ mod tests {
             &api(),
         );
         assert_eq!(e["timestamp"], "2025-11-29T11:59:50.000Z");
+        assert_eq!(e["sentAt"], "2025-11-29T12:00:10+00:00", "each event keeps the batch's sentAt");
     }
 
     #[test]
