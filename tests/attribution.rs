@@ -136,6 +136,15 @@ async fn the_seeds_flow_gives_the_seeds_answers(b: Backend) {
     if let Some(schema) = &schema {
         args.extend(["--store".to_owned(), schema.url.clone()]);
     }
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend(["export", "events", "--anonymous-id", VISITOR_2, "--type", "page"]);
+    let (code, out, err) = common::sluice(&argv, &[]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["ajs-534d538d5ccb72c0da98473f25c91f49", "ajs-26168b569103f6176c369916e2b74d4a"]);
     for (command, id, expected) in [("anonymous", VISITOR_1, &anonymous), ("user", "john@gmail.com", &user)] {
         let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
         argv.extend([command, id]);

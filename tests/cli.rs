@@ -19,6 +19,17 @@ fn help_describes_every_subcommand() {
     {
         assert!(out.contains(word), "export help should mention {word}:\n{out}");
     }
+    let (code, out, _) = sluice(&["export", "events", "--help"], &[]);
+    assert_eq!(code, 0);
+    for word in ["--message-id", "--type", "--event", "--user-id", "--anonymous-id", "--from", "--to", "--format"] {
+        assert!(out.contains(word), "export events help should mention {word}:\n{out}");
+    }
+    let (code, _, err) = sluice(&["export", "events", "--format", "csv"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--format") && err.contains("ndjson or json"), "{err}");
+    let (code, _, err) = sluice(&["export", "events", "--user-id", ""], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--user-id"), "the flag is named as typed: {err}");
     let (code, out, _) = sluice(&["serve", "--help"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("--listen") && out.contains("SLUICE_LISTEN"), "{out}");
