@@ -1,6 +1,6 @@
 /*!
-The command line: `sluice serve`, `sluice export impressions`, `sluice lake ls`, `sluice migrate`,
-`sluice bench`.
+The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
+`sluice lake ls`, `sluice migrate`, `sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
@@ -19,10 +19,11 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides, StoreOverrides};
 
-/// sluice: your own copy of your Split impressions, durable and queryable.
+/// sluice: your own copy of your Split impressions and Segment events, durable and queryable.
 ///
-/// Point Split's "Outgoing Webhook (Impressions)" at http://HOST:7878/v1/split/impressions,
-/// then query with `sluice export impressions` or GET /api/impressions.
+/// Point Split's "Outgoing Webhook (Impressions)" at http://HOST:7878/v1/split/impressions and
+/// Segment's webhook destination at /v1/segment/webhook (or Segment's libraries at http://HOST:7878),
+/// then query with `sluice export`, `sluice user`, GET /api/impressions, /api/events or /api/user/ID.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, propagate_version = true)]
 pub struct Cli {
@@ -64,7 +65,7 @@ pub enum Command {
         #[command(subcommand)]
         what: lake::LakeCommand,
     },
-    /// Load-test the Split webhook and report impressions/s, latency and the in-process limit.
+    /// Load-test the Split webhook or the Segment Tracking API: records/s, latency, the in-process limit.
     Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
     Migrate,
