@@ -181,7 +181,53 @@ async fn late_and_out_of_order_events_give_the_sessions_of_a_full_recomputation(
     assert_eq!(sessions[0]["endedAt"], "2026-11-01T10:39:00.000Z");
 }
 
+async fn alias_chains_and_several_devices_resolve_through_the_store_without_merging_shared_devices(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    let ident = |user: &str, anonymous: &str, id: &str| json!({"type": "identify", "userId": user, "anonymousId": anonymous, "messageId": id, "timestamp": "2026-11-01T09:00:00.000Z"});
+    let events = vec![
+        page("laptop", "p1", "2026-11-01T10:00:00.000Z", "https://shop.test/", "https://duckduckgo.com/"),
+        page("phone", "p2", "2026-11-02T10:00:00.000Z", "https://shop.test/?utm_source=news&utm_medium=email", ""),
+        page("kiosk", "p3", "2026-11-03T10:00:00.000Z", "https://shop.test/", ""),
+        page("tablet", "p4", "2026-11-04T10:00:00.000Z", "https://shop.test/", "https://chatgpt.com/"),
+        ident("old-account", "laptop", "i1"),
+        // A track carrying both ids links the phone as well as an identify would.
+        json!({"type": "track", "event": "Bought", "userId": "renamed", "anonymousId": "phone", "messageId": "t1",
+               "timestamp": "2026-11-02T10:05:00.000Z"}),
+        // old-account → renamed → current: an alias chain.
+        json!({"type": "alias", "previousId": "old-account", "userId": "renamed", "messageId": "a1", "timestamp": "2026-11-02T11:00:00.000Z"}),
+        json!({"type": "alias", "previousId": "renamed", "userId": "current", "messageId": "a2", "timestamp": "2026-11-03T11:00:00.000Z"}),
+        // analytics.js aliasing the tablet's anonymousId to the user.
+        json!({"type": "alias", "previousId": "tablet", "userId": "current", "messageId": "a3", "timestamp": "2026-11-04T11:00:00.000Z"}),
+        // A kiosk both the user and a stranger logged in on.
+        ident("current", "kiosk", "i2"),
+        ident("stranger", "kiosk", "i3"),
+    ];
+    let batch = json!({"batch": events}).to_string();
+    assert_eq!(s.post("/v1/batch", batch.into_bytes(), &[]).await.0, 200);
+    s.wait_loaded().await;
+
+    let user = get_json(&s, "/api/user/current").await;
+    assert_eq!(user["anonymousIds"], json!(["kiosk", "laptop", "phone", "tablet"]));
+    assert_eq!(user["userIds"], json!(["current", "old-account", "renamed"]));
+    let landing: Vec<&str> =
+        user["sessions"].as_array().unwrap().iter().map(|d| d[0]["messageId"].as_str().unwrap()).collect();
+    assert_eq!(landing, ["p3", "p1", "p2", "p4"], "one array per anonymousId, in their order");
+    assert_eq!(
+        user["firstTouch"]["referrer"],
+        json!({"type": "search", "engine": "duckduckgo", "host": "duckduckgo.com"})
+    );
+    assert_eq!(user["lastTouch"]["referrer"]["type"], "ai");
+    assert_eq!(user["sessions"][2][0]["referrer"]["type"], "email", "utm_medium=email wins over no referrer");
+
+    let stranger = get_json(&s, "/api/user/stranger").await;
+    assert_eq!(stranger["anonymousIds"], json!(["kiosk"]), "a shared device never merges two users");
+    assert_eq!(stranger["userIds"], json!(["stranger"]));
+    // Starting anywhere in the chain gives the same person.
+    assert_eq!(get_json(&s, "/api/user/old-account").await["anonymousIds"], user["anonymousIds"]);
+}
+
 common::on_both_backends!(
     the_seeds_flow_gives_the_seeds_answers,
+    alias_chains_and_several_devices_resolve_through_the_store_without_merging_shared_devices,
     late_and_out_of_order_events_give_the_sessions_of_a_full_recomputation,
 );

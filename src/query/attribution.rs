@@ -10,7 +10,9 @@ events of one device, and one query per round of the identity search).
 */
 
 use serde::Serialize;
-use serde_json::Value;
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
 
 use super::{EventQuery, QueryError};
 use crate::attribution::{self, AttributionSettings, Session};
@@ -48,11 +50,7 @@ pub fn anonymous(store: &mut Store, id: &str, settings: &AttributionSettings) ->
 
 /// The devices and sessions of userId `id`; an unknown id has none.
 pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Result<UserAnswer, QueryError> {
-    let cluster = attribution::user_cluster_with(id, |ids| {
-        // Every event naming one of the ids as userId, anonymousId or previousId: a superset of
-        // what the identity search needs (userId or previousId).
-        events(store, &EventQuery { any_ids: ids.to_vec(), ..EventQuery::default() })
-    })?;
+    let cluster = attribution::user_cluster_with(id, |ids| links(store, ids))?;
     let mut sessions = Vec::with_capacity(cluster.anonymous_ids.len());
     for anonymous_id in &cluster.anonymous_ids {
         let events = events(store, &EventQuery { anonymous_ids: vec![anonymous_id.clone()], ..EventQuery::default() })?;
@@ -66,6 +64,28 @@ pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Resu
         user_ids: cluster.user_ids,
         sessions,
     })
+}
+
+/// The identity links of every event naming one of `ids` as its userId, anonymousId or previousId
+/// (a superset of what the identity search asks for: userId or previousId). Only the id columns
+/// are read, and each distinct link is returned once, as a minimal event: a user with a million
+/// tracked events costs a scan of the index, not a million parsed events.
+fn links(store: &mut Store, ids: &[String]) -> Result<Vec<Value>, QueryError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    store.query_events(&EventQuery { any_ids: ids.to_vec(), ..EventQuery::default() }, &mut |e| {
+        let alias = e.event_type == "alias";
+        let owned = |v: Option<&str>| v.map(str::to_owned);
+        let link = (alias, owned(e.user_id), owned(e.anonymous_id), owned(if alias { e.previous_id } else { None }));
+        if link.1.is_some() && seen.insert(link.clone()) {
+            let (_, user_id, anonymous_id, previous_id) = link;
+            out.push(json!({
+                "type": e.event_type, "userId": user_id, "anonymousId": anonymous_id, "previousId": previous_id,
+            }));
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The events `q` matches, parsed.
