@@ -110,8 +110,14 @@ pub struct BatchDefaults<'a> {
     pub implied_type: Option<EventType>,
 }
 
-/// Validates one event as sent and returns the JSON to journal (see the module docs).
-pub fn accept(raw: &str, defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Result<String, RecordError> {
+/// Validates one event as sent, the `position`-th of its request, and returns the JSON to
+/// journal (see the module docs).
+pub fn accept(
+    raw: &str,
+    position: usize,
+    defaults: &BatchDefaults<'_>,
+    arrival: &Arrival<'_>,
+) -> Result<String, RecordError> {
     if arrival.via == Via::TrackingApi && raw.len() > MAX_EVENT_BYTES {
         return Err(RecordError {
             field: None,
@@ -143,10 +149,7 @@ pub fn accept(raw: &str, defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) ->
         stringify_number(&mut event, field);
     }
     if !event.contains_key("messageId") {
-        // Derived from the bytes as sent, so a client that retries an event without a messageId
-        // sends the same id again and the store still keeps one copy.
-        let hash = xxhash_rust::xxh3::xxh3_128(raw.as_bytes());
-        event.insert("messageId".into(), Value::String(format!("sluice-{hash:032x}")));
+        event.insert("messageId".into(), Value::String(derived_message_id(raw, position, &event, arrival)));
     }
     let clamped = set_timestamps(&mut event, defaults.sent_at, arrival)?;
     let mut sluice = Map::new();
@@ -161,6 +164,21 @@ pub fn accept(raw: &str, defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) ->
     event.insert("sluice".into(), Value::Object(sluice));
     SegmentEvent::from_map(&event)?;
     Ok(Value::Object(event).to_string())
+}
+
+/// A `messageId` for an event sent without one. With its own `timestamp`, the event's bytes
+/// identify it: a client retrying it sends the same bytes and the store keeps one copy. Without
+/// one, the same bytes may well be two real events (two clicks sent by `curl`), so the arrival
+/// time and the position in the request make each one distinct; a retry of such an event cannot
+/// be told from a second event, and is kept, as Segment's API would.
+fn derived_message_id(raw: &str, position: usize, event: &Map<String, Value>, arrival: &Arrival<'_>) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(raw.as_bytes());
+    if event.get("timestamp").is_none_or(Value::is_null) {
+        h.update(&arrival.at_ms.to_le_bytes());
+        h.update(&(position as u64).to_le_bytes());
+    }
+    format!("sluice-{:032x}", h.digest128())
 }
 
 /// Adds the batch's `context` (or `integrations`) keys that the event lacks.
@@ -483,12 +501,12 @@ mod tests {
     }
 
     fn accepted(raw: Value, defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Map<String, Value> {
-        let json = accept(&raw.to_string(), defaults, arrival).unwrap();
+        let json = accept(&raw.to_string(), 0, defaults, arrival).unwrap();
         SegmentEvent::parse_map(&json).unwrap()
     }
 
     fn refused(raw: &str) -> RecordError {
-        accept(raw, &BatchDefaults::default(), &api()).unwrap_err()
+        accept(raw, 0, &BatchDefaults::default(), &api()).unwrap_err()
     }
 
     #[test]
@@ -584,13 +602,26 @@ mod tests {
     #[test]
     fn a_missing_message_id_is_derived_from_the_bytes_so_a_retry_gets_the_same_one() {
         let raw = r#"{"type":"track","event":"x","userId":"u","timestamp":"2025-11-29T11:00:00Z"}"#;
-        let a = SegmentEvent::parse_map(&accept(raw, &BatchDefaults::default(), &api()).unwrap()).unwrap();
-        let b = SegmentEvent::parse_map(&accept(raw, &BatchDefaults::default(), &api()).unwrap()).unwrap();
+        let a = SegmentEvent::parse_map(&accept(raw, 0, &BatchDefaults::default(), &api()).unwrap()).unwrap();
+        let b = SegmentEvent::parse_map(&accept(raw, 0, &BatchDefaults::default(), &api()).unwrap()).unwrap();
         assert_eq!(a["messageId"], b["messageId"]);
         assert!(a["messageId"].as_str().unwrap().starts_with("sluice-"));
         let other = raw.replace("11:00", "11:01");
-        let c = SegmentEvent::parse_map(&accept(&other, &BatchDefaults::default(), &api()).unwrap()).unwrap();
+        let c = SegmentEvent::parse_map(&accept(&other, 0, &BatchDefaults::default(), &api()).unwrap()).unwrap();
         assert_ne!(a["messageId"], c["messageId"]);
+    }
+
+    #[test]
+    fn events_without_message_id_or_timestamp_are_each_kept_even_when_identical() {
+        let raw = r#"{"type":"track","event":"Click","userId":"u"}"#;
+        let id = |position, at_ms| {
+            let arrival = Arrival { at_ms, ..api() };
+            let json = accept(raw, position, &BatchDefaults::default(), &arrival).unwrap();
+            SegmentEvent::parse_map(&json).unwrap()["messageId"].clone()
+        };
+        assert_ne!(id(0, ARRIVED), id(1, ARRIVED), "two clicks in one request");
+        assert_ne!(id(0, ARRIVED), id(0, ARRIVED + 1), "two clicks in two requests");
+        assert_eq!(id(0, ARRIVED), id(0, ARRIVED), "the id is still a function of what arrived");
     }
 
     #[test]
@@ -674,7 +705,7 @@ mod tests {
         let err = refused(&big);
         assert!(err.reason.contains("32 KB"), "{err}");
         // Segment already enforced its limits on webhook events (and enriched them since).
-        assert!(accept(&big, &BatchDefaults::default(), &webhook()).is_ok());
+        assert!(accept(&big, 0, &BatchDefaults::default(), &webhook()).is_ok());
     }
 
     mod prop {
@@ -684,7 +715,7 @@ mod tests {
         proptest! {
             #[test]
             fn arbitrary_input_never_panics_and_what_is_accepted_parses_back(raw in "\\PC{0,200}") {
-                if let Ok(json) = accept(&raw, &BatchDefaults::default(), &api()) {
+                if let Ok(json) = accept(&raw, 0, &BatchDefaults::default(), &api()) {
                     let map = SegmentEvent::parse_map(&json).unwrap();
                     prop_assert!(SegmentEvent::from_map(&map).is_ok());
                 }
@@ -700,7 +731,7 @@ mod tests {
                 if let Some(u) = user { e["userId"] = u.into(); }
                 if let Some(t) = ts { e["timestamp"] = t.into(); }
                 if let Some(s) = sent { e["sentAt"] = s.into(); }
-                let _ = accept(&e.to_string(), &BatchDefaults::default(), &api());
+                let _ = accept(&e.to_string(), 0, &BatchDefaults::default(), &api());
             }
         }
     }

@@ -220,7 +220,7 @@ pub struct Prepared<'a> {
 pub fn prepare<'a>(elements: &[&'a RawValue], defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Prepared<'a> {
     let mut prepared = Prepared { records: Vec::with_capacity(elements.len()), errors: Vec::new() };
     for (index, element) in elements.iter().enumerate() {
-        match segment::accept(element.get(), defaults, arrival) {
+        match segment::accept(element.get(), index, defaults, arrival) {
             Ok(json) => prepared.records.push(Record {
                 kind: RecordKind::SegmentEvent,
                 received_at_ms: arrival.at_ms,
