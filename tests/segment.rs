@@ -304,6 +304,51 @@ if errors:
 }
 
 #[tokio::test]
+async fn analytics_js_in_a_browser_gets_cors_answers_from_the_tracking_api() {
+    let s = InProcess::start_with(with_keys).await;
+    let origin = "https://shop.example";
+    let preflight = s
+        .client
+        .request(reqwest::Method::OPTIONS, s.url("/v1/t"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 404, "only the Tracking API's own paths");
+    let preflight = s
+        .client
+        .request(reqwest::Method::OPTIONS, s.url("/v1/batch"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(allowed.contains("content-type") && allowed.contains("authorization"), "{allowed}");
+    // analytics.js sends text/plain with the write key in the body, to avoid a preflight.
+    let body = json!({"batch": [{"type": "page", "anonymousId": "browser"}], "writeKey": "web-key"}).to_string();
+    let resp = s
+        .client
+        .post(s.url("/v1/batch"))
+        .header("origin", origin)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], origin);
+    // Refusals are readable by the page too, so the library can log why.
+    let resp = s.client.post(s.url("/v1/track")).header("origin", origin).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["access-control-allow-origin"], origin);
+}
+
+#[tokio::test]
 async fn when_events_cannot_be_made_durable_segment_hears_503_and_retries() {
     // Segment retries 5xx and 429 for hours and drops events on other 4xx: a full journal must
     // never answer 4xx.

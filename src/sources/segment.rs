@@ -15,10 +15,11 @@ retries 5xx and 429 for hours and drops on other 4xx, so durability failures ans
 */
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::post};
 use base64::Engine as _;
@@ -27,6 +28,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{RecordFault, admit, body};
 use crate::api::AppState;
@@ -37,18 +39,23 @@ use crate::record::{RecordError, RecordKind};
 
 /// Routes of both Segment sources.
 pub fn routes() -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/v1/segment/webhook", post(webhook))
-        .route("/events", post(webhook))
-        .route("/v1/batch", post(batch))
-        .route("/v1/import", post(batch));
+    let mut api = Router::new().route("/v1/batch", post(batch)).route("/v1/import", post(batch));
     for t in EventType::ALL {
-        router = router.route(
+        api = api.route(
             &format!("/v1/{}", t.name()),
             post(move |state: State<AppState>, headers: HeaderMap, body: Body| single(t, state, headers, body)),
         );
     }
-    router
+    // analytics.js posts from the visitor's browser, on the site's origin: the Tracking API must
+    // answer CORS preflights and let any origin read its answers (the write key, not the origin,
+    // is what authorizes, exactly as on Segment's own API).
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::CONTENT_ENCODING])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(24 * 3600));
+    Router::new().route("/v1/segment/webhook", post(webhook)).route("/events", post(webhook)).merge(api.layer(cors))
 }
 
 /// The answer to a Segment request.
