@@ -309,7 +309,7 @@ async fn analytics_js_in_a_browser_gets_cors_answers_from_the_tracking_api() {
     let origin = "https://shop.example";
     let preflight = s
         .client
-        .request(reqwest::Method::OPTIONS, s.url("/v1/t"))
+        .request(reqwest::Method::OPTIONS, s.url("/v1/x"))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
         .send()
@@ -321,14 +321,14 @@ async fn analytics_js_in_a_browser_gets_cors_answers_from_the_tracking_api() {
         .request(reqwest::Method::OPTIONS, s.url("/v1/batch"))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,authorization")
+        .header("access-control-request-headers", "content-type,authorization,x-retry-count")
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
     let allowed = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
-    assert!(allowed.contains("content-type") && allowed.contains("authorization"), "{allowed}");
+    assert!(["content-type", "authorization", "x-retry-count"].iter().all(|h| allowed.contains(h)), "{allowed}");
     // analytics.js sends text/plain with the write key in the body, to avoid a preflight.
     let body = json!({"batch": [{"type": "page", "anonymousId": "browser"}], "writeKey": "web-key"}).to_string();
     let resp = s
@@ -342,6 +342,16 @@ async fn analytics_js_in_a_browser_gets_cors_answers_from_the_tracking_api() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["access-control-allow-origin"], origin);
+    // analytics.js's own paths: the first letter of the call type, `b` for batches.
+    for (path, kind) in [("/v1/t", "track"), ("/v1/p", "page"), ("/v1/i", "identify"), ("/v1/s", "screen")] {
+        let body = json!({"anonymousId": "browser", "event": "E", "messageId": path, "writeKey": "web-key"});
+        let resp = s.client.post(s.url(path)).header("origin", origin).body(body.to_string()).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let stored = events(&s, &format!("messageId={path}")).await;
+        assert_eq!(stored[0]["type"], kind, "{path}");
+    }
+    let body = json!({"batch": [{"type": "group", "anonymousId": "browser", "groupId": "g"}], "writeKey": "web-key"});
+    assert_eq!(s.post("/v1/b", body.to_string().into_bytes(), &[]).await.0, 200);
     // Refusals are readable by the page too, so the library can log why.
     let resp = s.client.post(s.url("/v1/track")).header("origin", origin).body("{}").send().await.unwrap();
     assert_eq!(resp.status(), 401);

@@ -4,8 +4,9 @@ Segment events in, two ways Segment users already know:
 - the **webhook destination**, `POST /v1/segment/webhook` (and the seed's `POST /events`): one
   event per POST, or a JSON array from "Webhooks (Actions)", signed with `X-Signature` (hex
   HMAC-SHA1 of the body; of the first element's bytes for an array) when a secret is set;
-- the **HTTP Tracking API**, `POST /v1/{track,page,identify,alias,group,screen,batch,import}`, so
-  that analytics.js and Segment's server libraries can point their host at sluice, with write
+- the **HTTP Tracking API**, `POST /v1/{track,page,identify,alias,group,screen,batch,import}` and
+  analytics.js's short forms `/v1/{t,p,i,a,g,s,b}`, so that analytics.js and Segment's server
+  libraries can point their host at sluice, with write
   keys (HTTP Basic username, or `writeKey` in the body) and Segment's limits (32 KB per event,
   500 KB per batch).
 
@@ -28,7 +29,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::{RecordFault, admit, body};
 use crate::api::AppState;
@@ -39,12 +40,15 @@ use crate::record::{RecordError, RecordKind};
 
 /// Routes of both Segment sources.
 pub fn routes() -> Router<AppState> {
-    let mut api = Router::new().route("/v1/batch", post(batch)).route("/v1/import", post(batch));
+    // analytics.js posts to the first letter of the call type (`/v1/t`, `/v1/p` …) and batches
+    // to `/v1/b`; Segment's HTTP API documents the full names.
+    let mut api =
+        Router::new().route("/v1/batch", post(batch)).route("/v1/import", post(batch)).route("/v1/b", post(batch));
     for t in EventType::ALL {
-        api = api.route(
-            &format!("/v1/{}", t.name()),
-            post(move |state: State<AppState>, headers: HeaderMap, body: Body| single(t, state, headers, body)),
-        );
+        let handler =
+            post(move |state: State<AppState>, headers: HeaderMap, body: Body| single(t, state, headers, body));
+        api =
+            api.route(&format!("/v1/{}", t.name()), handler.clone()).route(&format!("/v1/{}", &t.name()[..1]), handler);
     }
     // analytics.js posts from the visitor's browser, on the site's origin: the Tracking API must
     // answer CORS preflights and let any origin read its answers (the write key, not the origin,
@@ -52,7 +56,8 @@ pub fn routes() -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::CONTENT_ENCODING])
+        // analytics.js adds `X-Retry-Count` and whatever headers its configuration names.
+        .allow_headers(AllowHeaders::mirror_request())
         .allow_credentials(true)
         .max_age(Duration::from_secs(24 * 3600));
     Router::new().route("/v1/segment/webhook", post(webhook)).route("/events", post(webhook)).merge(api.layer(cors))
