@@ -420,6 +420,46 @@ mod tests {
         assert!(matches!(verify_signature("s3cret", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
     }
 
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arrival() -> Arrival<'static> {
+            Arrival { via: Via::TrackingApi, at_ms: 1_764_417_600_000, source: None, future_tolerance_ms: 0 }
+        }
+
+        proptest! {
+            #[test]
+            fn any_body_is_parsed_or_refused_without_panicking(body in "\\PC{0,300}") {
+                if let Ok(parsed) = TrackingBody::parse(&body) {
+                    let _ = parsed.write_key();
+                    let _ = parsed.prepare(None, &arrival());
+                    // A single-event endpoint accounts for its one event: accepted or refused.
+                    if let Ok(prepared) = parsed.prepare(Some(EventType::Track), &arrival()) {
+                        prop_assert_eq!(prepared.records.len() + prepared.errors.len(), 1);
+                    }
+                }
+            }
+
+            #[test]
+            fn batches_of_arbitrary_items_account_for_every_item(items in proptest::collection::vec(
+                prop_oneof![
+                    Just(r#"{"type":"track","event":"E","userId":"u"}"#.to_owned()),
+                    Just(r#"{"type":"page","anonymousId":"a","context":{"page":{"url":"https://x/"}}}"#.to_owned()),
+                    Just("1".to_owned()),
+                    Just(r#"{"type":"alias","userId":"u"}"#.to_owned()),
+                    "\\PC{0,20}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                ],
+                0..20,
+            )) {
+                let body = format!(r#"{{"batch":[{}],"context":{{"ip":"1.2.3.4"}},"sentAt":"2025-11-29T12:00:00Z"}}"#, items.join(","));
+                let parsed = TrackingBody::parse(&body).unwrap();
+                let prepared = parsed.prepare(None, &arrival()).unwrap();
+                prop_assert_eq!(prepared.records.len() + prepared.errors.len(), items.len());
+            }
+        }
+    }
+
     #[test]
     fn a_write_key_comes_from_basic_auth_or_the_body_and_names_its_source() {
         let keys: BTreeMap<String, String> =
