@@ -1,10 +1,12 @@
 //! sluice: your own copy of your Split impressions and Segment events.
 //!
 //! Records flow through the modules in this order:
-//! [`sources`] (HTTP webhooks: decode, validate) → [`journal`] (durable; ack after fsync) →
-//! [`consumers`] (the store loader) → [`store`] (SQLite). [`query`] reads the store and [`api`]
-//! serves sources, queries and operations over HTTP; [`cli`] wires it all together.
-//! [`attribution`] is pure: Segment events in, touchpoints, sessions and identities out.
+//! [`sources`] (HTTP: the Split webhook, Segment's webhook and Tracking API; decode, validate
+//! with the parsers in [`record`]) → [`journal`] (durable; ack after fsync) → [`consumers`] (the
+//! store loader, the lake writer) → [`store`] (SQLite or PostgreSQL) and [`lake`] (objects).
+//! [`query`] reads the store, using [`attribution`] (pure: Segment events in, touchpoints,
+//! sessions and identities out) for the attribution answers; [`api`] serves sources, queries and
+//! operations over HTTP; [`cli`] wires it all together.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
