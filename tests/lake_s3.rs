@@ -1,12 +1,12 @@
 //! The lake writer against a real S3-compatible server (s3s-fs, on loopback): objects arrive
 //! through the S3 protocol with signed requests, and an outage of the server loses nothing.
-//! `scripts/test.sh` installs s3s-fs and points `TEST_S3S_FS` at it; without it the test
-//! says so and does nothing.
+//! `scripts/test.sh` installs s3s-fs and points `TEST_S3S_FS` at it; without it the tests say so
+//! and do nothing, except under `CI=true`, where they fail.
 
 mod common;
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,10 +83,7 @@ async fn post(client: &reqwest::Client, b: &Binary, keys: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_reach_s3_and_an_outage_of_the_server_loses_nothing() {
-    let Some(binary) = std::env::var_os("TEST_S3S_FS").map(PathBuf::from) else {
-        eprintln!("TEST_S3S_FS is not set: skipping the S3 test (scripts/test.sh installs s3s-fs and sets it)");
-        return;
-    };
+    let Some(binary) = common::test_s3s_fs("the S3 test") else { return };
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -156,10 +153,7 @@ async fn objects_reach_s3_and_an_outage_of_the_server_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_parquet_objects_go_up_in_parts_and_pyarrow_reads_every_row_back_over_s3() {
     let Some(python) = common::test_python("multipart Parquet over S3") else { return };
-    let Some(binary) = std::env::var_os("TEST_S3S_FS").map(PathBuf::from) else {
-        eprintln!("TEST_S3S_FS is not set: skipping (scripts/test.sh sets it)");
-        return;
-    };
+    let Some(binary) = common::test_s3s_fs("multipart Parquet over S3") else { return };
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(BUCKET)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

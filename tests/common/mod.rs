@@ -257,13 +257,25 @@ pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 /// a loudly announced skip elsewhere.
 #[allow(dead_code, reason = "not every test binary uses it")]
 pub fn test_python(what: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("TEST_PYTHON").map(PathBuf::from).filter(|p| p.exists());
+    test_tool("TEST_PYTHON", what)
+}
+
+/// The s3s-fs binary `scripts/test.sh` installs and names in `TEST_S3S_FS`; missing, as
+/// [`test_python`].
+#[allow(dead_code, reason = "not every test binary uses it")]
+pub fn test_s3s_fs(what: &str) -> Option<PathBuf> {
+    test_tool("TEST_S3S_FS", what)
+}
+
+#[allow(dead_code, reason = "not every test binary uses it")]
+fn test_tool(variable: &str, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(variable).map(PathBuf::from).filter(|p| p.exists());
     if path.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "TEST_PYTHON is not set in CI: run the tests through scripts/test.sh"
+            "{variable} is not set in CI: run the tests through scripts/test.sh"
         );
-        eprintln!("TEST_PYTHON is not set: skipping {what} (scripts/test.sh sets it)");
+        eprintln!("{variable} is not set: skipping {what} (scripts/test.sh sets it)");
     }
     path
 }
