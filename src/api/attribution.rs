@@ -10,7 +10,10 @@ use axum::{Json, Router, routing::get};
 
 use super::AppState;
 use super::error::AppError;
+use crate::attribution::AttributionSettings;
+use crate::query::QueryError;
 use crate::query::attribution::{self, AnonymousAnswer, UserAnswer};
+use crate::store::Store;
 
 /// Routes of the attribution API.
 pub fn routes() -> Router<AppState> {
@@ -18,18 +21,22 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn anonymous(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<AnonymousAnswer>, AppError> {
-    let mut store = state.readers.get().await.map_err(|e| AppError::Internal(e.into()))?;
-    let answer =
-        tokio::task::spawn_blocking(move || attribution::anonymous(&mut store, &id, &state.config.attribution))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?
-            .map_err(|e| AppError::Internal(e.into()))?;
-    Ok(Json(answer))
+    answer(state, id, attribution::anonymous).await
 }
 
 async fn user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<UserAnswer>, AppError> {
+    answer(state, id, attribution::user).await
+}
+
+/// Runs one attribution query for `id` on a pooled store connection, off the async workers
+/// (both backends' drivers block).
+async fn answer<T: Send + 'static>(
+    state: AppState,
+    id: String,
+    query: fn(&mut Store, &str, &AttributionSettings) -> Result<T, QueryError>,
+) -> Result<Json<T>, AppError> {
     let mut store = state.readers.get().await.map_err(|e| AppError::Internal(e.into()))?;
-    let answer = tokio::task::spawn_blocking(move || attribution::user(&mut store, &id, &state.config.attribution))
+    let answer = tokio::task::spawn_blocking(move || query(&mut store, &id, &state.config.attribution))
         .await
         .map_err(|e| AppError::Internal(e.into()))?
         .map_err(|e| AppError::Internal(e.into()))?;

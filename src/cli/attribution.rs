@@ -9,7 +9,6 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::query::attribution;
-use crate::store::Store;
 
 /// Which answer to print.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +21,7 @@ pub enum Lookup {
 
 /// Prints the answer for `id` as pretty JSON.
 pub fn run(config: &Config, lookup: Lookup, id: &str) -> anyhow::Result<()> {
-    let target = config.store_target()?;
-    let mut store = Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))?;
+    let mut store = super::open_store(config)?;
     let settings = &config.attribution;
     let json = match lookup {
         Lookup::Anonymous => serde_json::to_string_pretty(&attribution::anonymous(&mut store, id, settings)?),

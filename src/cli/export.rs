@@ -14,7 +14,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::query::{EventQuery, ImpressionQuery, write_events, write_impressions};
-use crate::store::Store;
 
 /// What `sluice export` can write.
 #[derive(Debug, Subcommand)]
@@ -157,8 +156,7 @@ fn flag_error(e: crate::query::ParamError) -> anyhow::Error {
 
 fn events(config: &Config, args: EventArgs) -> anyhow::Result<()> {
     let (query, format) = EventQuery::from_pairs(&args.to_pairs()).map_err(flag_error)?;
-    let target = config.store_target()?;
-    let mut store = Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))?;
+    let mut store = super::open_store(config)?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(file) => Box::new(File::create(file).with_context(|| format!("cannot create {}", file.display()))?),
         None => Box::new(io::stdout().lock()),
@@ -173,8 +171,7 @@ fn events(config: &Config, args: EventArgs) -> anyhow::Result<()> {
 
 fn impressions(config: &Config, args: ImpressionArgs) -> anyhow::Result<()> {
     let (query, format) = ImpressionQuery::from_pairs(&args.to_pairs()).map_err(flag_error)?;
-    let target = config.store_target()?;
-    let mut store = Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))?;
+    let mut store = super::open_store(config)?;
 
     let (mut out, show_progress): (Box<dyn Write>, bool) = match &args.output {
         Some(file) => {

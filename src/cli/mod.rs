@@ -15,9 +15,11 @@ pub mod serve;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Overrides, StoreOverrides};
+use crate::store::Store;
 
 /// sluice: your own copy of your Split impressions and Segment events, durable and queryable.
 ///
@@ -79,6 +81,12 @@ pub enum Command {
         /// The userId, e.g. an e-mail address.
         id: String,
     },
+}
+
+/// The store, opened for reading: what every command that reads it without a server uses.
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let target = config.store_target()?;
+    Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))
 }
 
 /// Runs the parsed command line.

@@ -5,12 +5,12 @@ Attribution answers from the store: what `GET /api/anonymous/{id}`, `GET /api/us
 Nothing derived is stored: every answer is computed by [`crate::attribution`] from the raw
 events the store holds, on each request. So late or out-of-order events, a changed classifier or
 changed `[attribution]` settings show in the very next answer, exactly as a full recomputation
-would give them, with no reprocessing step; the price is a few indexed queries per request (the
-events of one device, and one query per round of the identity search).
+would give them, with no reprocessing step; the price is a few indexed queries per request (one
+for the events of the devices asked about, and one per round of the identity search).
 */
 
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -51,15 +51,18 @@ pub fn anonymous(store: &mut Store, id: &str, settings: &AttributionSettings) ->
 /// The devices and sessions of userId `id`; an unknown id has none.
 pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Result<UserAnswer, QueryError> {
     let cluster = attribution::user_cluster_with(id, |ids| links(store, ids))?;
-    let mut sessions = Vec::with_capacity(cluster.anonymous_ids.len());
-    for anonymous_id in &cluster.anonymous_ids {
-        let events = events(store, &EventQuery { anonymous_ids: vec![anonymous_id.clone()], ..EventQuery::default() })?;
-        sessions.push(attribution::sessions(&events, Some(id), settings));
+    // One query for every device; `sessions` keeps each device's sessions apart.
+    let events = events(store, &EventQuery { anonymous_ids: cluster.anonymous_ids.clone(), ..EventQuery::default() })?;
+    let all = attribution::sessions(&events, Some(id), settings);
+    let (first_touch, last_touch) = (attribution::first_touch(&all).cloned(), attribution::last_touch(&all).cloned());
+    let mut by_device: HashMap<String, Vec<Session>> = HashMap::new();
+    for session in all {
+        by_device.entry(session.anonymous_id.clone()).or_default().push(session);
     }
-    let all: Vec<Session> = sessions.iter().flatten().cloned().collect();
+    let sessions = cluster.anonymous_ids.iter().map(|a| by_device.remove(a).unwrap_or_default()).collect();
     Ok(UserAnswer {
-        first_touch: attribution::first_touch(&all).cloned(),
-        last_touch: attribution::last_touch(&all).cloned(),
+        first_touch,
+        last_touch,
         anonymous_ids: cluster.anonymous_ids,
         user_ids: cluster.user_ids,
         sessions,

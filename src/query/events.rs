@@ -8,7 +8,7 @@ plus Segment's processing fields and sluice's `sluice` object.
 
 use std::io::Write;
 
-use super::filter::{once, push, time_param};
+use super::filter::{check_window, limit_param, once, push, time_param};
 use super::{ParamError, QueryError};
 use crate::store::{EventView, Store};
 
@@ -73,12 +73,7 @@ impl EventQuery {
                 "from" => once(&mut q.from, name, || time_param(name, value))?,
                 "to" => once(&mut q.to, name, || time_param(name, value))?,
                 "format" => once(&mut format, name, || Ok(value.as_str()))?,
-                "limit" => once(&mut q.limit, name, || {
-                    value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| ParamError {
-                        param: name.clone(),
-                        reason: format!("`{value}` is not a positive integer"),
-                    })
-                })?,
+                "limit" => once(&mut q.limit, name, || limit_param(name, value))?,
                 _ => {
                     return Err(ParamError {
                         param: name.clone(),
@@ -87,14 +82,7 @@ impl EventQuery {
                 }
             }
         }
-        if let (Some(from), Some(to)) = (q.from, q.to)
-            && from >= to
-        {
-            return Err(ParamError {
-                param: "to".into(),
-                reason: format!("must be later than `from` ({to} <= {from}); `from` is inclusive, `to` exclusive"),
-            });
-        }
+        check_window(q.from, q.to)?;
         let format = match format.unwrap_or("ndjson") {
             "ndjson" => EventFormat::Ndjson,
             "json" => EventFormat::Json,

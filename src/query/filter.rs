@@ -59,12 +59,7 @@ impl ImpressionQuery {
                 "to" => once(&mut q.to, name, || time_param(name, value))?,
                 "format" => once(&mut format, name, || Ok(value.as_str()))?,
                 "columns" => once(&mut columns, name, || Ok(value.as_str()))?,
-                "limit" => once(&mut q.limit, name, || {
-                    value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| ParamError {
-                        param: name.clone(),
-                        reason: format!("`{value}` is not a positive integer"),
-                    })
-                })?,
+                "limit" => once(&mut q.limit, name, || limit_param(name, value))?,
                 _ => {
                     return Err(ParamError {
                         param: name.clone(),
@@ -73,14 +68,7 @@ impl ImpressionQuery {
                 }
             }
         }
-        if let (Some(from), Some(to)) = (q.from, q.to)
-            && from >= to
-        {
-            return Err(ParamError {
-                param: "to".into(),
-                reason: format!("must be later than `from` ({to} <= {from}); `from` is inclusive, `to` exclusive"),
-            });
-        }
+        check_window(q.from, q.to)?;
         let all_columns = match columns.unwrap_or("report") {
             "report" => false,
             "all" => true,
@@ -104,6 +92,26 @@ impl ImpressionQuery {
             }
         };
         Ok((q, format))
+    }
+}
+
+/// A `limit`: a positive integer.
+pub(super) fn limit_param(name: &str, value: &str) -> Result<u64, ParamError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ParamError { param: name.to_owned(), reason: format!("`{value}` is not a positive integer") })
+}
+
+/// Refuses a `to` that is not later than `from` (an empty window is always a mistake).
+pub(super) fn check_window(from: Option<i64>, to: Option<i64>) -> Result<(), ParamError> {
+    match (from, to) {
+        (Some(from), Some(to)) if from >= to => Err(ParamError {
+            param: "to".into(),
+            reason: format!("must be later than `from` ({to} <= {from}); `from` is inclusive, `to` exclusive"),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -239,7 +239,7 @@ fn opt_bytes<'s>(v: &'s Option<Cow<'_, str>>) -> &'s [u8] {
 
 /// serde_json appends " at line L column C" to errors; inside one array element that position
 /// is relative to the element and only confuses, so the caller reports the element index instead.
-fn strip_position(msg: &str) -> String {
+pub(super) fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),

@@ -17,6 +17,7 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use super::RecordError;
+use super::impression::strip_position;
 
 /// Segment's limit on one event, in bytes of JSON.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -127,16 +128,7 @@ pub fn accept(
             ),
         });
     }
-    let mut event = match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => {
-            return Err(RecordError {
-                field: None,
-                reason: format!("an event must be a JSON object, not {}", kind(&other)),
-            });
-        }
-        Err(e) => return Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e)) }),
-    };
+    let mut event = SegmentEvent::parse_map(raw)?;
     event.remove("writeKey");
     if let Some(t) = defaults.implied_type {
         // As Segment does: `/v1/track` makes a track call whatever the body says.
@@ -316,7 +308,9 @@ impl<'a> SegmentEvent<'a> {
                 field: None,
                 reason: format!("an event must be a JSON object, not {}", kind(&other)),
             }),
-            Err(e) => Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e)) }),
+            Err(e) => {
+                Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e.to_string())) })
+            }
         }
     }
 
@@ -473,15 +467,6 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// serde_json's message without its " at line L column C", which is relative to one event.
-fn strip_position(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg,
     }
 }
 

@@ -114,22 +114,18 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
     let encoding = body::detect_encoding(headers, &raw)?;
     let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
     let text = utf8(&plain)?;
-    let value: &RawValue = serde_json::from_str(text).map_err(|e| {
-        AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
-    })?;
-    let elements: Vec<&RawValue> = if value.get().starts_with('[') {
-        serde_json::from_str(value.get())
+    let is_array = text.trim_start().starts_with('[');
+    let elements: Vec<&RawValue> = if is_array {
+        serde_json::from_str(text)
             .map_err(|e| AppError::bad_request(format!("the body must be an array of Segment events: {e}")))?
     } else {
-        vec![value]
+        vec![serde_json::from_str(text).map_err(|e| {
+            AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
+        })?]
     };
     if let Some(secret) = &state.config.segment.webhook_secret {
         // Segment signs the body it sends; for an array, only the first element's bytes.
-        let signed = if elements.len() == 1 && !value.get().starts_with('[') {
-            text.as_bytes()
-        } else {
-            elements.first().map_or(&b""[..], |e| e.get().as_bytes())
-        };
+        let signed = if is_array { elements.first().map_or(&b""[..], |e| e.get().as_bytes()) } else { text.as_bytes() };
         verify_signature(secret, signed, headers)?;
     }
     if elements.len() > limits.max_batch_records {

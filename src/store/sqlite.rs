@@ -165,11 +165,33 @@ impl SqliteStore {
         let limit = clause.limit(q.limit);
         // `time, rowid` is exactly the key of the time index, so rows come out without a sort.
         let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, rowid{limit}", clause.sql);
-        let mut stmt = self.conn.prepare(&sql)?;
+        self.stream(&sql, &clause, &mut |r| row(&view(r)?))
+    }
+
+    /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
+    pub fn query_events(
+        &self,
+        q: &EventQuery,
+        row: &mut dyn FnMut(&EventView<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut clause = WhereClause::for_events(q);
+        let limit = clause.limit(q.limit);
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, rowid{limit}", clause.sql);
+        self.stream(&sql, &clause, &mut |r| row(&event_view(r)?))
+    }
+
+    /// Runs `sql` with `clause`'s values and hands each row to `row`, one at a time.
+    fn stream(
+        &self,
+        sql: &str,
+        clause: &WhereClause<'_>,
+        row: &mut dyn FnMut(&Row<'_>) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        let mut stmt = self.conn.prepare(sql)?;
         let mut rows = stmt.query(params_from_iter(clause.params.iter()))?;
         let mut count = 0;
         while let Some(r) = rows.next()? {
-            row(&view(r)?)?;
+            row(r)?;
             count += 1;
         }
         Ok(count)
@@ -227,37 +249,6 @@ fn event_params<'r>(row: &'r EventRow<'_>) -> Vec<Box<dyn ToSql + 'r>> {
     ]
 }
 
-impl SqliteStore {
-    /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
-    pub fn query_events(
-        &self,
-        q: &EventQuery,
-        row: &mut dyn FnMut(&EventView<'_>) -> Result<(), QueryError>,
-    ) -> Result<u64, QueryError> {
-        let mut clause = WhereClause::for_events(q);
-        let limit = clause.limit(q.limit);
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, rowid{limit}", clause.sql);
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(params_from_iter(clause.params.iter()))?;
-        let mut count = 0;
-        while let Some(r) = rows.next()? {
-            let text = |i| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
-            let opt_text = |i| -> rusqlite::Result<Option<&str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
-            row(&EventView {
-                message_id: text(0)?,
-                event_type: text(1)?,
-                user_id: opt_text(2)?,
-                anonymous_id: opt_text(3)?,
-                previous_id: opt_text(4)?,
-                timestamp: r.get_ref(5)?.as_i64().map_err(rusqlite::Error::from)?,
-                raw: text(6)?,
-            })?;
-            count += 1;
-        }
-        Ok(count)
-    }
-}
-
 /// Settings every connection gets.
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -286,6 +277,21 @@ fn view<'r>(r: &'r Row<'_>) -> rusqlite::Result<ImpressionView<'r>> {
         properties: opt_text(13)?,
         extra: opt_text(14)?,
         received_at: int(15)?,
+    })
+}
+
+/// Reads one row of [`EVENT_COLUMNS`] without copying its text.
+fn event_view<'r>(r: &'r Row<'_>) -> rusqlite::Result<EventView<'r>> {
+    let text = |i| -> rusqlite::Result<&'r str> { Ok(r.get_ref(i)?.as_str()?) };
+    let opt_text = |i| -> rusqlite::Result<Option<&'r str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
+    Ok(EventView {
+        message_id: text(0)?,
+        event_type: text(1)?,
+        user_id: opt_text(2)?,
+        anonymous_id: opt_text(3)?,
+        previous_id: opt_text(4)?,
+        timestamp: r.get_ref(5)?.as_i64()?,
+        raw: text(6)?,
     })
 }
 

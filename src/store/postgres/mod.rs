@@ -303,18 +303,7 @@ impl PgStore {
         let mut clause = WhereClause::for_events(q);
         let limit = clause.limit(q.limit);
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, journal_offset{limit}", clause.sql);
-        self.stream(&sql, &clause, &mut |r| {
-            let view = EventView {
-                message_id: r.try_get(0).map_err(StoreError::from)?,
-                event_type: r.try_get(1).map_err(StoreError::from)?,
-                user_id: r.try_get(2).map_err(StoreError::from)?,
-                anonymous_id: r.try_get(3).map_err(StoreError::from)?,
-                previous_id: r.try_get(4).map_err(StoreError::from)?,
-                timestamp: r.try_get(5).map_err(StoreError::from)?,
-                raw: r.try_get::<_, Json<'_>>(6).map_err(StoreError::from)?.0,
-            };
-            row(&view)
-        })
+        self.stream(&sql, &clause, &mut |r| row(&event_view(r).map_err(StoreError::from)?))
     }
 
     /// Runs `sql` with `clause`'s values and hands each row to `row`, reading the socket only as
@@ -487,6 +476,19 @@ impl<'a> ::postgres::types::FromSql<'a> for Json<'a> {
     fn accepts(ty: &Type) -> bool {
         *ty == Type::JSON
     }
+}
+
+/// Reads one row of [`EVENT_COLUMNS`] without copying its text.
+fn event_view(r: &Row) -> Result<EventView<'_>, ::postgres::Error> {
+    Ok(EventView {
+        message_id: r.try_get(0)?,
+        event_type: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        anonymous_id: r.try_get(3)?,
+        previous_id: r.try_get(4)?,
+        timestamp: r.try_get(5)?,
+        raw: r.try_get::<_, Json<'_>>(6)?.0,
+    })
 }
 
 /// Reads one row of [`VIEW_COLUMNS`] without copying its text.
