@@ -140,6 +140,11 @@ impl<'a> Impression<'a> {
             ("sdk", self.sdk.as_ref()),
             ("sdkVersion", self.sdk_version.as_ref()),
         ];
+        for (name, value) in identifiers.iter().copied().chain([("properties", self.properties.as_ref())]) {
+            if let Some(v) = value {
+                check_no_nul(name, v)?;
+            }
+        }
         for (name, value) in identifiers {
             if let Some(v) = value
                 && v.len() > limits.max_field_bytes
@@ -229,6 +234,18 @@ impl<'a> Impression<'a> {
         }
         out.push('}');
         Some(out)
+    }
+}
+
+/// Refuses a NUL character in a field stored in a text column: PostgreSQL's `text` cannot hold
+/// one (its `COPY` would fail on every retry), and both backends must store the same records.
+pub(crate) fn check_no_nul(field: &str, value: &str) -> Result<(), RecordError> {
+    match value.find('\0') {
+        Some(at) => Err(RecordError::field(
+            field,
+            format!("contains a NUL character (\\u0000) at byte {at}, which the store cannot hold; remove it"),
+        )),
+        None => Ok(()),
     }
 }
 

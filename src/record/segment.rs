@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use super::RecordError;
-use super::impression::strip_position;
+use super::impression::{check_no_nul, strip_position};
 
 /// Segment's limit on one event, in bytes of JSON.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -388,8 +388,8 @@ impl<'a> SegmentEvent<'a> {
             received_at: time("receivedAt")?,
             arrived_at: sluice.and_then(|s| s.get("arrivedAt")).and_then(Value::as_i64),
             timestamp_clamped: sluice.is_some_and(|s| s.contains_key("timestampClamped")),
-            page_url: first_str(event, PAGE_URL_PATHS),
-            page_referrer: first_str(event, REFERRER_PATHS),
+            page_url: stored_str(event, PAGE_URL_PATHS)?,
+            page_referrer: stored_str(event, REFERRER_PATHS)?,
             source: sluice.and_then(|s| s.get("source")).and_then(Value::as_str),
         })
     }
@@ -411,6 +411,11 @@ pub const REFERRER_PATHS: &[&[&str]] = &[
 
 /// The first non-blank string found at one of `paths` (each a path of object keys), trimmed.
 pub fn first_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Option<&'a str> {
+    first_str_at(event, paths).map(|(_, s)| s)
+}
+
+/// [`first_str`] and the path it was found at.
+fn first_str_at<'a, 'p>(event: &'a Map<String, Value>, paths: &[&'p [&'p str]]) -> Option<(&'p [&'p str], &'a str)> {
     paths.iter().find_map(|path| {
         let (first, rest) = path.split_first()?;
         rest.iter()
@@ -418,7 +423,16 @@ pub fn first_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Option
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|s| !s.is_empty())
+            .map(|s| (*path, s))
     })
+}
+
+/// [`first_str`] for a value stored in a text column: one holding a NUL is refused, naming its path.
+fn stored_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Result<Option<&'a str>, RecordError> {
+    match first_str_at(event, paths) {
+        Some((path, s)) => check_no_nul(&path.join("."), s).map(|()| Some(s)),
+        None => Ok(None),
+    }
 }
 
 /// A string field: absent, null and "" are all `None`; another type or an over-long value is an error.
@@ -429,7 +443,7 @@ fn string<'a>(event: &'a Map<String, Value>, field: &str) -> Result<Option<&'a s
         Some(Value::String(s)) if s.len() > MAX_ID_BYTES => {
             Err(RecordError::field(field, format!("is {} bytes long; the limit is {MAX_ID_BYTES}", s.len())))
         }
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::String(s)) => check_no_nul(field, s).map(|()| Some(s.as_str())),
         Some(other) => Err(RecordError::field(field, format!("must be a string, not {}", kind(other)))),
     }
 }
