@@ -5,10 +5,30 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Backend, InProcess, impression};
+use common::{Backend, InProcess, TestSchema, impression};
 use serde_json::{Value, json};
+
+/// Runs `sql` (any statements) directly on the store that `dir` or `schema` holds.
+async fn store_exec(dir: &Path, schema: Option<&TestSchema>, sql: &str) {
+    match schema {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("store.sqlite")).unwrap();
+            db.execute_batch(sql).unwrap();
+        }
+        Some(schema) => {
+            let (url, sql) = (schema.url.clone(), sql.to_owned());
+            tokio::task::spawn_blocking(move || {
+                let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+                client.batch_execute(&sql).unwrap();
+            })
+            .await
+            .unwrap()
+        }
+    }
+}
 
 /// `/readyz` as JSON.
 async fn readyz(s: &InProcess) -> Value {
@@ -60,6 +80,37 @@ async fn a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field(b: B
     assert_eq!(status, 200);
     assert!(loaded_within(&s, 20).await, "the store loader is stuck: {}", readyz(&s).await);
     assert_eq!(readyz(&s).await["store"]["healthy"], true);
+}
+
+#[tokio::test]
+async fn readyz_shows_postgresqls_own_message_for_a_store_error() {
+    let Some(s) = InProcess::start_on(Backend::Postgres, |_| {}).await else { return };
+    assert_eq!(s.post_gzip(&json!([impression("first", "s", "P", "on", "r", 1)])).await.0, 200);
+    s.wait_loaded().await;
+    // An error that is not the data's fault (a trigger's own exception): retried, and shown.
+    store_exec(
+        s.dir.path(),
+        s.schema.as_ref(),
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'the archive is read-only today' USING DETAIL = 'maintenance window'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON impressions FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await;
+    assert_eq!(s.post_gzip(&json!([impression("second", "s", "P", "on", "r", 2)])).await.0, 200);
+    let started = Instant::now();
+    let error = loop {
+        if let Some(e) = readyz(&s).await["store"]["lastError"].as_str() {
+            break e.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no store error shown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for part in ["the archive is read-only today", "maintenance window", "P0001", "ERROR"] {
+        assert!(error.contains(part), "`{part}` missing from {error}");
+    }
+    assert!(!error.contains("db error"), "{error}");
+    store_exec(s.dir.path(), s.schema.as_ref(), "DROP TRIGGER refuse ON impressions").await;
+    assert!(loaded_within(&s, 30).await, "retried until the store took it");
 }
 
 common::on_both_backends!(a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,);

@@ -258,7 +258,8 @@ pub enum StoreError {
     },
     /// PostgreSQL could not be reached or refused the login.
     #[error(
-        "cannot connect to PostgreSQL at {store}: {source}; check the URL given to --store / SLUICE_STORE, that the server is up, and the user's password (URL or PGPASSWORD)"
+        "cannot connect to PostgreSQL at {store}: {}; check the URL given to --store / SLUICE_STORE, that the server is up, and the user's password (URL or PGPASSWORD)",
+        PgMessage(.source)
     )]
     Connect {
         /// The database, without its password.
@@ -332,7 +333,7 @@ pub enum StoreError {
     #[error("the store loader's parser thread panicked; the batch was rolled back — please report this as a bug")]
     ParserPanicked,
     /// A PostgreSQL schema migration failed; it was rolled back.
-    #[error("store migration {version} ({description}) failed and was rolled back: {source}")]
+    #[error("store migration {version} ({description}) failed and was rolled back: {}", PgMessage(.source))]
     PostgresMigration {
         /// The migration that failed.
         version: u32,
@@ -351,8 +352,34 @@ pub enum StoreError {
     #[error("store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// A PostgreSQL statement failed or the connection broke; the transaction was rolled back.
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", PgMessage(.0))]
     Postgres(#[from] ::postgres::Error),
+}
+
+/// A PostgreSQL error as the server reported it. The driver's own `Display` says only "db error"
+/// for everything the server answers, and hides the cause of a failed connection; this shows the
+/// severity, SQLSTATE, message, detail, hint and context (none of which hold the connection URL).
+pub struct PgMessage<'a>(pub &'a ::postgres::Error);
+
+impl fmt::Display for PgMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(db) = self.0.as_db_error() else {
+            write!(f, "{}", self.0)?;
+            let mut cause = std::error::Error::source(self.0);
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+            return Ok(());
+        };
+        write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message())?;
+        for (label, part) in [("DETAIL", db.detail()), ("HINT", db.hint()), ("CONTEXT", db.where_())] {
+            if let Some(part) = part {
+                write!(f, "; {label}: {part}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl StoreError {
