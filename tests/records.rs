@@ -47,6 +47,24 @@ async fn loaded_within(s: &InProcess, secs: u64) -> bool {
     false
 }
 
+/// Everything in the dead-letter area, one JSON value per line.
+fn dead_letters(s: &InProcess) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for file in std::fs::read_dir(s.dir.path().join("dead-letter")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    lines
+}
+
+/// The value of the first `/metrics` sample whose line starts with `series`.
+async fn metric(s: &InProcess, series: &str) -> f64 {
+    let (_, text) = s.get("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
+}
+
 async fn a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field(b: Backend) {
     let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let cases: &[(&str, &str, &str)] = &[
@@ -82,6 +100,47 @@ async fn a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field(b: B
     assert_eq!(readyz(&s).await["store"]["healthy"], true);
 }
 
+/// Makes the store refuse impressions whose key is `poison`, as a constraint the data breaks
+/// would (SQLite has no `ADD CONSTRAINT`: a trigger raising a constraint error stands in).
+async fn poison_key(s: &InProcess) {
+    let sql = match s.schema {
+        None => {
+            "CREATE TRIGGER poison BEFORE INSERT ON impressions WHEN NEW.key = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'the key poison is not allowed'); END;"
+        }
+        Some(_) => "ALTER TABLE impressions ADD CONSTRAINT no_poison CHECK (key <> 'poison')",
+    };
+    store_exec(s.dir.path(), s.schema.as_ref(), sql).await;
+}
+
+async fn a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.store.batch_rows = 1000).await else { return };
+    assert_eq!(s.post_gzip(&json!([impression("first", "s", "P", "on", "r", 1)])).await.0, 200);
+    s.wait_loaded().await;
+    poison_key(&s).await;
+    let keys = ["a", "b", "c", "poison", "d", "e", "f"];
+    let batch: Vec<Value> =
+        keys.iter().enumerate().map(|(i, k)| impression(k, "s", "P", "on", "r", 10 + i as i64)).collect();
+    let (status, answer) = s.post_gzip(&Value::Array(batch)).await;
+    assert_eq!(status, 200, "ingest accepts it: only the store refuses it; {answer}");
+    assert!(loaded_within(&s, 20).await, "the loader is stuck on the refused record: {}", readyz(&s).await);
+    let count = |sql| common::store_scalar(s.dir.path(), s.schema.as_ref(), sql);
+    assert_eq!(count("SELECT COUNT(*) FROM impressions").await, 7, "every other record is stored");
+    assert_eq!(count("SELECT COUNT(*) FROM impressions WHERE key = 'poison'").await, 0);
+    let dead: Vec<Value> = dead_letters(&s).into_iter().filter(|d| d["source"] == "store").collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["record"]["key"], "poison");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    let expected = if s.schema.is_none() { "the key poison is not allowed" } else { "no_poison" };
+    assert!(reason.contains(expected), "the reason carries the database's message: {reason}");
+    assert!(metric(&s, "sluice_store_rows_total{result=\"dead_lettered\"}").await >= 1.0);
+    // Loading goes on after it.
+    assert_eq!(s.post_gzip(&json!([impression("later", "s", "P", "on", "r", 99)])).await.0, 200);
+    assert!(loaded_within(&s, 20).await);
+    assert_eq!(count("SELECT COUNT(*) FROM impressions").await, 8);
+    assert_eq!(readyz(&s).await["store"]["healthy"], true);
+}
+
 #[tokio::test]
 async fn readyz_shows_postgresqls_own_message_for_a_store_error() {
     let Some(s) = InProcess::start_on(Backend::Postgres, |_| {}).await else { return };
@@ -113,4 +172,7 @@ async fn readyz_shows_postgresqls_own_message_for_a_store_error() {
     assert!(loaded_within(&s, 30).await, "retried until the store took it");
 }
 
-common::on_both_backends!(a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,);
+common::on_both_backends!(
+    a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
+    a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,
+);

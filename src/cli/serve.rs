@@ -105,6 +105,7 @@ impl Server {
             config.store.loader(),
             consumers_stop.clone(),
             loader_status.clone(),
+            dead_letters.clone(),
         ));
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {

@@ -4,11 +4,14 @@ The store loader: journal → store (SQLite or PostgreSQL), exactly once.
 Each batch goes into the store in one transaction together with the loader's offset, and only
 then is the offset committed to the journal (which may delete the segments below it). After a
 crash the loader resumes from the offset the store holds, so nothing is loaded twice and nothing
-acknowledged is lost. A store that cannot be reached at start, or refuses a batch (down,
+acknowledged is lost. A store that cannot be reached at start, or fails a batch (down,
 restarting, busy, disk full), is retried with backoff until it answers: a batch is never skipped,
-and ingest goes on into the journal meanwhile.
+and ingest goes on into the journal meanwhile. A store that refuses a record itself (a constraint
+it breaks, a value the database cannot hold) would refuse it forever: that one record is found,
+moved to the dead-letter area with the database's reason, and loading goes on past it.
 */
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, ConsumerStatus};
 
+use serde_json::value::RawValue;
+
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
+use crate::sources::dead_letter::{DeadLetters, Rejection};
 use crate::store::{LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
@@ -58,6 +64,7 @@ pub async fn run(
     config: LoaderConfig,
     shutdown: CancellationToken,
     status: Arc<LoaderStatus>,
+    dead_letters: Arc<DeadLetters>,
 ) -> anyhow::Result<()> {
     let (mut store, offset) = open_until_ready(target, &shutdown, &status).await?;
     status.committed(offset);
@@ -81,7 +88,7 @@ pub async fn run(
             continue;
         }
         let outcome;
-        (store, outcome) = load_until_stored(store, batch, config.dedup, &shutdown, &status).await?;
+        (store, outcome) = load_until_stored(store, batch, config.dedup, &shutdown, &status, &dead_letters).await?;
         journal.commit(CONSUMER, outcome.next_offset);
         status.committed(outcome.next_offset);
     }
@@ -131,24 +138,33 @@ async fn open_until_ready(
 /// Loads one batch, retrying with exponential backoff and jitter until the store takes it.
 /// Gives up only if shutdown is requested while the store is failing: the batch stays in the
 /// journal, uncommitted, and loads on the next start.
+///
+/// A store that refuses the rows themselves ([`StoreError::is_refusal_of_data`]: a constraint they
+/// break, a value it cannot hold) would refuse them on every retry and stop loading for good. The
+/// batch is split in halves instead, each half loaded in turn, until the record at fault is alone:
+/// it goes to the dead-letter area with the database's reason, the offset is committed past it,
+/// and loading goes on. One bad record in a batch of n costs about 2·log₂(n) failed attempts.
 async fn load_until_stored(
     mut store: Store,
-    mut batch: Vec<Entry>,
+    batch: Vec<Entry>,
     mode: DedupMode,
     shutdown: &CancellationToken,
     status: &LoaderStatus,
+    dead_letters: &DeadLetters,
 ) -> anyhow::Result<(Store, LoadOutcome)> {
-    let mut backoff = Backoff::default();
-    loop {
-        let started = Instant::now();
-        // Both backends' drivers block, so the batch and the connection travel to a blocking thread and back.
+    let entries: Arc<[Entry]> = batch.into();
+    let mut total = LoadOutcome::default();
+    // Ranges of `entries` still to load, the next one last: popped in journal order.
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    pending.push(0..entries.len());
+    while let Some(range) = pending.pop() {
         let result;
-        (store, batch, result) = tokio::task::spawn_blocking(move || {
-            let result = store.load(CONSUMER, &batch, mode);
-            (store, batch, result)
+        let started = Instant::now();
+        let (part, rows) = (entries.clone(), range.clone());
+        (store, result) = retrying(store, shutdown, status, &entries[range.start..], move |s| {
+            s.load(CONSUMER, &part[rows.clone()], mode)
         })
-        .await
-        .context("the store loader's load task panicked")?;
+        .await?;
         match result {
             Ok(outcome) => {
                 metrics::histogram!("sluice_store_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -159,13 +175,72 @@ async fn load_until_stored(
                 ] {
                     metrics::counter!("sluice_store_rows_total", "result" => result).increment(n);
                 }
-                if status.recovered() {
-                    tracing::info!(offset = outcome.next_offset, "store loader recovered; loading again");
-                }
-                return Ok((store, outcome));
+                total.inserted += outcome.inserted;
+                total.duplicates += outcome.duplicates;
+                total.unparseable += outcome.unparseable;
+                total.next_offset = outcome.next_offset;
             }
+            Err(refusal) if range.len() > 1 => {
+                let (first, last) = (entries[range.start].offset, entries[range.end - 1].offset);
+                tracing::warn!(error = %refusal, first, last, "the store refuses this batch's data; splitting it to find the record at fault");
+                let middle = range.start + range.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+            }
+            Err(refusal) => {
+                let entry = &entries[range.start];
+                dead_letter(dead_letters, entry, &refusal)
+                    .with_context(|| format!("store loader: dead-lettering journal entry {}", entry.offset))?;
+                let next_offset = entry.offset + 1;
+                let skipped;
+                (store, skipped) = retrying(store, shutdown, status, &entries[range.start..], move |s| {
+                    s.skip_to(CONSUMER, next_offset)
+                })
+                .await?;
+                skipped.with_context(|| {
+                    format!("store loader: committing the offset past journal entry {}", entry.offset)
+                })?;
+                metrics::counter!("sluice_store_rows_total", "result" => "dead_lettered").increment(1);
+                tracing::error!(error = %refusal, offset = entry.offset, kind = entry.kind.name(), "the store refuses this record; it is in the dead-letter area and loading goes on");
+                total.next_offset = next_offset;
+            }
+        }
+    }
+    Ok((store, total))
+}
+
+/// Runs `op` on a blocking thread (both backends' drivers block), retrying with exponential
+/// backoff and jitter while it fails for a reason retrying can fix. Returns the store and `op`'s
+/// result: its value, or the store's refusal of the data. `waiting` are the entries not yet
+/// stored, named if shutdown interrupts the retries.
+async fn retrying<T: Send + 'static>(
+    mut store: Store,
+    shutdown: &CancellationToken,
+    status: &LoaderStatus,
+    waiting: &[Entry],
+    op: impl Fn(&mut Store) -> Result<T, StoreError> + Send + Sync + 'static,
+) -> anyhow::Result<(Store, Result<T, StoreError>)> {
+    let op = Arc::new(op);
+    let mut backoff = Backoff::default();
+    loop {
+        let run = op.clone();
+        let result;
+        (store, result) = tokio::task::spawn_blocking(move || {
+            let result = run(&mut store);
+            (store, result)
+        })
+        .await
+        .context("the store loader's load task panicked")?;
+        match result {
+            Ok(value) => {
+                if status.recovered() {
+                    tracing::info!("store loader recovered; loading again");
+                }
+                return Ok((store, Ok(value)));
+            }
+            Err(e) if e.is_refusal_of_data() => return Ok((store, Err(e))),
             Err(e) => {
-                let first = batch.first().map_or(0, |e| e.offset);
+                let first = waiting.first().map_or(0, |e| e.offset);
                 if status.failing(&e) {
                     tracing::error!(error = %e, offset = first, "store loader cannot write to the store; retrying with backoff until it can");
                 }
@@ -177,4 +252,22 @@ async fn load_until_stored(
             }
         }
     }
+}
+
+/// Writes a journal entry the store refused to the dead-letter area, with the database's reason.
+fn dead_letter(dead_letters: &DeadLetters, entry: &Entry, refusal: &StoreError) -> std::io::Result<()> {
+    // Every journaled record is JSON; should one not be, it is kept as a JSON string.
+    let text = String::from_utf8_lossy(&entry.payload);
+    let record = match serde_json::from_str::<Box<RawValue>>(&text) {
+        Ok(raw) => raw,
+        Err(_) => RawValue::from_string(serde_json::to_string(&text)?)?,
+    };
+    let reason = format!("the store refused journal entry {} ({}): {refusal}", entry.offset, entry.kind.name());
+    // For the store, `index` is the entry's journal offset.
+    let index = usize::try_from(entry.offset).unwrap_or(usize::MAX);
+    dead_letters.write(
+        "store",
+        entry.received_at_ms,
+        &[Rejection { index, field: None, reason: &reason, record: &record }],
+    )
 }

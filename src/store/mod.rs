@@ -126,6 +126,15 @@ impl Store {
         }
     }
 
+    /// Commits `consumer`'s offset as `next_offset` without storing anything: how the loader
+    /// moves past a record the store refused, once that record is in the dead-letter area.
+    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.skip_to(consumer, next_offset),
+            Store::Postgres(s) => s.skip_to(consumer, next_offset),
+        }
+    }
+
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
     /// how many there were. Rows are read one at a time, so memory stays flat for any result size.
     pub fn query_impressions(
@@ -383,6 +392,26 @@ impl fmt::Display for PgMessage<'_> {
 }
 
 impl StoreError {
+    /// True when the database refused the rows themselves — a value it cannot hold, a constraint
+    /// they break, a size over one of its limits — so that loading the same rows again fails the
+    /// same way: PostgreSQL's SQLSTATE classes 22 (data exception), 23 (integrity constraint) and
+    /// 54 (program limit exceeded), SQLite's constraint, type-mismatch and too-big errors. Lost
+    /// connections, timeouts, locks, full disks and everything else are worth retrying.
+    pub fn is_refusal_of_data(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => {
+                e.as_db_error().is_some_and(|db| matches!(db.code().code().get(..2), Some("22" | "23" | "54")))
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::TooBig
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the database could not be reached (down, restarting, refusing connections):
     /// worth waiting for, unlike a bad URL or a schema from a newer sluice.
     pub fn is_unavailable(&self) -> bool {

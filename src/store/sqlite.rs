@@ -154,6 +154,12 @@ impl SqliteStore {
         Ok(outcome)
     }
 
+    /// Commits `consumer`'s offset as `next_offset` without storing anything.
+    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+        self.conn.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, next_offset])?;
+        Ok(())
+    }
+
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
     /// how many there were. Rows are read one at a time, so memory stays flat for any result size.
     pub fn query_impressions(

@@ -280,6 +280,13 @@ impl PgStore {
         Ok(outcome)
     }
 
+    /// Commits `consumer`'s offset as `next_offset` without storing anything.
+    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+        let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
+        self.client()?.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
+        Ok(())
+    }
+
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
     /// how many there were.
     pub fn query_impressions(
