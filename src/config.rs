@@ -160,11 +160,19 @@ pub struct SegmentSourceConfig {
     /// How far past its arrival an event's timestamp may be before it is clamped to the arrival
     /// time (and flagged), in milliseconds.
     pub future_tolerance_ms: i64,
+    /// Most bytes one Tracking API request may add to the journal once every event has the
+    /// batch's `context` and `integrations` copied in; more is refused with 413.
+    pub max_expanded_bytes: usize,
 }
 
 impl Default for SegmentSourceConfig {
     fn default() -> Self {
-        SegmentSourceConfig { webhook_secret: None, write_keys: BTreeMap::new(), future_tolerance_ms: 10 * 60 * 1000 }
+        SegmentSourceConfig {
+            webhook_secret: None,
+            write_keys: BTreeMap::new(),
+            future_tolerance_ms: 10 * 60 * 1000,
+            max_expanded_bytes: 8 << 20,
+        }
     }
 }
 
@@ -314,6 +322,7 @@ impl Config {
             "segment.write_keys holds an empty key; every write key must be a non-empty string"
         );
         anyhow::ensure!(self.segment.future_tolerance_ms >= 0, "segment.future_tolerance_ms must not be negative");
+        anyhow::ensure!(self.segment.max_expanded_bytes > 0, "segment.max_expanded_bytes must be above 0");
         self.lake.validate()?;
         Ok(())
     }

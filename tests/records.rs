@@ -172,7 +172,49 @@ async fn readyz_shows_postgresqls_own_message_for_a_store_error() {
     assert!(loaded_within(&s, 30).await, "retried until the store took it");
 }
 
+fn track(n: usize) -> Value {
+    json!({"type": "track", "event": "E", "userId": format!("u{n}")})
+}
+
+async fn the_batch_context_counts_toward_each_events_32_kb(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    let body = json!({"batch": [track(1), track(2)], "context": {"pad": "x".repeat(32 * 1024)}});
+    let (status, answer) = s.post("/v1/batch", body.to_string().into_bytes(), &[]).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["rejected"], 2, "{answer}");
+    assert!(answer["errors"][0]["reason"].as_str().unwrap().contains("32 KB"), "{answer}");
+    let body = json!({"batch": [track(1)], "context": {"pad": "x".repeat(30 * 1024)}});
+    assert_eq!(s.post("/v1/batch", body.to_string().into_bytes(), &[]).await.0, 200, "just under the limit");
+}
+
+#[tokio::test]
+async fn a_tracking_api_request_cannot_expand_past_its_bounds() {
+    let s = InProcess::start_with(|c| c.limits.max_batch_records = 50).await;
+    let items: Vec<Value> = (0..51).map(track).collect();
+    let (status, answer) = s.post("/v1/batch", json!({ "batch": items }).to_string().into_bytes(), &[]).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("limits.max_batch_records"), "{answer}");
+
+    // The default bound on what one request expands to: 8 MiB. 400 events of 20 KB each would
+    // journal 8 MB from a 20 KB request.
+    let items: Vec<Value> = (0..40).map(track).collect();
+    let body = json!({"batch": items, "context": {"pad": "x".repeat(20 * 1024)}}).to_string();
+    let s = InProcess::start_with(|c| c.segment.max_expanded_bytes = 400 * 1024).await;
+    let (status, answer) = s.post("/v1/batch", body.into_bytes(), &[]).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("segment.max_expanded_bytes"), "{answer}");
+    let (_, stored) = s.get("/api/events").await;
+    assert_eq!(stored, "", "nothing of it was accepted");
+    let items: Vec<Value> = (0..420).map(track).collect();
+    let body = json!({"batch": items, "context": {"pad": "x".repeat(20 * 1024)}}).to_string();
+    let s = InProcess::start().await;
+    let (status, answer) = s.post("/v1/batch", body.into_bytes(), &[]).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("8388608"), "{answer}");
+}
+
 common::on_both_backends!(
     a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
     a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,
+    the_batch_context_counts_toward_each_events_32_kb,
 );

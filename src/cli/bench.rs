@@ -32,7 +32,7 @@ use crate::journal::file::FileJournal;
 use crate::record::segment::{Arrival, Via};
 use crate::sources::body::{self, Encoding};
 use crate::sources::dead_letter::DeadLetters;
-use crate::sources::segment::TrackingBody;
+use crate::sources::segment::{BatchLimits, TrackingBody};
 use crate::sources::split::parse_batch;
 
 /// Settings of `sluice bench`.
@@ -369,7 +369,9 @@ fn segment_records(body: &Bytes) -> anyhow::Result<Vec<crate::journal::Record>> 
         source: None,
         future_tolerance_ms: 600_000,
     };
-    let prepared = parsed.prepare(None, &arrival).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let prepared = parsed
+        .prepare(None, &arrival, &BatchLimits::of(&crate::config::Config::default()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(prepared.errors.is_empty(), "a generated event was refused: {:?}", prepared.errors[0].1);
     Ok(prepared.records)
 }

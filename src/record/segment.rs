@@ -137,6 +137,18 @@ pub fn accept(
     for (name, batch) in [("context", defaults.context), ("integrations", defaults.integrations)] {
         merge_defaults(&mut event, name, batch)?;
     }
+    if arrival.via == Via::TrackingApi
+        && (defaults.context.is_some() || defaults.integrations.is_some())
+        && serialized_len_over(&event, MAX_EVENT_BYTES)
+    {
+        return Err(RecordError {
+            field: None,
+            reason: format!(
+                "with the batch's `context` and `integrations` merged in, the event is over Segment's limit of 32 KB \
+                 ({MAX_EVENT_BYTES} bytes) per event; send a smaller batch-level context"
+            ),
+        });
+    }
     for field in ["messageId", "userId", "anonymousId", "previousId", "groupId"] {
         stringify_number(&mut event, field);
     }
@@ -156,6 +168,24 @@ pub fn accept(
     event.insert("sluice".into(), Value::Object(sluice));
     SegmentEvent::from_map(&event)?;
     Ok(Value::Object(event).to_string())
+}
+
+/// True when `event` is more than `limit` bytes of JSON; stops counting there.
+fn serialized_len_over(event: &Map<String, Value>, limit: usize) -> bool {
+    struct Counter {
+        left: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.left = self.left.checked_sub(buf.len()).ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // A map of JSON values always serializes: the only possible error is the counter's.
+    serde_json::to_writer(Counter { left: limit }, event).is_err()
 }
 
 /// A `messageId` for an event sent without one. With its own `timestamp`, the event's bytes

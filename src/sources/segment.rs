@@ -181,7 +181,7 @@ async fn handle_api(
         source: source.as_deref(),
         future_tolerance_ms: state.config.segment.future_tolerance_ms,
     };
-    let prepared = body.prepare(implied, &arrival)?;
+    let prepared = body.prepare(implied, &arrival, &BatchLimits::of(&state.config))?;
     if implied.is_some()
         && let Some((_, fault, _)) = prepared.errors.first()
     {
@@ -228,16 +228,36 @@ pub struct Prepared<'a> {
 pub fn prepare<'a>(elements: &[&'a RawValue], defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Prepared<'a> {
     let mut prepared = Prepared { records: Vec::with_capacity(elements.len()), errors: Vec::new() };
     for (index, element) in elements.iter().enumerate() {
-        match segment::accept(element.get(), index, defaults, arrival) {
-            Ok(json) => prepared.records.push(Record {
-                kind: RecordKind::SegmentEvent,
-                received_at_ms: arrival.at_ms,
-                payload: Bytes::from(json),
-            }),
-            Err(e) => prepared.errors.push((index, e, *element)),
-        }
+        prepared.push(index, element, defaults, arrival);
     }
     prepared
+}
+
+impl<'a> Prepared<'a> {
+    /// Runs the `index`-th event through [`segment::accept`]; returns the bytes it adds to the journal.
+    fn push(
+        &mut self,
+        index: usize,
+        element: &'a RawValue,
+        defaults: &BatchDefaults<'_>,
+        arrival: &Arrival<'_>,
+    ) -> usize {
+        match segment::accept(element.get(), index, defaults, arrival) {
+            Ok(json) => {
+                let bytes = json.len();
+                self.records.push(Record {
+                    kind: RecordKind::SegmentEvent,
+                    received_at_ms: arrival.at_ms,
+                    payload: Bytes::from(json),
+                });
+                bytes
+            }
+            Err(e) => {
+                self.errors.push((index, e, element));
+                0
+            }
+        }
+    }
 }
 
 /// Dead-letters the refused events and journals the rest; returns once they are durable.
@@ -252,6 +272,27 @@ async fn journal(state: &AppState, prepared: Prepared<'_>, received_at: i64) -> 
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")
         .increment(rejected as u64);
     Ok(Outcome { accepted, rejected, faults })
+}
+
+/// What one Tracking API request may expand to.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most events in one `/v1/batch` (`limits.max_batch_records`, as for every source: Segment
+    /// documents no count, only 500 KB per batch and 32 KB per event).
+    pub max_items: usize,
+    /// Most bytes the request's events may add to the journal once each has the batch's
+    /// `context` and `integrations` (`segment.max_expanded_bytes`).
+    pub max_expanded_bytes: usize,
+}
+
+impl BatchLimits {
+    /// The limits `config` sets.
+    pub fn of(config: &crate::config::Config) -> Self {
+        BatchLimits {
+            max_items: config.limits.max_batch_records,
+            max_expanded_bytes: config.segment.max_expanded_bytes,
+        }
+    }
 }
 
 /// A Tracking API request body, its top level parsed (the events themselves stay raw until
@@ -282,7 +323,16 @@ impl<'a> TrackingBody<'a> {
 
     /// The events: the body itself for a single-event endpoint (`implied` is its type), else the
     /// items of `batch`, with the batch's `context`, `integrations` and `sentAt` applied.
-    pub fn prepare(&self, implied: Option<EventType>, arrival: &Arrival<'_>) -> Result<Prepared<'a>, AppError> {
+    ///
+    /// The batch's `context` is copied into every event, so a 500 KB request could journal
+    /// hundreds of megabytes: over `limits`' item count, or as soon as the events prepared so far
+    /// pass its expanded size, the whole request is refused with a 413 naming the limit.
+    pub fn prepare(
+        &self,
+        implied: Option<EventType>,
+        arrival: &Arrival<'_>,
+        limits: &BatchLimits,
+    ) -> Result<Prepared<'a>, AppError> {
         if let Some(t) = implied {
             let whole: &RawValue = serde_json::from_str(self.text).map_err(|e| AppError::bad_request(e.to_string()))?;
             let defaults = BatchDefaults { implied_type: Some(t), ..BatchDefaults::default() };
@@ -294,6 +344,13 @@ impl<'a> TrackingBody<'a> {
             .ok_or_else(|| AppError::bad_field("batch", "a batch request needs `batch`, an array of events"))?;
         let items: Vec<&'a RawValue> = serde_json::from_str(items.get())
             .map_err(|_| AppError::bad_field("batch", "`batch` must be an array of events"))?;
+        if items.len() > limits.max_items {
+            return Err(AppError::TooLarge(format!(
+                "the batch holds {} events, the limit is {} (limits.max_batch_records); send smaller batches",
+                items.len(),
+                limits.max_items
+            )));
+        }
         let object = |name: &str| -> Result<Option<Map<String, Value>>, AppError> {
             match self.top.get(name).map(|v| serde_json::from_str::<Value>(v.get())) {
                 None | Some(Ok(Value::Null)) => Ok(None),
@@ -314,7 +371,20 @@ impl<'a> TrackingBody<'a> {
             sent_at: sent_at.as_ref(),
             implied_type: None,
         };
-        Ok(prepare(&items, &defaults, arrival))
+        let mut prepared = Prepared { records: Vec::with_capacity(items.len()), errors: Vec::new() };
+        let mut expanded = 0usize;
+        for (index, item) in items.into_iter().enumerate() {
+            expanded = expanded.saturating_add(prepared.push(index, item, &defaults, arrival));
+            if expanded > limits.max_expanded_bytes {
+                return Err(AppError::TooLarge(format!(
+                    "the batch's events come to more than {} bytes once each has the batch's `context` and \
+                     `integrations` (segment.max_expanded_bytes); nothing was accepted: send fewer events per batch \
+                     or a smaller batch-level context",
+                    limits.max_expanded_bytes
+                )));
+            }
+        }
+        Ok(prepared)
     }
 }
 
@@ -429,9 +499,9 @@ mod tests {
             fn any_body_is_parsed_or_refused_without_panicking(body in "\\PC{0,300}") {
                 if let Ok(parsed) = TrackingBody::parse(&body) {
                     let _ = parsed.write_key();
-                    let _ = parsed.prepare(None, &arrival());
+                    let _ = parsed.prepare(None, &arrival(), &BatchLimits::of(&crate::config::Config::default()));
                     // A single-event endpoint accounts for its one event: accepted or refused.
-                    if let Ok(prepared) = parsed.prepare(Some(EventType::Track), &arrival()) {
+                    if let Ok(prepared) = parsed.prepare(Some(EventType::Track), &arrival(), &BatchLimits::of(&crate::config::Config::default())) {
                         prop_assert_eq!(prepared.records.len() + prepared.errors.len(), 1);
                     }
                 }
@@ -450,7 +520,7 @@ mod tests {
             )) {
                 let body = format!(r#"{{"batch":[{}],"context":{{"ip":"1.2.3.4"}},"sentAt":"2025-11-29T12:00:00Z"}}"#, items.join(","));
                 let parsed = TrackingBody::parse(&body).unwrap();
-                let prepared = parsed.prepare(None, &arrival()).unwrap();
+                let prepared = parsed.prepare(None, &arrival(), &BatchLimits::of(&crate::config::Config::default())).unwrap();
                 prop_assert_eq!(prepared.records.len() + prepared.errors.len(), items.len());
             }
         }
