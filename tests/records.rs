@@ -213,8 +213,31 @@ async fn a_tracking_api_request_cannot_expand_past_its_bounds() {
     assert!(answer["error"].as_str().unwrap().contains("8388608"), "{answer}");
 }
 
+async fn a_clients_field_never_poses_as_sluices_own(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    let mut imp = impression("k", "s", "P", "on", "r", 1000);
+    imp["receivedAt"] = json!(1);
+    imp["_receivedAt"] = json!("taken");
+    assert_eq!(s.post_gzip(&json!([imp])).await.0, 200);
+    let event = json!({"type": "track", "event": "E", "userId": "u", "sluice": {"arrivedAt": 1, "source": "spoof"}});
+    assert_eq!(s.post("/v1/track", event.to_string().into_bytes(), &[]).await.0, 200);
+    s.wait_loaded().await;
+    let (status, text) = s.get("/api/impressions?format=ndjson").await;
+    assert_eq!(status, 200);
+    assert_eq!(text.matches("\"receivedAt\":").count(), 1, "{text}");
+    let row: Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(row["receivedAt"].as_i64().unwrap() > 1_700_000_000_000, "sluice's own time wins: {row}");
+    assert_eq!(row["__receivedAt"], 1, "the client's is kept under another name: {row}");
+    assert_eq!(row["_receivedAt"], "taken", "{row}");
+    let (_, text) = s.get("/api/events").await;
+    let stored: Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(stored["sluice"]["arrivedAt"].as_i64().unwrap() > 1_700_000_000_000, "{stored}");
+    assert_eq!(stored["_sluice"], json!({"arrivedAt": 1, "source": "spoof"}), "{stored}");
+}
+
 common::on_both_backends!(
     a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
     a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,
     the_batch_context_counts_toward_each_events_32_kb,
+    a_clients_field_never_poses_as_sluices_own,
 );

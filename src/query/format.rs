@@ -265,8 +265,11 @@ pub(crate) fn write_object(w: &mut impl Write, v: &ImpressionView<'_>) -> std::i
         }
     }
     // The loader stores `extra` as a non-empty JSON object written by `Impression::extra_json`, so
-    // its members splice in as they are, keeping each raw value byte for byte.
-    if let Some(members) = v.extra.and_then(|e| e.strip_prefix('{')).and_then(|e| e.strip_suffix('}'))
+    // its members splice in as they are, keeping each raw value byte for byte; one named like a
+    // field sluice writes (`receivedAt`) is renamed, so that sluice's value is the only one.
+    let aside = v.extra.and_then(crate::record::impression::extra_aside);
+    if let Some(members) =
+        aside.as_deref().or(v.extra).and_then(|e| e.strip_prefix('{')).and_then(|e| e.strip_suffix('}'))
         && !members.is_empty()
     {
         w.write_all(b",")?;

@@ -237,6 +237,62 @@ impl<'a> Impression<'a> {
     }
 }
 
+/// The names sluice writes beside Split's own fields when it renders an impression as JSON
+/// (`receivedAt`, its arrival time). Split's own fields never reach [`Impression::extra`].
+pub const SLUICE_FIELDS: &[&str] = &["receivedAt"];
+
+/// `extra` (a JSON object of unknown fields, as [`Impression::extra_json`] writes it) with every
+/// member named like one of [`SLUICE_FIELDS`] renamed with a leading `_` (one more while that name
+/// is taken too), for renderings that write the unknown fields beside sluice's own: there a
+/// client's `receivedAt` would follow sluice's, and most readers keep the last of two equal names.
+/// `None` when no member collides (the common case, decided without parsing) or `extra` is not
+/// an object.
+pub fn extra_aside(extra: &str) -> Option<String> {
+    if !SLUICE_FIELDS.iter().any(|name| extra.contains(name)) {
+        return None;
+    }
+    let members: Vec<(String, &RawValue)> =
+        serde_json::Deserializer::from_str(extra).deserialize_map(MembersVisitor).ok()?;
+    if !members.iter().any(|(name, _)| SLUICE_FIELDS.contains(&name.as_str())) {
+        return None;
+    }
+    let taken = |name: &str| SLUICE_FIELDS.contains(&name) || members.iter().any(|(n, _)| n == name);
+    let mut out = String::from("{");
+    for (i, (name, value)) in members.iter().enumerate() {
+        let mut name = name.clone();
+        if SLUICE_FIELDS.contains(&name.as_str()) {
+            name.insert(0, '_');
+            while taken(&name) {
+                name.insert(0, '_');
+            }
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(&name).expect("a string always serializes"));
+        out.push(':');
+        out.push_str(value.get());
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// An object's members in order, values kept as raw JSON.
+struct MembersVisitor;
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Vec<(String, &'de RawValue)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            members.push(entry);
+        }
+        Ok(members)
+    }
+}
+
 /// Refuses a NUL character in a field stored in a text column: PostgreSQL's `text` cannot hold
 /// one (its `COPY` would fail on every retry), and both backends must store the same records.
 pub(crate) fn check_no_nul(field: &str, value: &str) -> Result<(), RecordError> {

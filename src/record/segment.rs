@@ -165,6 +165,7 @@ pub fn accept(
     if let Some(original) = clamped {
         sluice.insert("timestampClamped".into(), original.into());
     }
+    keep_aside(&mut event, "sluice");
     event.insert("sluice".into(), Value::Object(sluice));
     SegmentEvent::from_map(&event)?;
     Ok(Value::Object(event).to_string())
@@ -186,6 +187,19 @@ fn serialized_len_over(event: &Map<String, Value>, limit: usize) -> bool {
     }
     // A map of JSON values always serializes: the only possible error is the counter's.
     serde_json::to_writer(Counter { left: limit }, event).is_err()
+}
+
+/// Moves a client's field named like one sluice writes (`sluice`) out of the way, so that
+/// sluice's own wins and the client's is kept: under the name with a leading `_` (more `_` while
+/// that name is taken too).
+fn keep_aside(event: &mut Map<String, Value>, name: &str) {
+    if let Some(theirs) = event.remove(name) {
+        let mut aside = format!("_{name}");
+        while event.contains_key(&aside) {
+            aside.insert(0, '_');
+        }
+        event.insert(aside, theirs);
+    }
 }
 
 /// A `messageId` for an event sent without one. With its own `timestamp`, the event's bytes
