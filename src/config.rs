@@ -158,12 +158,15 @@ pub struct SegmentSourceConfig {
     /// (`[segment.write_keys]` then `"KEY" = "web"`). None configured: every request is accepted.
     pub write_keys: BTreeMap<String, String>,
     /// How far past its arrival an event's timestamp may be before it is clamped to the arrival
-    /// time (and flagged), in milliseconds.
+    /// time (and flagged), in milliseconds; at most [`MAX_FUTURE_TOLERANCE_MS`].
     pub future_tolerance_ms: i64,
     /// Most bytes one Tracking API request may add to the journal once every event has the
     /// batch's `context` and `integrations` copied in; more is refused with 413.
     pub max_expanded_bytes: usize,
 }
+
+/// The largest `segment.future_tolerance_ms`: a year. A timestamp further ahead is a broken clock.
+pub const MAX_FUTURE_TOLERANCE_MS: i64 = 365 * 24 * 3600 * 1000;
 
 impl Default for SegmentSourceConfig {
     fn default() -> Self {
@@ -321,7 +324,11 @@ impl Config {
             self.segment.write_keys.keys().all(|k| !k.is_empty()),
             "segment.write_keys holds an empty key; every write key must be a non-empty string"
         );
-        anyhow::ensure!(self.segment.future_tolerance_ms >= 0, "segment.future_tolerance_ms must not be negative");
+        anyhow::ensure!(
+            (0..=MAX_FUTURE_TOLERANCE_MS).contains(&self.segment.future_tolerance_ms),
+            "segment.future_tolerance_ms ({}) must be between 0 and {MAX_FUTURE_TOLERANCE_MS} (a year)",
+            self.segment.future_tolerance_ms
+        );
         anyhow::ensure!(self.segment.max_expanded_bytes > 0, "segment.max_expanded_bytes must be above 0");
         self.lake.validate()?;
         Ok(())

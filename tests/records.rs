@@ -235,6 +235,27 @@ async fn a_clients_field_never_poses_as_sluices_own(b: Backend) {
     assert_eq!(stored["_sluice"], json!({"arrivedAt": 1, "source": "spoof"}), "{stored}");
 }
 
+#[tokio::test]
+async fn a_huge_future_tolerance_does_not_break_ingest() {
+    let s = InProcess::start_with(|c| c.segment.future_tolerance_ms = i64::MAX).await;
+    let event = json!({"type": "track", "event": "E", "userId": "u", "timestamp": "2999-01-01T00:00:00Z"});
+    for path in ["/v1/track", "/v1/segment/webhook"] {
+        let (status, answer) = s.post(path, event.to_string().into_bytes(), &[]).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+}
+
+#[test]
+fn a_future_tolerance_beyond_a_year_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = common::sluice(
+        &["migrate", "--data-dir", dir.path().to_str().unwrap()],
+        &[("SLUICE_SEGMENT__FUTURE_TOLERANCE_MS", &i64::MAX.to_string())],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("segment.future_tolerance_ms"), "{stderr}");
+}
+
 common::on_both_backends!(
     a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
     a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,

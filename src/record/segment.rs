@@ -297,7 +297,10 @@ fn set_timestamps(
             },
         },
     };
-    let latest = arrived + chrono::Duration::milliseconds(arrival.future_tolerance_ms);
+    // Saturating: the tolerance is bounded by the configuration, but no value of it may panic.
+    let latest = chrono::TimeDelta::try_milliseconds(arrival.future_tolerance_ms)
+        .and_then(|tolerance| arrived.checked_add_signed(tolerance))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let (timestamp, clamped) =
         if timestamp > latest { (arrived, Some(format_time(timestamp))) } else { (timestamp, None) };
     event.insert("timestamp".into(), format_time(timestamp).into());
