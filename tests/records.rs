@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use common::{Backend, InProcess, TestSchema, impression};
 use serde_json::{Value, json};
 
+const WEBHOOK: &str = "/v1/split/impressions";
+
 /// Runs `sql` (any statements) directly on the store that `dir` or `schema` holds.
 async fn store_exec(dir: &Path, schema: Option<&TestSchema>, sql: &str) {
     match schema {
@@ -254,6 +256,24 @@ fn a_future_tolerance_beyond_a_year_is_refused_at_start() {
     );
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("segment.future_tolerance_ms"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_record_over_the_journals_per_record_limit_is_413_with_its_size_not_503() {
+    let s = InProcess::start_with(|c| {
+        c.limits.max_body_bytes = 40 << 20;
+        c.limits.max_decompressed_bytes = 40 << 20;
+    })
+    .await;
+    let mut imp = impression("k", "s", "P", "on", "r", 1000);
+    imp["huge"] = json!("x".repeat(17 << 20));
+    let (status, answer) =
+        s.post(WEBHOOK, json!([impression("ok", "s", "P", "on", "r", 1), imp]).to_string().into_bytes(), &[]).await;
+    assert_eq!(status, 413, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("16777216 bytes per record"), "{error}");
+    let (_, stored) = s.get("/api/impressions?format=ndjson").await;
+    assert_eq!(stored, "", "nothing of the request was accepted");
 }
 
 common::on_both_backends!(

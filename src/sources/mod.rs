@@ -131,7 +131,15 @@ pub fn dead_letter_all(
 }
 
 /// A failed append acknowledges nothing, so the client must retry: 503 with `Retry-After`.
+/// Except for a record over the journal's per-record limit, refused before anything was
+/// written: a retry would fail the same way, so that is the client's 413.
 pub fn journal_unavailable(e: JournalError) -> AppError {
+    if let JournalError::RecordTooLarge { size, max } = e {
+        return AppError::TooLarge(format!(
+            "the request holds a record of {size} bytes, over the journal's limit of {max} bytes per record; \
+             nothing was accepted: leave that record out (or make it smaller) and send the rest again"
+        ));
+    }
     tracing::error!(error = %e, "journal append failed");
     AppError::Unavailable { message: format!("could not make the batch durable: {e}"), retry_after_secs: 5 }
 }
