@@ -276,6 +276,37 @@ async fn a_record_over_the_journals_per_record_limit_is_413_with_its_size_not_50
     assert_eq!(stored, "", "nothing of the request was accepted");
 }
 
+#[test]
+fn the_readme_names_only_metrics_sluice_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut sources = String::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let mut rest = readme.as_str();
+    while let Some(at) = rest.find("sluice_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+        rest = &rest[at + name.len()..];
+        // `sluice_store_*` names a family; a full name must be one a counter, gauge or histogram uses.
+        if !name.ends_with('_') {
+            assert!(
+                sources.contains(&format!("\"{name}\"")),
+                "the README names `{name}`, which sluice does not export"
+            );
+        }
+    }
+}
+
 common::on_both_backends!(
     a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
     a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,
