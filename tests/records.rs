@@ -276,6 +276,73 @@ async fn a_record_over_the_journals_per_record_limit_is_413_with_its_size_not_50
     assert_eq!(stored, "", "nothing of the request was accepted");
 }
 
+/// The files and directories `strace` saw the process fsync, from `-y` output (`fsync(7</path>)`;
+/// a call another thread interrupted is split over two lines, the path on the first).
+fn fsynced_paths(trace: &str) -> std::collections::HashSet<std::path::PathBuf> {
+    trace
+        .lines()
+        .filter(|l| l.contains("fsync("))
+        .filter_map(|l| Some(std::path::PathBuf::from(l.split_once('<')?.1.split_once('>')?.0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_local_lake_fsyncs_every_directory_it_creates() {
+    // Durability of a directory entry cannot be seen without pulling the power; what can be seen
+    // is the fsync that makes it durable, so the real binary runs under strace.
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("strace is not installed: skipping the lake's directory fsync test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sluice = common::Binary::start(&data, &[]).await;
+    let trace = dir.path().join("trace.txt");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .args(["-p", &sluice.child.id().to_string()])
+        .spawn()
+        .unwrap();
+    // strace attaches to every thread before the first traced call it reports.
+    let started = Instant::now();
+    while std::fs::metadata(&trace).map_or(true, |m| m.len() == 0) && started.elapsed() < Duration::from_secs(5) {
+        let _ = reqwest::get(sluice.url("/readyz")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Ok(Some(status)) = strace.try_wait()
+        && !status.success()
+    {
+        eprintln!("strace cannot attach here (ptrace is not permitted): skipping the lake's directory fsync test");
+        return;
+    }
+    let client = reqwest::Client::new();
+    let batch = json!([
+        impression("a", "s", "P", "on", "r", 1_572_632_114_350),
+        impression("b", "s", "P", "on", "r", 1_572_894_348_393),
+    ]);
+    let resp = client.post(sluice.url(WEBHOOK)).body(batch.to_string()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sluice.terminate(), Some(0), "the lake flushes on shutdown");
+    assert!(strace.wait().unwrap().success());
+    let synced = fsynced_paths(&std::fs::read_to_string(&trace).unwrap());
+    let lake = data.join("lake").canonicalize().unwrap();
+    let mut dirs = vec![lake.clone()];
+    let mut objects = 0;
+    while let Some(d) = dirs.pop() {
+        assert!(synced.contains(&d), "{} was never fsynced; fsynced: {synced:?}", d.display());
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                objects += 1;
+            }
+        }
+    }
+    assert!(objects >= 2, "the lake holds the two impressions' hours");
+}
+
 #[test]
 fn the_readme_names_only_metrics_sluice_exports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -137,11 +137,15 @@ impl Lake {
         }
         if let Some(dir) = &self.local_dir {
             // The local store renames a complete file into place but does not fsync it; the
-            // writer's checkpoint will say these records are archived, so make that true.
+            // writer's checkpoint will say these records are archived, so make that true. The
+            // upload may have created partition directories on the way (`dt=…/hour=…/`): a new
+            // directory's entry is durable only once its own parent is synced, so every
+            // directory from the object's up to the lake's root is.
             let file = dir.join(path.as_ref());
-            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            for target in [file.as_path(), file.parent().unwrap_or(dir)] {
-                sync(target).map_err(|source| LakeError::Sync { path: target.to_owned(), source })?;
+            for target in synced_on_upload(dir, &file) {
+                std::fs::File::open(target)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| LakeError::Sync { path: target.to_owned(), source })?;
             }
         }
         Ok(())
@@ -212,6 +216,14 @@ impl Lake {
     }
 }
 
+/// What an upload to the local lake at `dir` fsyncs: the object `file`, then each directory from
+/// its own up to `dir` itself.
+fn synced_on_upload<'p>(dir: &'p std::path::Path, file: &'p std::path::Path) -> Vec<&'p std::path::Path> {
+    let mut synced = vec![file];
+    synced.extend(file.ancestors().skip(1).take_while(|d| d.starts_with(dir)));
+    synced
+}
+
 /// The object name of records `first..=last` in folder `dir`.
 pub fn object_name(dir: &str, first: u64, last: u64, extension: &str) -> String {
     format!("{dir}/{first:020}-{last:020}.{extension}")
@@ -244,6 +256,25 @@ mod tests {
         for foreign in ["notes.txt", "a-b.json.gz", "12-.parquet", "-3.json", "12-34"] {
             assert_eq!(offsets(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn an_upload_syncs_every_directory_it_may_have_created_up_to_the_lake_root() {
+        let root = std::path::Path::new("/lake");
+        let file = root.join("split_impression/2019/11/01/18/0-9.json.gz");
+        let synced: Vec<_> = synced_on_upload(root, &file).into_iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            synced,
+            [
+                "/lake/split_impression/2019/11/01/18/0-9.json.gz",
+                "/lake/split_impression/2019/11/01/18",
+                "/lake/split_impression/2019/11/01",
+                "/lake/split_impression/2019/11",
+                "/lake/split_impression/2019",
+                "/lake/split_impression",
+                "/lake",
+            ]
+        );
     }
 
     #[tokio::test]
