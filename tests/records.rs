@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, InProcess, TestSchema, impression};
 use serde_json::{Value, json};
+use sluice::config::Config;
+use sluice::journal::file::FileJournal;
+use sluice::journal::{Journal as _, Record};
+use sluice::record::RecordKind;
 
 const WEBHOOK: &str = "/v1/split/impressions";
 
@@ -51,8 +55,13 @@ async fn loaded_within(s: &InProcess, secs: u64) -> bool {
 
 /// Everything in the dead-letter area, one JSON value per line.
 fn dead_letters(s: &InProcess) -> Vec<Value> {
+    dead_letters_in(s.dir.path())
+}
+
+/// Everything in the dead-letter area of the data directory `data`.
+fn dead_letters_in(data: &Path) -> Vec<Value> {
     let mut lines = Vec::new();
-    for file in std::fs::read_dir(s.dir.path().join("dead-letter")).unwrap() {
+    for file in std::fs::read_dir(data.join("dead-letter")).unwrap() {
         let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
         lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
     }
@@ -141,6 +150,35 @@ async fn a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_o
     assert!(loaded_within(&s, 20).await);
     assert_eq!(count("SELECT COUNT(*) FROM impressions").await, 8);
     assert_eq!(readyz(&s).await["store"]["healthy"], true);
+}
+
+async fn an_entry_the_loader_cannot_read_is_dead_lettered_not_only_logged(b: Backend) {
+    // A journal written by a sluice from before the NUL rule: the record was valid then, and
+    // today's parser refuses it.
+    let data = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(&data.path().join("journal"), Config::default().journal).unwrap();
+    let record = |imp: Value| Record {
+        kind: RecordKind::SplitImpression,
+        received_at_ms: 1_000,
+        payload: imp.to_string().into(),
+    };
+    let records = vec![
+        record(impression("before", "s", "P", "on", "r", 1)),
+        record(impression("n\u{0}l", "s", "P", "on", "r", 2)),
+        record(impression("after", "s", "P", "on", "r", 3)),
+    ];
+    journal.append(records).await.unwrap();
+    journal.close().await;
+    let dir = data.path().to_owned();
+    let Some(s) = InProcess::start_on(b, move |c| c.data_dir = dir).await else { return };
+    assert!(loaded_within(&s, 20).await, "{}", readyz(&s).await);
+    let count = common::store_scalar(data.path(), s.schema.as_ref(), "SELECT COUNT(*) FROM impressions").await;
+    assert_eq!(count, 2);
+    let dead = dead_letters_in(data.path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0]["source"].as_str(), dead[0]["index"].as_u64()), (Some("store"), Some(1)), "{dead:?}");
+    assert_eq!(dead[0]["record"]["key"], "n\u{0}l");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("NUL"), "{dead:?}");
 }
 
 #[tokio::test]
@@ -377,6 +415,7 @@ fn the_readme_names_only_metrics_sluice_exports() {
 common::on_both_backends!(
     a_nul_in_a_stored_text_field_is_refused_at_ingest_naming_the_field,
     a_record_the_store_refuses_for_good_is_dead_lettered_and_loading_goes_on,
+    an_entry_the_loader_cannot_read_is_dead_lettered_not_only_logged,
     the_batch_context_counts_toward_each_events_32_kb,
     a_clients_field_never_poses_as_sluices_own,
 );

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
 use crate::sources::dead_letter::{DeadLetters, Rejection};
-use crate::store::{LoadOutcome, Store, StoreError, StoreTarget};
+use crate::store::{self, LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
@@ -175,6 +175,14 @@ async fn load_until_stored(
                 ] {
                     metrics::counter!("sluice_store_rows_total", "result" => result).increment(n);
                 }
+                if outcome.unparseable > 0 {
+                    // Skipped (and logged) by the store; kept in the dead-letter area, not only the log.
+                    for (entry, reason) in store::unparseable(&entries[range]) {
+                        let reason = format!("the store loader cannot read journal entry {}: {reason}", entry.offset);
+                        dead_letter(dead_letters, entry, &reason)
+                            .with_context(|| format!("store loader: dead-lettering journal entry {}", entry.offset))?;
+                    }
+                }
                 total.inserted += outcome.inserted;
                 total.duplicates += outcome.duplicates;
                 total.unparseable += outcome.unparseable;
@@ -189,7 +197,8 @@ async fn load_until_stored(
             }
             Err(refusal) => {
                 let entry = &entries[range.start];
-                dead_letter(dead_letters, entry, &refusal)
+                let reason = format!("the store refused journal entry {}: {refusal}", entry.offset);
+                dead_letter(dead_letters, entry, &reason)
                     .with_context(|| format!("store loader: dead-lettering journal entry {}", entry.offset))?;
                 let next_offset = entry.offset + 1;
                 let skipped;
@@ -254,15 +263,15 @@ async fn retrying<T: Send + 'static>(
     }
 }
 
-/// Writes a journal entry the store refused to the dead-letter area, with the database's reason.
-fn dead_letter(dead_letters: &DeadLetters, entry: &Entry, refusal: &StoreError) -> std::io::Result<()> {
+/// Writes a journal entry the store cannot take to the dead-letter area, with the reason.
+fn dead_letter(dead_letters: &DeadLetters, entry: &Entry, reason: &str) -> std::io::Result<()> {
     // Every journaled record is JSON; should one not be, it is kept as a JSON string.
     let text = String::from_utf8_lossy(&entry.payload);
     let record = match serde_json::from_str::<Box<RawValue>>(&text) {
         Ok(raw) => raw,
         Err(_) => RawValue::from_string(serde_json::to_string(&text)?)?,
     };
-    let reason = format!("the store refused journal entry {} ({}): {refusal}", entry.offset, entry.kind.name());
+    let reason = format!("{reason} ({})", entry.kind.name());
     // For the store, `index` is the entry's journal offset.
     let index = usize::try_from(entry.offset).unwrap_or(usize::MAX);
     dead_letters.write(

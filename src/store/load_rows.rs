@@ -58,42 +58,19 @@ pub(super) fn rows(entries: &[Entry], mode: DedupMode) -> impl Iterator<Item = O
     entries.iter().map(move |entry| parse(entry, mode))
 }
 
+/// Each of `entries` that cannot be stored, with why: what the loader skips (and the store
+/// loader dead-letters) when [`rows`] yields `None`.
+pub(crate) fn unparseable(entries: &[Entry]) -> impl Iterator<Item = (&Entry, String)> {
+    entries.iter().filter_map(|entry| read(entry, DedupMode::Exact).err().map(|reason| (entry, reason)))
+}
+
 fn parse(entry: &Entry, mode: DedupMode) -> Option<LoadRow<'_>> {
-    let parsed =
-        std::str::from_utf8(&entry.payload).map_err(|e| format!("payload is not UTF-8: {e}")).and_then(|json| {
-            match entry.kind {
-                RecordKind::SplitImpression => Impression::parse(json, &FieldLimits::NONE)
-                    .map(|imp| {
-                        LoadRow::Impression(ImpressionRow {
-                            identity: imp.identity(mode),
-                            extra: imp.extra_json(),
-                            received_at: entry.received_at_ms,
-                            offset: entry.offset,
-                            imp,
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-                RecordKind::SegmentEvent => SegmentEvent::parse_map(json)
-                    .and_then(|map| {
-                        SegmentEvent::from_map(&map)?;
-                        Ok(map)
-                    })
-                    .map(|map| {
-                        LoadRow::Event(EventRow {
-                            map,
-                            raw: json,
-                            arrived_at: entry.received_at_ms,
-                            offset: entry.offset,
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-            }
-        });
-    match parsed {
+    match read(entry, mode) {
         Ok(row) => Some(row),
         Err(reason) => {
-            // Ingest validated this record, so this means a bug or a damaged journal; the entry is
-            // counted and logged rather than blocking every record behind it.
+            // Ingest validated this record, so this means a bug, a damaged journal, or a record
+            // journaled before a rule was tightened (a NUL in a text field); the entry is counted,
+            // logged and dead-lettered rather than blocking every record behind it.
             tracing::error!(
                 offset = entry.offset,
                 kind = entry.kind.name(),
@@ -103,4 +80,31 @@ fn parse(entry: &Entry, mode: DedupMode) -> Option<LoadRow<'_>> {
             None
         }
     }
+}
+
+fn read(entry: &Entry, mode: DedupMode) -> Result<LoadRow<'_>, String> {
+    std::str::from_utf8(&entry.payload).map_err(|e| format!("payload is not UTF-8: {e}")).and_then(|json| {
+        match entry.kind {
+            RecordKind::SplitImpression => Impression::parse(json, &FieldLimits::NONE)
+                .map(|imp| {
+                    LoadRow::Impression(ImpressionRow {
+                        identity: imp.identity(mode),
+                        extra: imp.extra_json(),
+                        received_at: entry.received_at_ms,
+                        offset: entry.offset,
+                        imp,
+                    })
+                })
+                .map_err(|e| e.to_string()),
+            RecordKind::SegmentEvent => SegmentEvent::parse_map(json)
+                .and_then(|map| {
+                    SegmentEvent::from_map(&map)?;
+                    Ok(map)
+                })
+                .map(|map| {
+                    LoadRow::Event(EventRow { map, raw: json, arrived_at: entry.received_at_ms, offset: entry.offset })
+                })
+                .map_err(|e| e.to_string()),
+        }
+    })
 }

@@ -24,6 +24,7 @@ pub mod where_clause;
 use std::fmt;
 use std::path::PathBuf;
 
+pub(crate) use self::load_rows::unparseable;
 pub use self::postgres::{PgSettings, PgStore};
 pub use readers::{Reader, Readers};
 pub use sqlite::SqliteStore;
