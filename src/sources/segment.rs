@@ -58,7 +58,8 @@ pub fn routes() -> Router<AppState> {
         .allow_methods([Method::POST, Method::OPTIONS])
         // analytics.js adds `X-Retry-Count` and whatever headers its configuration names.
         .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
+        // No `allow_credentials`: the write key is the credential, and a browser must not send
+        // (or let any origin read answers to) requests carrying the visitor's cookies.
         .max_age(Duration::from_secs(24 * 3600));
     Router::new().route("/v1/segment/webhook", post(webhook)).route("/events", post(webhook)).merge(api.layer(cors))
 }
