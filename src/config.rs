@@ -36,6 +36,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits on what one request may carry.
     pub limits: IngestLimits,
+    /// How long the HTTP server waits for slow clients.
+    pub http: HttpConfig,
     /// The Split impressions webhook source.
     pub split: SplitSourceConfig,
     /// The Segment sources: the webhook destination and the Tracking API.
@@ -61,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("sluice-data"),
             log: LogConfig::default(),
             limits: IngestLimits::default(),
+            http: HttpConfig::default(),
             split: SplitSourceConfig::default(),
             segment: SegmentSourceConfig::default(),
             journal: FileJournalConfig::default(),
@@ -135,6 +138,28 @@ impl IngestLimits {
     /// The per-field part, as the record parser wants it.
     pub fn fields(&self) -> FieldLimits {
         FieldLimits { max_field_bytes: self.max_field_bytes, max_properties_bytes: self.max_properties_bytes }
+    }
+}
+
+/// Timeouts for slow or idle HTTP clients, so that they cannot hold connections and memory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest wait for a request's headers, in milliseconds; it also closes a keep-alive
+    /// connection idle this long between requests.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { header_read_timeout_ms: 30_000 }
+    }
+}
+
+impl HttpConfig {
+    /// `header_read_timeout_ms` as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.header_read_timeout_ms)
     }
 }
 
@@ -297,6 +322,7 @@ impl Config {
         );
         anyhow::ensure!(l.max_batch_records > 0, "limits.max_batch_records must be above 0");
         anyhow::ensure!(l.max_concurrent_requests > 0, "limits.max_concurrent_requests must be above 0");
+        anyhow::ensure!(self.http.header_read_timeout_ms > 0, "http.header_read_timeout_ms must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         self.store_target()?;

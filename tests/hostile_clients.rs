@@ -4,10 +4,50 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::InProcess;
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 const SPLIT: &str = "/v1/split/impressions";
+
+/// Reads whatever the server sends until it closes or `within` passes; `None` on the timeout.
+async fn read_answer(socket: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
+    let s = InProcess::start_with(|c| c.http.header_read_timeout_ms = 500).await;
+    let addr = s.server.addr.to_string();
+    let mut partial = TcpStream::connect(&addr).await.unwrap();
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let first = read_answer(&mut idle, Duration::from_secs(5)).await.unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    for socket in [&mut partial, &mut idle] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the connection was still open after 10 s");
+    }
+}
 
 #[tokio::test]
 async fn tracking_api_cors_lets_any_origin_read_answers_but_never_with_credentials() {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod impressions;
 pub mod ops;
+pub mod server;
 pub mod streaming;
 
 use std::sync::Arc;
