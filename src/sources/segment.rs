@@ -3,7 +3,8 @@ Segment events in, two ways Segment users already know:
 
 - the **webhook destination**, `POST /v1/segment/webhook` (and the seed's `POST /events`): one
   event per POST, or a JSON array from "Webhooks (Actions)", signed with `X-Signature` (hex
-  HMAC-SHA1 of the body; of the first element's bytes for an array) when a secret is set;
+  HMAC-SHA1 of the whole body, or of the one element of a one-element array, which is what
+  Segment signs when it batches: only its first event) when a secret is set;
 - the **HTTP Tracking API**, `POST /v1/{track,page,identify,alias,group,screen,batch,import}` and
   analytics.js's short forms `/v1/{t,p,i,a,g,s,b}`, so that analytics.js and Segment's server
   libraries can point their host at sluice, with write
@@ -115,6 +116,11 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
     let encoding = body::detect_encoding(headers, &raw)?;
     let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
     let text = utf8(&plain)?;
+    // Before parsing: an unsigned body is not worth the work.
+    let signed = match &state.config.segment.webhook_secret {
+        Some(secret) => Some(verify_webhook_signature(secret, text.as_bytes(), &signature_header(headers)?)?),
+        None => None,
+    };
     let is_array = text.trim_start().starts_with('[');
     let elements: Vec<&RawValue> = if is_array {
         serde_json::from_str(text)
@@ -124,10 +130,12 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
             AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
         })?]
     };
-    if let Some(secret) = &state.config.segment.webhook_secret {
-        // Segment signs the body it sends; for an array, only the first element's bytes.
-        let signed = if is_array { elements.first().map_or(&b""[..], |e| e.get().as_bytes()) } else { text.as_bytes() };
-        verify_signature(secret, signed, headers)?;
+    if signed == Some(Signed::SoleElement) && elements.len() != 1 {
+        return Err(AppError::Unauthorized(
+            "`X-Signature` covers only the first event of this array, so the other events are unverified: \
+             sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
+                .into(),
+        ));
     }
     if elements.len() > limits.max_batch_records {
         return Err(AppError::TooLarge(format!(
@@ -328,25 +336,57 @@ fn utf8(plain: &Bytes) -> Result<&str, AppError> {
     })
 }
 
-/// Checks `X-Signature` (hex HMAC-SHA1 of `signed` under `secret`) in constant time.
-fn verify_signature(secret: &str, signed: &[u8], headers: &HeaderMap) -> Result<(), AppError> {
+/// `X-Signature` decoded from hex; refused (401) when missing or malformed.
+fn signature_header(headers: &HeaderMap) -> Result<Vec<u8>, AppError> {
     let given = headers.get("x-signature").and_then(|v| v.to_str().ok()).ok_or_else(|| {
         AppError::Unauthorized(
             "this endpoint needs `X-Signature`: set the same shared secret in Segment's webhook settings and in segment.webhook_secret".into(),
         )
     })?;
-    let given = decode_hex(given.trim())
-        .ok_or_else(|| AppError::Unauthorized("`X-Signature` is not a hex HMAC-SHA1 digest".into()))?;
+    decode_hex(given.trim()).ok_or_else(|| AppError::Unauthorized("`X-Signature` is not a hex HMAC-SHA1 digest".into()))
+}
+
+/// What a valid webhook signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    /// The whole body.
+    Whole,
+    /// The one element of a body `[element]`: what Segment's Webhooks (Actions) signs when it
+    /// batches. Good only if the array turns out to hold exactly one event.
+    SoleElement,
+}
+
+/// Checks `given` (an HMAC-SHA1 under `secret`) against the whole body, else against the
+/// inside of a body of the form `[…]`, in constant time.
+fn verify_webhook_signature(secret: &str, body: &[u8], given: &[u8]) -> Result<Signed, AppError> {
+    if hmac_matches(secret, body, given)? {
+        return Ok(Signed::Whole);
+    }
+    let inner = body.trim_ascii().strip_prefix(b"[").and_then(|b| b.strip_suffix(b"]")).map(<[u8]>::trim_ascii);
+    if let Some(inner) = inner
+        && hmac_matches(secret, inner, given)?
+    {
+        return Ok(Signed::SoleElement);
+    }
+    let mut message =
+        "`X-Signature` does not match the body: check that Segment's shared secret equals segment.webhook_secret"
+            .to_owned();
+    if inner.is_some() {
+        // The likely cause when the secret is right: Segment signed only the first event.
+        message.push_str(
+            ". Segment's Webhooks (Actions) signs only the first event of a batch, which proves nothing \
+             about the others: turn off batching in that destination",
+        );
+    }
+    Err(AppError::Unauthorized(message))
+}
+
+fn hmac_matches(secret: &str, signed: &[u8], given: &[u8]) -> Result<bool, AppError> {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
         .map_err(|e| AppError::Internal(anyhow::anyhow!("HMAC key: {e}")))?;
     mac.update(signed);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(&given).map_err(|_| {
-        AppError::Unauthorized(
-            "`X-Signature` does not match the body: check that Segment's shared secret equals segment.webhook_secret"
-                .into(),
-        )
-    })
+    Ok(mac.verify_slice(given).is_ok())
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -405,16 +445,35 @@ mod tests {
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn hex(sig: &str) -> Vec<u8> {
+        decode_hex(sig).unwrap()
+    }
+
     #[test]
-    fn a_signature_is_the_hex_hmac_sha1_of_the_signed_bytes() {
+    fn a_signature_is_the_hex_hmac_sha1_of_the_whole_body_or_of_a_sole_element() {
+        let body = br#"{"a":1}"#;
+        assert_eq!(verify_webhook_signature("s3cret", body, &hex(&sign("s3cret", body))).unwrap(), Signed::Whole);
+        assert!(matches!(
+            verify_webhook_signature("other", body, &hex(&sign("s3cret", body))),
+            Err(AppError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify_webhook_signature("s3cret", b"{}", &hex(&sign("s3cret", body))),
+            Err(AppError::Unauthorized(_))
+        ));
+        let array = b" [ {\"a\":1}\n] ";
+        assert_eq!(
+            verify_webhook_signature("s3cret", array, &hex(&sign("s3cret", body))).unwrap(),
+            Signed::SoleElement
+        );
+        assert_eq!(verify_webhook_signature("s3cret", array, &hex(&sign("s3cret", array))).unwrap(), Signed::Whole);
+
         let mut h = HeaderMap::new();
-        h.insert("x-signature", HeaderValue::from_str(&sign("s3cret", b"{\"a\":1}")).unwrap());
-        assert!(verify_signature("s3cret", b"{\"a\":1}", &h).is_ok());
-        assert!(matches!(verify_signature("s3cret", b"{\"a\":2}", &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(verify_signature("other", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(verify_signature("s3cret", b"x", &HeaderMap::new()), Err(AppError::Unauthorized(_))));
+        assert!(matches!(signature_header(&h), Err(AppError::Unauthorized(_))));
         h.insert("x-signature", HeaderValue::from_static("zz"));
-        assert!(matches!(verify_signature("s3cret", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
+        assert!(matches!(signature_header(&h), Err(AppError::Unauthorized(_))));
+        h.insert("x-signature", HeaderValue::from_static("0aff"));
+        assert_eq!(signature_header(&h).unwrap(), vec![0x0a, 0xff]);
     }
 
     mod prop {
