@@ -105,29 +105,58 @@ pub struct RecordFault {
     pub reason: String,
 }
 
+/// One refused record of a batch, kept (a copy of its bytes) until the journal's answer is known.
+#[derive(Debug)]
+pub struct Refused {
+    /// Position in the batch.
+    pub index: usize,
+    /// Why.
+    pub error: RecordError,
+    /// The record as sent.
+    pub record: Box<RawValue>,
+}
+
+impl Refused {
+    /// Copies a refused element out of the request body.
+    pub fn new(index: usize, error: RecordError, record: &RawValue) -> Refused {
+        Refused { index, error, record: record.to_owned() }
+    }
+}
+
 /// Writes every refused record of a batch (its index, what is wrong, the record as sent) to the
 /// dead-letter area and returns the first few refusals for the response.
+///
+/// Call it once the request's outcome is known and is an answer the sender will not retry (the
+/// valid records are durable, or there were none): a 503 and its retry would write them twice.
+/// A failure to write is logged, not answered: the valid records are already durable (a 5xx would
+/// make the sender send them again), and the response itself lists the refusals.
 pub fn dead_letter_all(
     source: &str,
     received_at: i64,
-    errors: &[(usize, RecordError, &RawValue)],
+    refused: &[Refused],
     dead_letters: &DeadLetters,
-) -> Result<Vec<RecordFault>, AppError> {
-    if errors.is_empty() {
-        return Ok(Vec::new());
+) -> Vec<RecordFault> {
+    if refused.is_empty() {
+        return Vec::new();
     }
-    let rejections: Vec<Rejection<'_>> = errors
+    let rejections: Vec<Rejection<'_>> = refused
         .iter()
-        .map(|(index, e, record)| Rejection { index: *index, field: e.field.as_deref(), reason: &e.reason, record })
+        .map(|r| Rejection {
+            index: r.index,
+            field: r.error.field.as_deref(),
+            reason: &r.error.reason,
+            record: &r.record,
+        })
         .collect();
-    dead_letters.write(source, received_at, &rejections).map_err(|e| {
-        AppError::Internal(anyhow::Error::new(e).context("could not write rejected records to the dead-letter area"))
-    })?;
-    Ok(errors
+    if let Err(e) = dead_letters.write(source, received_at, &rejections) {
+        metrics::counter!("sluice_dead_letter_write_errors_total").increment(1);
+        tracing::error!(error = %e, source, records = refused.len(), "could not write rejected records to the dead-letter area");
+    }
+    refused
         .iter()
         .take(MAX_LISTED_ERRORS)
-        .map(|(index, e, _)| RecordFault { index: *index, field: e.field.clone(), reason: e.reason.clone() })
-        .collect())
+        .map(|r| RecordFault { index: r.index, field: r.error.field.clone(), reason: r.error.reason.clone() })
+        .collect()
 }
 
 /// A failed append acknowledges nothing, so the client must retry: 503 with `Retry-After`.
@@ -140,6 +169,57 @@ pub fn journal_unavailable(e: JournalError) -> AppError {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::sync::Arc;
+
+    /// A journal whose every append fails, as a full disk makes it.
+    struct FailingJournal;
+
+    #[async_trait::async_trait]
+    impl crate::journal::Journal for FailingJournal {
+        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+            Err(JournalError::Poisoned("No space left on device".into()))
+        }
+        fn reader(&self, _: &str, _: u64) -> Result<Box<dyn crate::journal::JournalReader>, JournalError> {
+            Err(JournalError::Poisoned("not for reading".into()))
+        }
+        fn commit(&self, _: &str, _: u64) {}
+        fn stats(&self) -> JournalStats {
+            JournalStats::default()
+        }
+    }
+
+    /// The application state of a server in `dir` whose journal is `journal`.
+    fn state_with(dir: &std::path::Path, journal: Arc<dyn crate::journal::Journal>, config: Config) -> AppState {
+        let config = Config { data_dir: dir.to_owned(), ..config };
+        AppState::new(
+            Arc::new(config.clone()),
+            journal,
+            Arc::new(DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes).unwrap()),
+            Arc::new(crate::consumers::store_loader::new_status()),
+            crate::store::Readers::new(config.store_target().unwrap(), 1),
+            crate::telemetry::metrics(),
+        )
+    }
+
+    #[tokio::test]
+    async fn refused_records_are_not_dead_lettered_when_the_journal_answers_503() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(dir.path(), Arc::new(FailingJournal), Config::default());
+        let area = state.config.dead_letter_dir();
+        let app = crate::api::router(state);
+        let split = r#"[{"key":5},{"key":"k","split":"f","environmentId":"id-p","environmentName":"p","treatment":"on","time":1,"bucketingKey":null,"label":"l","machineName":"m","machineIp":"10.0.0.1","splitVersionNumber":1,"sdk":"java","sdkVersion":"4","properties":"{}"}]"#;
+        let segment = r#"[{"type":"nope"},{"type":"track","event":"E","userId":"u"}]"#;
+        for (path, body) in [("/v1/split/impressions", split), ("/v1/segment/webhook", segment)] {
+            for _ in 0..2 {
+                let request = axum::http::Request::post(path).body(axum::body::Body::from(body)).unwrap();
+                let answer = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            }
+        }
+        let written = std::fs::read_to_string(area.join("current.ndjson")).unwrap();
+        assert_eq!(written, "", "the senders will retry: nothing is dead-lettered until the outcome is final");
+    }
 
     #[test]
     fn a_token_is_accepted_from_the_query_the_bearer_header_or_x_sluice_token() {

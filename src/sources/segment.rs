@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{RecordFault, admit, body};
+use super::{RecordFault, Refused, admit, body, dead_letter_all};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::journal::Record;
@@ -150,7 +150,8 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         source: None,
         future_tolerance_ms: state.config.segment.future_tolerance_ms,
     };
-    let outcome = journal(state, prepare(&elements, &BatchDefaults::default(), &arrival), arrival.at_ms).await?;
+    let checked = prepare(&elements, &BatchDefaults::default(), &arrival).into_checked();
+    let outcome = journal(state, checked, arrival.at_ms).await?;
     let status =
         if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let report = Report {
@@ -200,7 +201,7 @@ async fn handle_api(
             None => AppError::bad_request(fault.reason.clone()),
         });
     }
-    let outcome = journal(state, prepared, arrival.at_ms).await?;
+    let outcome = journal(state, prepared.into_checked(), arrival.at_ms).await?;
     if outcome.faults.is_empty() {
         return Ok((
             StatusCode::OK,
@@ -233,6 +234,20 @@ pub struct Prepared<'a> {
     pub errors: Vec<(usize, RecordError, &'a RawValue)>,
 }
 
+impl Prepared<'_> {
+    /// Copies the refused events out of the request body, so the body can go before the journal answers.
+    fn into_checked(self) -> Checked {
+        let refused = self.errors.into_iter().map(|(index, e, record)| Refused::new(index, e, record)).collect();
+        Checked { records: self.records, refused }
+    }
+}
+
+/// [`Prepared`], owning its refused events.
+struct Checked {
+    records: Vec<Record>,
+    refused: Vec<Refused>,
+}
+
 /// Runs every event through [`segment::accept`].
 pub fn prepare<'a>(elements: &[&'a RawValue], defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>) -> Prepared<'a> {
     let mut prepared = Prepared { records: Vec::with_capacity(elements.len()), errors: Vec::new() };
@@ -249,13 +264,14 @@ pub fn prepare<'a>(elements: &[&'a RawValue], defaults: &BatchDefaults<'_>, arri
     prepared
 }
 
-/// Dead-letters the refused events and journals the rest; returns once they are durable.
-async fn journal(state: &AppState, prepared: Prepared<'_>, received_at: i64) -> Result<Outcome, AppError> {
-    let faults = super::dead_letter_all("segment", received_at, &prepared.errors, &state.dead_letters)?;
-    let (accepted, rejected) = (prepared.records.len(), prepared.errors.len());
+/// Journals the valid events and, once they are durable, dead-letters the refused ones (after
+/// a 503 the sender retries, and they would be written twice).
+async fn journal(state: &AppState, checked: Checked, received_at: i64) -> Result<Outcome, AppError> {
+    let (accepted, rejected) = (checked.records.len(), checked.refused.len());
     if accepted > 0 {
-        state.journal.append(prepared.records).await.map_err(super::journal_unavailable)?;
+        state.journal.append(checked.records).await.map_err(super::journal_unavailable)?;
     }
+    let faults = dead_letter_all("segment", received_at, &checked.refused, &state.dead_letters);
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "accepted")
         .increment(accepted as u64);
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")

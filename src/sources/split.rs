@@ -16,8 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::dead_letter::DeadLetters;
-use super::{RecordFault, admit, authorize, body};
+use super::{RecordFault, Refused, admit, authorize, body, dead_letter_all};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::config::IngestLimits;
@@ -79,20 +78,23 @@ async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body
     metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "received")
         .increment(raw.len() as u64);
     let received_at = chrono::Utc::now().timestamp_millis();
-    let dead_letters = state.dead_letters.clone();
     // Inflating and parsing a 100 MiB batch takes a while: keep it off the async workers.
-    let (records, report) = tokio::task::spawn_blocking(move || {
+    let (records, refused) = tokio::task::spawn_blocking(move || {
         let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
         metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "decoded")
             .increment(plain.len() as u64);
-        parse_batch(&plain, &limits, received_at, &dead_letters)
+        parse_batch(&plain, &limits, received_at)
     })
     .await
     .map_err(|e| AppError::Internal(e.into()))??;
 
-    if !records.is_empty() {
+    let accepted = records.len();
+    if accepted > 0 {
         state.journal.append(records).await.map_err(super::journal_unavailable)?;
     }
+    // Only now is the answer final: after a 503 above, Split sends the batch again.
+    let errors = dead_letter_all("split", received_at, &refused, &state.dead_letters);
+    let report = IngestReport { accepted, rejected: refused.len(), errors };
     metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "accepted")
         .increment(report.accepted as u64);
     metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "rejected")
@@ -102,13 +104,13 @@ async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body
     Ok((status, Json(report)).into_response())
 }
 
-/// Splits a decoded body into journal records and an account of what was refused.
+/// Splits a decoded body into journal records and the refused elements (for the dead-letter
+/// area, once the journal has answered).
 pub fn parse_batch(
     plain: &Bytes,
     limits: &IngestLimits,
     received_at: i64,
-    dead_letters: &DeadLetters,
-) -> Result<(Vec<Record>, IngestReport), AppError> {
+) -> Result<(Vec<Record>, Vec<Refused>), AppError> {
     let text = std::str::from_utf8(plain).map_err(|e| {
         AppError::bad_request(format!(
             "the body is not valid UTF-8 (first bad byte at offset {}); Split sends UTF-8 JSON",
@@ -127,7 +129,7 @@ pub fn parse_batch(
 
     let fields = limits.fields();
     let mut records = Vec::with_capacity(elements.len());
-    let mut errors = Vec::new();
+    let mut refused = Vec::new();
     for (index, element) in elements.iter().enumerate() {
         match Impression::parse(element.get(), &fields) {
             Ok(_) => records.push(Record {
@@ -136,10 +138,8 @@ pub fn parse_batch(
                 // A view into the request body: the record is journaled exactly as sent, with no copy.
                 payload: plain.slice_ref(element.get().as_bytes()),
             }),
-            Err(e) => errors.push((index, e, *element)),
+            Err(e) => refused.push(Refused::new(index, e, element)),
         }
     }
-    let faults = super::dead_letter_all("split", received_at, &errors, dead_letters)?;
-    let report = IngestReport { accepted: records.len(), rejected: errors.len(), errors: faults };
-    Ok((records, report))
+    Ok((records, refused))
 }
