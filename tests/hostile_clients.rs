@@ -6,12 +6,34 @@ mod common;
 
 use std::time::Duration;
 
-use common::InProcess;
+use common::{Binary, InProcess};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 const SPLIT: &str = "/v1/split/impressions";
+
+/// `[0,0,0,…]` of at most `bytes`, gzipped hard: ~100 KB on the wire for 100 MiB.
+fn zeros_bomb(bytes: usize) -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write as _;
+    let mut json = Vec::with_capacity(bytes);
+    json.push(b'[');
+    while json.len() + 4 <= bytes {
+        json.extend_from_slice(b"0,");
+    }
+    json.extend_from_slice(b"0]");
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(&json).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
 
 /// Reads whatever the server sends until it closes or `within` passes; `None` on the timeout.
 async fn read_answer(socket: &mut TcpStream, within: Duration) -> Option<String> {
@@ -30,6 +52,26 @@ async fn read_answer(socket: &mut TcpStream, within: Duration) -> Option<String>
     })
     .await;
     read.ok().map(|()| String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_over_max_batch_records_is_refused_at_the_limit_without_holding_every_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Binary::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(sluice.url(SPLIT))
+        .timeout(Duration::from_secs(120))
+        .body(zeros_bomb(100 * 1024 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 413);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("limits.max_batch_records"), "{text}");
+    // The body inflates to 100 MiB; holding its 50 million elements took gigabytes.
+    let peak = peak_rss(sluice.child.id());
+    assert!(peak < 512 * 1024 * 1024, "sluice peaked at {} MiB", peak >> 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,12 @@ pub mod dead_letter;
 pub mod segment;
 pub mod split;
 
+use std::cell::Cell;
+use std::fmt;
+
 use axum::Router;
 use axum::http::{HeaderMap, header};
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
@@ -65,6 +69,65 @@ fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
             stats.next_offset - offset
         )
     })
+}
+
+/// Why a JSON array could not be taken apart.
+#[derive(Debug)]
+pub enum ArrayError {
+    /// It holds more than the limit; parsing stopped there.
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// It is not a JSON array (or not valid JSON).
+    Invalid(serde_json::Error),
+}
+
+/// Splits a JSON array into its elements' raw text, counting while it parses: past `max` elements
+/// it stops at once, so a body of millions of tiny elements costs no more than `max` of them.
+pub fn parse_array(text: &str, max: usize) -> Result<Vec<&RawValue>, ArrayError> {
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Bounded { max, over: &over }.deserialize(&mut de).and_then(|elements| de.end().map(|()| elements));
+    match parsed {
+        Ok(elements) => Ok(elements),
+        Err(_) if over.get() => Err(ArrayError::TooMany { max }),
+        Err(e) => Err(ArrayError::Invalid(e)),
+    }
+}
+
+/// The seed behind [`parse_array`]: collects at most `max` elements, noting in `over` why it stopped.
+struct Bounded<'c> {
+    max: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            if elements.len() == self.max {
+                self.over.set(true);
+                return Err(A::Error::custom(format_args!("more than {} elements", self.max)));
+            }
+            elements.push(element);
+        }
+        Ok(elements)
+    }
 }
 
 /// Checks a shared secret given as `?token=`, `Authorization: Bearer …` or `X-Sluice-Token`.
@@ -219,6 +282,17 @@ mod tests {
         }
         let written = std::fs::read_to_string(area.join("current.ndjson")).unwrap();
         assert_eq!(written, "", "the senders will retry: nothing is dead-lettered until the outcome is final");
+    }
+
+    #[test]
+    fn arrays_are_counted_while_parsed_and_refused_past_the_limit() {
+        let got = parse_array(" [1, {\"a\":[2]} ,\"x\"] ", 3).unwrap();
+        assert_eq!(got.iter().map(|e| e.get()).collect::<Vec<_>>(), ["1", "{\"a\":[2]}", "\"x\""]);
+        assert!(matches!(parse_array("[1,2,3,4]", 3), Err(ArrayError::TooMany { max: 3 })));
+        // Past the limit, the rest is not even looked at.
+        assert!(matches!(parse_array("[1,2,3,4, not json", 3), Err(ArrayError::TooMany { max: 3 })));
+        assert!(matches!(parse_array("{}", 3), Err(ArrayError::Invalid(_))));
+        assert!(matches!(parse_array("[1] trailing", 3), Err(ArrayError::Invalid(_))));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{RecordFault, Refused, admit, body, dead_letter_all};
+use super::{ArrayError, RecordFault, Refused, admit, body, dead_letter_all, parse_array};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::journal::Record;
@@ -121,28 +121,13 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         Some(secret) => Some(verify_webhook_signature(secret, text.as_bytes(), &signature_header(headers)?)?),
         None => None,
     };
-    let is_array = text.trim_start().starts_with('[');
-    let elements: Vec<&RawValue> = if is_array {
-        serde_json::from_str(text)
-            .map_err(|e| AppError::bad_request(format!("the body must be an array of Segment events: {e}")))?
-    } else {
-        vec![serde_json::from_str(text).map_err(|e| {
-            AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
-        })?]
-    };
+    let elements = webhook_events(text, limits.max_batch_records)?;
     if signed == Some(Signed::SoleElement) && elements.len() != 1 {
         return Err(AppError::Unauthorized(
             "`X-Signature` covers only the first event of this array, so the other events are unverified: \
              sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
                 .into(),
         ));
-    }
-    if elements.len() > limits.max_batch_records {
-        return Err(AppError::TooLarge(format!(
-            "the request holds {} events, the limit is {} (limits.max_batch_records)",
-            elements.len(),
-            limits.max_batch_records
-        )));
     }
     let arrival = Arrival {
         via: Via::Webhook,
@@ -161,6 +146,22 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
         errors: outcome.faults,
     };
     Ok((status, Json(report)).into_response())
+}
+
+/// A webhook body's events: the body itself, or the elements of an array (at most `max`).
+fn webhook_events(text: &str, max: usize) -> Result<Vec<&RawValue>, AppError> {
+    if !text.trim_start().starts_with('[') {
+        let event = serde_json::from_str(text).map_err(|e| {
+            AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
+        })?;
+        return Ok(vec![event]);
+    }
+    parse_array(text, max).map_err(|e| match e {
+        ArrayError::TooMany { max } => {
+            AppError::TooLarge(format!("the request holds more than {max} events (limits.max_batch_records)"))
+        }
+        ArrayError::Invalid(e) => AppError::bad_request(format!("the body must be an array of Segment events: {e}")),
+    })
 }
 
 /// The Tracking API: `/v1/batch` (`implied` is `None`) or a single-event endpoint.

@@ -14,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::post};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use super::{RecordFault, Refused, admit, authorize, body, dead_letter_all};
+use super::{ArrayError, RecordFault, Refused, admit, authorize, body, dead_letter_all, parse_array};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::config::IngestLimits;
@@ -117,15 +116,14 @@ pub fn parse_batch(
             e.valid_up_to()
         ))
     })?;
-    let elements: Vec<&RawValue> = serde_json::from_str(text)
-        .map_err(|e| AppError::bad_request(format!("the body must be a JSON array of impression objects: {e}")))?;
-    if elements.len() > limits.max_batch_records {
-        return Err(AppError::TooLarge(format!(
-            "the batch holds {} records, the limit is {} (limits.max_batch_records); send smaller batches",
-            elements.len(),
-            limits.max_batch_records
-        )));
-    }
+    let elements = parse_array(text, limits.max_batch_records).map_err(|e| match e {
+        ArrayError::TooMany { max } => AppError::TooLarge(format!(
+            "the batch holds more than {max} records (limits.max_batch_records); send smaller batches"
+        )),
+        ArrayError::Invalid(e) => {
+            AppError::bad_request(format!("the body must be a JSON array of impression objects: {e}"))
+        }
+    })?;
 
     let fields = limits.fields();
     let mut records = Vec::with_capacity(elements.len());
