@@ -5,7 +5,8 @@ The HTTP server loop: accept, serve each connection with HTTP/1.1 and timeouts, 
 connection (and its task) forever by sending nothing, or a header a byte a minute. Here hyper is
 driven directly, as axum's own "serve-with-hyper" example does, with a Tokio timer and
 `http.header_read_timeout_ms`. hyper starts that timer whenever it waits for a request head, so
-it also closes keep-alive connections left idle between requests.
+it also closes keep-alive connections left idle between requests. Body reads have their own
+deadline in [`crate::sources::body::read_limited`], where a late body can be answered with 408.
 */
 
 use std::time::Duration;

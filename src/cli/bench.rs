@@ -30,7 +30,7 @@ use crate::consumers::store_loader;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::record::segment::{Arrival, Via};
-use crate::sources::body::{self, Encoding};
+use crate::sources::body::{self, ByteBudget, Encoding};
 use crate::sources::segment::TrackingBody;
 use crate::sources::split::parse_batch;
 
@@ -326,17 +326,24 @@ async fn in_process(
     source: BenchSource,
 ) -> anyhow::Result<Duration> {
     let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
+    let budget = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
     let limits: IngestLimits = config.limits;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (journal, next, bodies) = (journal.clone(), next.clone(), bodies.clone());
+            let (journal, budget, next, bodies) = (journal.clone(), budget.clone(), next.clone(), bodies.clone());
             tokio::spawn(async move {
                 while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let records = match source {
                         BenchSource::Split => {
-                            let plain = body::decode(Encoding::Gzip, body.clone(), limits.max_decompressed_bytes)?;
+                            let mut reservation = budget.reservation();
+                            let plain = body::decode(
+                                Encoding::Gzip,
+                                body.clone(),
+                                limits.max_decompressed_bytes,
+                                &mut reservation,
+                            )?;
                             parse_batch(&plain, &limits, 0).map_err(|e| anyhow::anyhow!("{e}"))?.0
                         }
                         BenchSource::Segment => segment_records(body)?,

@@ -3,7 +3,14 @@ Sources: the HTTP endpoints records arrive on.
 
 Each source authenticates, reads and decodes the body within limits, validates every record with
 the parser in [`crate::record`], journals the valid ones and only then answers. What they share —
-admission control (backpressure), shared-secret checks, the mapping of journal failures — is here.
+admission control (backpressure), shared-secret checks, bounded array parsing, the dead-letter
+step, the mapping of journal failures — is here.
+
+The order of the steps is what keeps hostile or slow clients from starving the rest: credentials
+in headers are checked before the body is read; the body is read within a deadline and the
+shared byte budget before an ingest permit is taken (so a slow sender holds no permit); inflating,
+parsing and validating run on the blocking pool, never on the async workers that answer
+`/healthz` and everyone else.
 */
 
 pub mod body;
@@ -15,13 +22,16 @@ use std::cell::Cell;
 use std::fmt;
 
 use axum::Router;
+use axum::body::Body;
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedSemaphorePermit;
 
+use self::body::Reservation;
 use self::dead_letter::{DeadLetters, Rejection};
 use crate::record::RecordError;
 
@@ -35,12 +45,21 @@ pub fn routes() -> Router<AppState> {
     Router::new().merge(split::routes()).merge(segment::routes())
 }
 
-/// Lets a request in, or answers 503 with `Retry-After` when sluice is over one of its limits:
-/// the journal is failing or full, a consumer lags too far, or too many requests are in flight.
-pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
-    if let Some(message) = over_limits(&state.journal.stats(), &state.config) {
-        return Err(AppError::Unavailable { message, retry_after_secs: state.config.backpressure.retry_after_secs });
+/// Answers 503 with `Retry-After` when sluice is over one of its limits (the journal is failing
+/// or full, a consumer lags too far): checked before a body is read, so nobody sends it in vain.
+pub fn refuse_when_over_limits(state: &AppState) -> Result<(), AppError> {
+    match over_limits(&state.journal.stats(), &state.config) {
+        Some(message) => {
+            Err(AppError::Unavailable { message, retry_after_secs: state.config.backpressure.retry_after_secs })
+        }
+        None => Ok(()),
     }
+}
+
+/// Lets an authenticated request whose body has arrived in, or answers 503 with `Retry-After`:
+/// over one of the limits above, or too many requests in flight.
+pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
+    refuse_when_over_limits(state)?;
     state.ingest_permits.clone().try_acquire_owned().map_err(|_| AppError::Unavailable {
         message: format!(
             "too many ingest requests in flight (limits.max_concurrent_requests = {}); retry shortly",
@@ -69,6 +88,19 @@ fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
             stats.next_offset - offset
         )
     })
+}
+
+/// Reads the body within `limit` bytes, `http.body_read_timeout_ms` and the shared byte budget;
+/// the reservation must live as long as the body (or what is decoded from it) does.
+pub async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(Bytes, Reservation), body::BodyError> {
+    let mut reservation = state.body_bytes.reservation();
+    let raw = body::read_limited(headers, body, limit, state.config.http.body_read_timeout(), &mut reservation).await?;
+    Ok((raw, reservation))
 }
 
 /// Why a JSON array could not be taken apart.
@@ -222,6 +254,14 @@ pub fn dead_letter_all(
         .collect()
 }
 
+/// Runs `work` on the blocking pool (inflating and parsing a large body takes a while and must
+/// not stall the async workers).
+pub async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| AppError::Internal(e.into()))?
+}
+
 /// A failed append acknowledges nothing, so the client must retry: 503 with `Retry-After`.
 pub fn journal_unavailable(e: JournalError) -> AppError {
     tracing::error!(error = %e, "journal append failed");
@@ -262,6 +302,25 @@ mod tests {
             crate::store::Readers::new(config.store_target().unwrap(), 1),
             crate::telemetry::metrics(),
         )
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.limits.max_concurrent_requests = 1;
+        let state = state_with(dir.path(), Arc::new(FailingJournal), config);
+        // Another request is being processed: it holds the only permit.
+        let busy = state.ingest_permits.clone().try_acquire_owned().unwrap();
+        let app = crate::api::router(state);
+        let request = || axum::http::Request::post("/v1/split/impressions").body(axum::body::Body::from("[]")).unwrap();
+        let answer = app.clone().oneshot(request()).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+        drop(busy);
+        let answer = app.oneshot(request()).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::OK, "the permit is free again");
     }
 
     #[tokio::test]

@@ -32,7 +32,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{ArrayError, RecordFault, Refused, admit, body, dead_letter_all, parse_array};
+use super::{
+    ArrayError, RecordFault, Refused, admit, body, dead_letter_all, off_the_workers, parse_array, read_body,
+    refuse_when_over_limits,
+};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::journal::Record;
@@ -110,33 +113,39 @@ fn counted(source: &'static str, result: Result<Response, AppError>) -> Result<R
 }
 
 async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
-    let _permit = admit(state)?;
+    let secret = state.config.segment.webhook_secret.clone();
+    // The signature is a header: a request without a well-formed one is refused unread.
+    let signature = secret.as_ref().map(|_| signature_header(headers)).transpose()?;
+    refuse_when_over_limits(state)?;
     let limits = state.config.limits;
-    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let (raw, mut reservation) = read_body(state, headers, body, limits.max_body_bytes).await?;
     let encoding = body::detect_encoding(headers, &raw)?;
-    let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
-    let text = utf8(&plain)?;
-    // Before parsing: an unsigned body is not worth the work.
-    let signed = match &state.config.segment.webhook_secret {
-        Some(secret) => Some(verify_webhook_signature(secret, text.as_bytes(), &signature_header(headers)?)?),
-        None => None,
-    };
-    let elements = webhook_events(text, limits.max_batch_records)?;
-    if signed == Some(Signed::SoleElement) && elements.len() != 1 {
-        return Err(AppError::Unauthorized(
-            "`X-Signature` covers only the first event of this array, so the other events are unverified: \
-             sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
-                .into(),
-        ));
-    }
-    let arrival = Arrival {
-        via: Via::Webhook,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        source: None,
-        future_tolerance_ms: state.config.segment.future_tolerance_ms,
-    };
-    let checked = prepare(&elements, &BatchDefaults::default(), &arrival).into_checked();
-    let outcome = journal(state, checked, arrival.at_ms).await?;
+    let arrival_ms = chrono::Utc::now().timestamp_millis();
+    let future_tolerance_ms = state.config.segment.future_tolerance_ms;
+    let admitted = state.clone();
+    let (checked, _permit) = off_the_workers(move || {
+        // On the bytes as sent, before anything is inflated or parsed.
+        let signed = match (&secret, &signature) {
+            (Some(secret), Some(given)) => Some(verify_webhook_signature(secret, &raw, given)?),
+            _ => None,
+        };
+        // Taken only now: a slow or unauthenticated sender holds no permit.
+        let permit = admit(&admitted)?;
+        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes, &mut reservation)?;
+        let text = utf8(&plain)?;
+        let elements = webhook_events(text, limits.max_batch_records)?;
+        if signed == Some(Signed::SoleElement) && elements.len() != 1 {
+            return Err(AppError::Unauthorized(
+                "`X-Signature` covers only the first event of this array, so the other events are unverified: \
+                 sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
+                    .into(),
+            ));
+        }
+        let arrival = Arrival { via: Via::Webhook, at_ms: arrival_ms, source: None, future_tolerance_ms };
+        Ok((prepare(&elements, &BatchDefaults::default(), &arrival).into_checked(), permit))
+    })
+    .await?;
+    let outcome = journal(state, checked, arrival_ms).await?;
     let status =
         if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let report = Report {
@@ -171,38 +180,48 @@ async fn handle_api(
     body: Body,
     implied: Option<EventType>,
 ) -> Result<Response, AppError> {
-    let _permit = admit(state)?;
-    let over = |e: body::BodyError| match e {
-        body::BodyError::TooLarge { .. } | body::BodyError::DecompressedTooLarge { .. } => {
-            AppError::bad_request(format!(
-                "the request is over Segment's limit of 500 KB ({MAX_BATCH_BYTES} bytes) per batch; send smaller batches"
-            ))
-        }
-        other => other.into(),
+    let keys = &state.config.segment.write_keys;
+    // A write key in the Basic header is checked before the body is read; only a request that
+    // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
+    let authorized = match basic_write_key(headers) {
+        Some(given) => Some(authorize_write_key(keys, Some(&given))?),
+        None if keys.is_empty() => Some(None),
+        None => None,
     };
-    let raw = body::read_limited(headers, body, MAX_BATCH_BYTES).await.map_err(over)?;
+    refuse_when_over_limits(state)?;
+    let (raw, mut reservation) = read_body(state, headers, body, MAX_BATCH_BYTES).await.map_err(over_batch_limit)?;
     let encoding = body::detect_encoding(headers, &raw)?;
-    let plain = body::decode(encoding, raw, MAX_BATCH_BYTES).map_err(over)?;
-    let text = utf8(&plain)?;
-    let body = TrackingBody::parse(text)?;
-    let source = authorize_write_key(&state.config.segment.write_keys, headers, body.write_key()?.as_deref())?;
-    let arrival = Arrival {
-        via: Via::TrackingApi,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        source: source.as_deref(),
-        future_tolerance_ms: state.config.segment.future_tolerance_ms,
-    };
-    let prepared = body.prepare(implied, &arrival)?;
-    if implied.is_some()
-        && let Some((_, fault, _)) = prepared.errors.first()
-    {
-        // One event, refused: the sender must hear why, as a 400 naming the field.
-        return Err(match &fault.field {
-            Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
-            None => AppError::bad_request(fault.reason.clone()),
-        });
-    }
-    let outcome = journal(state, prepared.into_checked(), arrival.at_ms).await?;
+    let arrival_ms = chrono::Utc::now().timestamp_millis();
+    let admitted = state.clone();
+    let (checked, _permit) = off_the_workers(move || {
+        let plain = body::decode(encoding, raw, MAX_BATCH_BYTES, &mut reservation).map_err(over_batch_limit)?;
+        let text = utf8(&plain)?;
+        let body = TrackingBody::parse(text)?;
+        let source = match authorized {
+            Some(source) => source,
+            None => authorize_write_key(&admitted.config.segment.write_keys, body.write_key()?.as_deref())?,
+        };
+        let permit = admit(&admitted)?;
+        let arrival = Arrival {
+            via: Via::TrackingApi,
+            at_ms: arrival_ms,
+            source: source.as_deref(),
+            future_tolerance_ms: admitted.config.segment.future_tolerance_ms,
+        };
+        let prepared = body.prepare(implied, &arrival)?;
+        if implied.is_some()
+            && let Some((_, fault, _)) = prepared.errors.first()
+        {
+            // One event, refused: the sender must hear why, as a 400 naming the field.
+            return Err(match &fault.field {
+                Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
+                None => AppError::bad_request(fault.reason.clone()),
+            });
+        }
+        Ok((prepared.into_checked(), permit))
+    })
+    .await?;
+    let outcome = journal(state, checked, arrival_ms).await?;
     if outcome.faults.is_empty() {
         return Ok((
             StatusCode::OK,
@@ -218,6 +237,18 @@ async fn handle_api(
         errors: outcome.faults,
     };
     Ok((status, Json(report)).into_response())
+}
+
+/// The Tracking API's body limit is Segment's 500 KB per batch, whatever `[limits]` says.
+fn over_batch_limit(e: body::BodyError) -> AppError {
+    match e {
+        body::BodyError::TooLarge { .. } | body::BodyError::DecompressedTooLarge { .. } => {
+            AppError::bad_request(format!(
+                "the request is over Segment's limit of 500 KB ({MAX_BATCH_BYTES} bytes) per batch; send smaller batches"
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 /// What happened to a request's events.
@@ -413,24 +444,24 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// The source the request's write key names, or `None` when no keys are configured (open).
-/// The key comes from HTTP Basic auth (username, empty password), else from the body's `writeKey`.
-fn authorize_write_key(
-    keys: &BTreeMap<String, String>,
-    headers: &HeaderMap,
-    body_key: Option<&str>,
-) -> Result<Option<String>, AppError> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let basic = headers
+/// The write key given as the HTTP Basic username (empty password), if any.
+fn basic_write_key(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()));
-    let Some(given) = basic.as_deref().or(body_key) else {
+        .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()))
+}
+
+/// The source the `given` write key (from Basic auth, else the body's `writeKey`) names, or
+/// `None` when no keys are configured (open).
+fn authorize_write_key(keys: &BTreeMap<String, String>, given: Option<&str>) -> Result<Option<String>, AppError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(given) = given else {
         return Err(AppError::Unauthorized(
             "a write key is required: send it as the HTTP Basic username (empty password) or as `writeKey` in the body"
                 .into(),
@@ -540,10 +571,12 @@ mod tests {
         let mut h = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("k-srv:");
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
-        assert_eq!(authorize_write_key(&keys, &h, None).unwrap().as_deref(), Some("server"));
-        assert_eq!(authorize_write_key(&keys, &HeaderMap::new(), Some("k-web")).unwrap().as_deref(), Some("web"));
-        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), Some("nope")), Err(AppError::Unauthorized(_))));
-        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), None), Err(AppError::Unauthorized(_))));
-        assert_eq!(authorize_write_key(&BTreeMap::new(), &HeaderMap::new(), None).unwrap(), None);
+        assert_eq!(basic_write_key(&h).as_deref(), Some("k-srv"));
+        assert_eq!(basic_write_key(&HeaderMap::new()), None);
+        assert_eq!(authorize_write_key(&keys, Some("k-srv")).unwrap().as_deref(), Some("server"));
+        assert_eq!(authorize_write_key(&keys, Some("k-web")).unwrap().as_deref(), Some("web"));
+        assert!(matches!(authorize_write_key(&keys, Some("nope")), Err(AppError::Unauthorized(_))));
+        assert!(matches!(authorize_write_key(&keys, None), Err(AppError::Unauthorized(_))));
+        assert_eq!(authorize_write_key(&BTreeMap::new(), None).unwrap(), None);
     }
 }

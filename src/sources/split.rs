@@ -15,7 +15,10 @@ use axum::{Json, Router, routing::post};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ArrayError, RecordFault, Refused, admit, authorize, body, dead_letter_all, parse_array};
+use super::{
+    ArrayError, RecordFault, Refused, admit, authorize, body, dead_letter_all, off_the_workers, parse_array, read_body,
+    refuse_when_over_limits,
+};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::config::IngestLimits;
@@ -68,24 +71,27 @@ async fn ingest(
 async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
     let params: Params = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
+    // The token is in the URL or a header: refuse before reading a byte of the body.
     authorize(state.config.split.token.as_deref(), params.token.as_deref(), headers)?;
-    let _permit = admit(state)?;
+    refuse_when_over_limits(state)?;
 
     let limits = state.config.limits;
-    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let (raw, mut reservation) = read_body(state, headers, body, limits.max_body_bytes).await?;
     let encoding = body::detect_encoding(headers, &raw)?;
     metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "received")
         .increment(raw.len() as u64);
+    // Taken once the body is in: a slow sender holds no permit while it trickles.
+    let _permit = admit(state)?;
     let received_at = chrono::Utc::now().timestamp_millis();
-    // Inflating and parsing a 100 MiB batch takes a while: keep it off the async workers.
-    let (records, refused) = tokio::task::spawn_blocking(move || {
-        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
+    // The records are views into the decoded body, so its reservation lives as long as they do.
+    let (records, refused, _reservation) = off_the_workers(move || {
+        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes, &mut reservation)?;
         metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "decoded")
             .increment(plain.len() as u64);
-        parse_batch(&plain, &limits, received_at)
+        let (records, refused) = parse_batch(&plain, &limits, received_at)?;
+        Ok((records, refused, reservation))
     })
-    .await
-    .map_err(|e| AppError::Internal(e.into()))??;
+    .await?;
 
     let accepted = records.len();
     if accepted > 0 {
