@@ -139,14 +139,16 @@ pub async fn read_limited(
         return Err(BodyError::TooLarge { limit });
     }
     // One deadline for the whole body: a per-chunk timeout would let a client trickle forever.
-    let capacity = declared.map_or(0, |len| len as usize);
+    // Pre-sized from the declared length, but not beyond 1 MiB before the bytes arrive: a
+    // header alone must not make sluice allocate.
+    let capacity = declared.map_or(0, |len| (len as usize).min(1 << 20));
     tokio::time::timeout(timeout, collect(body, limit, capacity, reservation))
         .await
         .map_err(|_| BodyError::Timeout(timeout))?
 }
 
-/// Collects the frames; `capacity` (the declared length) saves regrowing. Only the bytes that
-/// arrive are claimed from the budget: untouched capacity costs no memory.
+/// Collects the frames into a buffer of `capacity` to start with; the bytes are claimed from the
+/// budget as they arrive.
 async fn collect(
     mut body: Body,
     limit: usize,
@@ -202,7 +204,10 @@ pub fn decode(encoding: Encoding, raw: Bytes, limit: usize, reservation: &mut Re
 
 fn gunzip(raw: &[u8], limit: usize, reservation: &mut Reservation) -> Result<Vec<u8>, BodyError> {
     const CHUNK: usize = 64 * 1024;
-    let mut out: Vec<u8> = Vec::new();
+    // JSON usually compresses 5-15x: start there (claimed first, like every later growth).
+    let initial = raw.len().saturating_mul(8).min(limit);
+    reservation.grow_to(raw.len() + initial)?;
+    let mut out: Vec<u8> = Vec::with_capacity(initial);
     // MultiGzDecoder: concatenated gzip members are valid gzip and some clients send them.
     let mut decoder = MultiGzDecoder::new(raw).take(limit as u64 + 1);
     let mut chunk = vec![0; CHUNK];
