@@ -84,7 +84,7 @@ async fn read_answer(socket: &mut TcpStream, within: Duration) -> Option<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_bombs_with_a_bad_signature_are_refused_unread_while_healthz_stays_fast() {
+async fn webhook_bombs_with_a_bad_signature_are_refused_before_inflating_while_healthz_stays_fast() {
     let dir = tempfile::tempdir().unwrap();
     let sluice = Binary::start(dir.path(), &[("SLUICE_SEGMENT__WEBHOOK_SECRET", "the-shared-secret")]).await;
     let bomb = zeros_bomb(100 * 1024 * 1024);
