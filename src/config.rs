@@ -36,6 +36,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits on what one request may carry.
     pub limits: IngestLimits,
+    /// How long the HTTP server waits for slow clients.
+    pub http: HttpConfig,
     /// The Split impressions webhook source.
     pub split: SplitSourceConfig,
     /// The Segment sources: the webhook destination and the Tracking API.
@@ -61,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("sluice-data"),
             log: LogConfig::default(),
             limits: IngestLimits::default(),
+            http: HttpConfig::default(),
             split: SplitSourceConfig::default(),
             segment: SegmentSourceConfig::default(),
             journal: FileJournalConfig::default(),
@@ -115,6 +118,9 @@ pub struct IngestLimits {
     pub max_properties_bytes: usize,
     /// Ingest requests processed at once; more get 503 with `Retry-After` (bounds memory).
     pub max_concurrent_requests: usize,
+    /// Request body bytes (as sent plus decompressed) that all ingest requests together may hold;
+    /// a request that would pass it gets 503 with `Retry-After`.
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for IngestLimits {
@@ -127,6 +133,7 @@ impl Default for IngestLimits {
             max_field_bytes: fields.max_field_bytes,
             max_properties_bytes: fields.max_properties_bytes,
             max_concurrent_requests: 64,
+            max_in_flight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +142,35 @@ impl IngestLimits {
     /// The per-field part, as the record parser wants it.
     pub fn fields(&self) -> FieldLimits {
         FieldLimits { max_field_bytes: self.max_field_bytes, max_properties_bytes: self.max_properties_bytes }
+    }
+}
+
+/// Timeouts for slow or idle HTTP clients, so that they cannot hold connections and memory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest wait for a request's headers, in milliseconds; it also closes a keep-alive
+    /// connection idle this long between requests.
+    pub header_read_timeout_ms: u64,
+    /// Longest time to receive a whole ingest request body, in milliseconds; over it → 408.
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { header_read_timeout_ms: 30_000, body_read_timeout_ms: 60_000 }
+    }
+}
+
+impl HttpConfig {
+    /// `header_read_timeout_ms` as a duration.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// `body_read_timeout_ms` as a duration.
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 
@@ -308,6 +344,16 @@ impl Config {
         );
         anyhow::ensure!(l.max_batch_records > 0, "limits.max_batch_records must be above 0");
         anyhow::ensure!(l.max_concurrent_requests > 0, "limits.max_concurrent_requests must be above 0");
+        let largest_request = l.max_body_bytes as u64 + l.max_decompressed_bytes as u64;
+        anyhow::ensure!(
+            l.max_in_flight_bytes >= largest_request,
+            "limits.max_in_flight_bytes ({}) must be at least limits.max_body_bytes + limits.max_decompressed_bytes ({largest_request}), or the largest request could never be accepted",
+            l.max_in_flight_bytes
+        );
+        anyhow::ensure!(
+            self.http.header_read_timeout_ms > 0 && self.http.body_read_timeout_ms > 0,
+            "http.header_read_timeout_ms and http.body_read_timeout_ms must be above 0"
+        );
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         self.store_target()?;

@@ -144,16 +144,30 @@ async fn webhook_signatures_are_checked_for_objects_and_arrays(b: Backend) {
     assert_eq!(status, 401, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("segment.webhook_secret"), "{answer}");
     assert_eq!(s.post("/v1/segment/webhook", one.to_vec(), &[]).await.0, 401);
-    // An array is signed over its first element's bytes, exactly as they appear in the body.
+    // An array is signed over the whole body …
     let first = r#"{"type":"track","event":"X","userId":"w2","messageId":"w-2"}"#;
     let array = format!(r#"[{first}, {{"type":"identify","userId":"w2","messageId":"w-3"}}]"#);
     let (status, answer) =
-        s.post("/events", array.clone().into_bytes(), &[("x-signature", &sign(first.as_bytes()))]).await;
+        s.post("/events", array.clone().into_bytes(), &[("x-signature", &sign(array.as_bytes()))]).await;
     assert_eq!((status, answer), (200, json!({"success": true, "accepted": 2, "rejected": 0})));
     let (status, _) = s.post("/events", array.into_bytes(), &[("x-signature", &sign(one))]).await;
     assert_eq!(status, 401);
+    // … and the first event's signature (what Segment sends when it batches) vouches for nothing
+    // else: a forged event appended to a signed one is refused, and nothing of it is stored.
+    let signed = r#"{"type":"track","event":"Y","userId":"w4","messageId":"w-4"}"#;
+    let forged = format!(
+        r#"[{signed},{{"type":"track","event":"Order Completed","userId":"w4","messageId":"w-5","properties":{{"revenue":99999}}}}]"#
+    );
+    let (status, answer) = s.post("/events", forged.into_bytes(), &[("x-signature", &sign(signed.as_bytes()))]).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("batching"), "{answer}");
+    // A one-element array under its element's signature is what Segment sends unbatched-in-an-array.
+    let sole = format!("[{signed}]");
+    let (status, answer) = s.post("/events", sole.into_bytes(), &[("x-signature", &sign(signed.as_bytes()))]).await;
+    assert_eq!((status, answer), (200, json!({"success": true, "accepted": 1, "rejected": 0})));
     let stored = events(&s, "").await;
-    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.len(), 4);
+    assert!(stored.iter().all(|e| e["messageId"] != "w-5"), "the forged event was stored");
     let w1 = stored.iter().find(|e| e["messageId"] == "w-1").unwrap();
     assert_eq!(w1["timestamp"], "2026-11-01T10:00:00.000Z", "webhook events keep Segment's timestamp");
     assert_eq!(w1["receivedAt"], "2026-11-01T10:00:01.000Z");

@@ -336,22 +336,6 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(format!("{err:#}").contains("another sluice is already serving"), "{err:#}");
 }
 
-#[tokio::test]
-async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
-    use tokio::io::AsyncWriteExt as _;
-    let s = InProcess::start_with(|c| c.limits.max_concurrent_requests = 1).await;
-    // A slow sender holds the only permit: headers sent, body still coming.
-    let mut slow = tokio::net::TcpStream::connect(s.server.addr).await.unwrap();
-    slow.write_all(b"POST /v1/split/impressions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n[").await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let resp = s.client.post(s.url(WEBHOOK)).body("[]").send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(resp.headers()["retry-after"], "1");
-    drop(slow);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(s.post(WEBHOOK, b"[]".to_vec(), &[]).await.0, 200, "the permit is released when the slow client goes");
-}
-
 common::on_both_backends!(
     gzip_with_header_without_header_and_plain_json_are_all_accepted,
     the_default_csv_export_is_the_seeds_report_byte_for_byte,

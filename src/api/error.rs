@@ -27,6 +27,9 @@ pub enum AppError {
     /// Missing or wrong credentials: 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// The client did not send its request in time: 408.
+    #[error("{0}")]
+    Timeout(String),
     /// Body or batch over a limit: 413.
     #[error("{0}")]
     TooLarge(String),
@@ -62,6 +65,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +80,8 @@ impl From<BodyError> for AppError {
             BodyError::TooLarge { .. } | BodyError::DecompressedTooLarge { .. } => AppError::TooLarge(e.to_string()),
             BodyError::UnsupportedEncoding(_) => AppError::UnsupportedMediaType(e.to_string()),
             BodyError::CorruptGzip { .. } | BodyError::Read(_) => AppError::bad_request(e.to_string()),
+            BodyError::Timeout(_) => AppError::Timeout(e.to_string()),
+            BodyError::Busy { .. } => AppError::Unavailable { message: e.to_string(), retry_after_secs: 1 },
         }
     }
 }

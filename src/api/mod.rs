@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod impressions;
 pub mod ops;
+pub mod server;
 pub mod streaming;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::journal::Journal;
+use crate::sources::body::ByteBudget;
 use crate::sources::dead_letter::DeadLetters;
 use crate::store::Readers;
 
@@ -42,12 +44,15 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Bounds concurrent ingest requests (and so the memory they hold).
     pub ingest_permits: Arc<Semaphore>,
+    /// Bounds the request body bytes all ingest requests hold together.
+    pub body_bytes: Arc<ByteBudget>,
     /// The lake writer's health, when the lake is on.
     pub lake: Option<Arc<LakeStatus>>,
 }
 
 impl AppState {
-    /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`.
+    /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`, the
+    /// byte budget from `config.limits.max_in_flight_bytes`.
     pub fn new(
         config: Arc<Config>,
         journal: Arc<dyn Journal>,
@@ -57,7 +62,8 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
-        AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, lake: None }
+        let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
+        AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, body_bytes, lake: None }
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.

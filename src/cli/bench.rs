@@ -30,8 +30,7 @@ use crate::consumers::store_loader;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::record::segment::{Arrival, Via};
-use crate::sources::body::{self, Encoding};
-use crate::sources::dead_letter::DeadLetters;
+use crate::sources::body::{self, ByteBudget, Encoding};
 use crate::sources::segment::{BatchLimits, TrackingBody};
 use crate::sources::split::parse_batch;
 
@@ -327,20 +326,25 @@ async fn in_process(
     source: BenchSource,
 ) -> anyhow::Result<Duration> {
     let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
-    let dead_letters = Arc::new(DeadLetters::open(&dir.join("dead-letter"), config.dead_letter.max_bytes)?);
+    let budget = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
     let limits: IngestLimits = config.limits;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (journal, dead_letters, next, bodies) =
-                (journal.clone(), dead_letters.clone(), next.clone(), bodies.clone());
+            let (journal, budget, next, bodies) = (journal.clone(), budget.clone(), next.clone(), bodies.clone());
             tokio::spawn(async move {
                 while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let records = match source {
                         BenchSource::Split => {
-                            let plain = body::decode(Encoding::Gzip, body.clone(), limits.max_decompressed_bytes)?;
-                            parse_batch(&plain, &limits, 0, &dead_letters).map_err(|e| anyhow::anyhow!("{e}"))?.0
+                            let mut reservation = budget.reservation();
+                            let plain = body::decode(
+                                Encoding::Gzip,
+                                body.clone(),
+                                limits.max_decompressed_bytes,
+                                &mut reservation,
+                            )?;
+                            parse_batch(&plain, &limits, 0).map_err(|e| anyhow::anyhow!("{e}"))?.0
                         }
                         BenchSource::Segment => segment_records(body)?,
                     };

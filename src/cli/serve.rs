@@ -135,11 +135,9 @@ impl Server {
         }
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
+        let http = state.config.http;
         let task = tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await
-                .context("the HTTP server failed")?;
+            api::server::serve(listener, api::router(state), http, stopped).await;
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             consumers_stop.cancel();
             match loader.await {

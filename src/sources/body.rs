@@ -1,18 +1,25 @@
 /*!
-Request bodies: read within a size limit, then decompress within another.
+Request bodies: read within a size limit and a deadline, then decompress within another limit.
 
 Split gzips its webhook bodies but does not always say so, so gzip is recognised by the
 `Content-Encoding` header *or* by the `1f 8b` magic bytes. Decompression stops as soon as the
 output passes the limit, so a gzip bomb never allocates more than the limit.
+
+Per-request limits alone let many requests together exhaust memory, so every byte read or
+inflated is also drawn from one [`ByteBudget`] shared by all requests (`limits.max_in_flight_bytes`);
+when it is spent the request answers 503 instead of allocating.
 */
 
 use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 use http_body_util::BodyExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -47,21 +54,119 @@ pub enum BodyError {
     /// The connection failed while the body was being read.
     #[error("failed to read the request body: {0}")]
     Read(String),
+    /// The client did not send the whole body in time.
+    #[error(
+        "the request body did not arrive within {} ms (http.body_read_timeout_ms); send it faster or in smaller batches",
+        .0.as_millis()
+    )]
+    Timeout(Duration),
+    /// The bytes all requests hold together are at `limits.max_in_flight_bytes`.
+    #[error("too many request bytes in flight (limits.max_in_flight_bytes = {total}); retry shortly")]
+    Busy {
+        /// The shared budget in bytes.
+        total: u64,
+    },
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (checked against `Content-Length`
-/// first, then while reading, since the header may be absent or wrong).
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
+/// Budget units are KiB, so that a `u32` count of permits covers any sensible budget.
+const UNIT: u64 = 1024;
+
+/// The bytes that request bodies (as sent and decoded) may hold at once, across all requests.
+#[derive(Debug)]
+pub struct ByteBudget {
+    units: Arc<Semaphore>,
+    total: u64,
+}
+
+impl ByteBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: u64) -> ByteBudget {
+        let units = usize::try_from(total.div_ceil(UNIT)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        ByteBudget { units: Arc::new(Semaphore::new(units)), total }
+    }
+
+    /// An empty claim on the budget, grown as bytes arrive and given back when dropped.
+    pub fn reservation(&self) -> Reservation {
+        Reservation { units: self.units.clone(), total: self.total, held: None, bytes: 0 }
+    }
+}
+
+/// One request's share of the [`ByteBudget`].
+#[derive(Debug)]
+pub struct Reservation {
+    units: Arc<Semaphore>,
+    total: u64,
+    held: Option<OwnedSemaphorePermit>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Makes sure at least `bytes` are held; never waits: a spent budget is an error at once.
+    pub fn grow_to(&mut self, bytes: usize) -> Result<(), BodyError> {
+        let bytes = bytes as u64;
+        if bytes <= self.bytes {
+            return Ok(());
+        }
+        let have = self.bytes.div_ceil(UNIT);
+        let want = bytes.div_ceil(UNIT);
+        let more = u32::try_from(want - have).map_err(|_| BodyError::Busy { total: self.total })?;
+        if more > 0 {
+            let permit =
+                self.units.clone().try_acquire_many_owned(more).map_err(|_| BodyError::Busy { total: self.total })?;
+            match &mut self.held {
+                Some(held) => held.merge(permit),
+                None => self.held = Some(permit),
+            }
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// Reads the whole body within `timeout`, refusing more than `limit` bytes (checked against
+/// `Content-Length` first, then while reading, since the header may be absent or wrong) and
+/// drawing every byte from `reservation`.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    reservation: &mut Reservation,
+) -> Result<Bytes, BodyError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    // One deadline for the whole body: a per-chunk timeout would let a client trickle forever.
+    // Pre-sized from the declared length, but not beyond 1 MiB before the bytes arrive: a
+    // header alone must not make sluice allocate.
+    let capacity = declared.map_or(0, |len| (len as usize).min(1 << 20));
+    tokio::time::timeout(timeout, collect(body, limit, capacity, reservation))
+        .await
+        .map_err(|_| BodyError::Timeout(timeout))?
+}
+
+/// Collects the frames into a buffer of `capacity` to start with; the bytes are claimed from the
+/// budget as they arrive.
+async fn collect(
+    mut body: Body,
+    limit: usize,
+    capacity: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, BodyError> {
+    let mut out = Vec::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let len = out.len() + data.len();
+        if len > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        reservation.grow_to(len)?;
+        out.extend_from_slice(&data);
     }
+    Ok(Bytes::from(out))
 }
 
 /// How the body is encoded, from the `Content-Encoding` header.
@@ -87,23 +192,43 @@ pub fn detect_encoding(headers: &HeaderMap, body: &[u8]) -> Result<Encoding, Bod
     }
 }
 
-/// Returns the plain body: `raw` itself, or its gzip decompression of at most `limit` bytes.
-pub fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+/// Returns the plain body: `raw` itself, or its gzip decompression of at most `limit` bytes,
+/// drawn from `reservation` on top of what `raw` already holds. Blocks: call it off the async workers.
+pub fn decode(encoding: Encoding, raw: Bytes, limit: usize, reservation: &mut Reservation) -> Result<Bytes, BodyError> {
     match encoding {
         Encoding::Identity if raw.len() > limit => Err(BodyError::DecompressedTooLarge { limit }),
         Encoding::Identity => Ok(raw),
-        Encoding::Gzip => gunzip(&raw, limit).map(Bytes::from),
+        Encoding::Gzip => gunzip(&raw, limit, reservation).map(Bytes::from),
     }
 }
 
-fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
-    // JSON usually compresses 5-15x; start there and let Vec grow, never past limit + 1.
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(8).min(limit));
+fn gunzip(raw: &[u8], limit: usize, reservation: &mut Reservation) -> Result<Vec<u8>, BodyError> {
+    const CHUNK: usize = 64 * 1024;
+    // JSON usually compresses 5-15x: start there (claimed first, like every later growth).
+    let initial = raw.len().saturating_mul(8).min(limit);
+    reservation.grow_to(raw.len() + initial)?;
+    let mut out: Vec<u8> = Vec::with_capacity(initial);
     // MultiGzDecoder: concatenated gzip members are valid gzip and some clients send them.
     let mut decoder = MultiGzDecoder::new(raw).take(limit as u64 + 1);
-    decoder.read_to_end(&mut out).map_err(|e| BodyError::CorruptGzip { inflated: out.len(), reason: e.to_string() })?;
-    if out.len() > limit {
-        return Err(BodyError::DecompressedTooLarge { limit });
+    let mut chunk = vec![0; CHUNK];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BodyError::CorruptGzip { inflated: out.len(), reason: e.to_string() }),
+        };
+        if out.len() + n > limit {
+            return Err(BodyError::DecompressedTooLarge { limit });
+        }
+        if out.len() + n > out.capacity() {
+            // Grow as Vec would (doubling), but claim the new capacity from the budget first:
+            // what is bounded is the memory actually allocated.
+            let capacity = (out.capacity() * 2).max(out.len() + n).max(CHUNK).min(limit);
+            reservation.grow_to(raw.len() + capacity)?;
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(out)
 }
@@ -120,6 +245,11 @@ mod tests {
         let mut e = GzEncoder::new(Vec::new(), Compression::best());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    /// Decodes with a budget too large to matter.
+    fn decode(encoding: Encoding, raw: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+        super::decode(encoding, raw, limit, &mut ByteBudget::new(1 << 40).reservation())
     }
 
     fn with_encoding(v: &str) -> HeaderMap {
@@ -178,6 +308,39 @@ mod tests {
             decode(Encoding::Identity, Bytes::from_static(b"[1,2,3]"), 3),
             Err(BodyError::DecompressedTooLarge { limit: 3 })
         );
+    }
+
+    #[test]
+    fn inflating_draws_from_the_budget_shared_by_all_requests() {
+        let budget = ByteBudget::new(3 * 1024 * 1024);
+        let gz = Bytes::from(gzip(&vec![b'0'; 2 * 1024 * 1024]));
+        let mut first = budget.reservation();
+        let plain = super::decode(Encoding::Gzip, gz.clone(), 10 << 20, &mut first).unwrap();
+        assert_eq!(plain.len(), 2 * 1024 * 1024);
+        let mut second = budget.reservation();
+        assert_eq!(
+            super::decode(Encoding::Gzip, gz.clone(), 10 << 20, &mut second),
+            Err(BodyError::Busy { total: 3 * 1024 * 1024 })
+        );
+        drop((first, second));
+        assert!(super::decode(Encoding::Gzip, gz, 10 << 20, &mut budget.reservation()).is_ok(), "given back on drop");
+    }
+
+    #[tokio::test]
+    async fn reading_a_body_draws_from_the_budget_and_stops_at_the_deadline() {
+        let budget = ByteBudget::new(1024 * 1024);
+        let mut held = budget.reservation();
+        held.grow_to(900 * 1024).unwrap();
+        let body = Body::from(vec![b' '; 200 * 1024]);
+        let got =
+            read_limited(&HeaderMap::new(), body, 1 << 20, Duration::from_secs(5), &mut budget.reservation()).await;
+        assert_eq!(got, Err(BodyError::Busy { total: 1024 * 1024 }));
+
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let never = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let timeout = Duration::from_millis(100);
+        let got = read_limited(&HeaderMap::new(), never, 1 << 20, timeout, &mut budget.reservation()).await;
+        assert_eq!(got, Err(BodyError::Timeout(timeout)));
     }
 
     mod prop {

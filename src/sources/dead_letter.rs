@@ -4,7 +4,9 @@ The dead-letter area: every record a source rejects, with its reason, under `<da
 Files are NDJSON, one rejected record per line:
 `{"receivedAt":…,"source":"split","index":3,"field":"time","reason":"…","record":<the JSON as sent>}`.
 The newest file is `current.ndjson`; it is renamed to `<epoch-ms>-<n>.ndjson` once it passes a quarter
-of the budget, and the oldest renamed files are deleted while the area is over its budget. The
+of the budget, and the oldest renamed files are deleted while the area is over its budget. Only
+files with that name pattern are counted or deleted: anything else an operator keeps in the
+directory (notes, a subdirectory of saved files) is left alone. The
 client is always told about each rejection in the response, so eviction loses no unreported data;
 it is counted in `sluice_dead_letter_evicted_bytes_total`.
 */
@@ -98,8 +100,11 @@ impl DeadLetters {
         current.bytes = 0;
         let mut rotated: Vec<(PathBuf, u64)> = fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
-            .filter(|e| e.file_name() != "current.ndjson")
-            .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+            .filter(|e| e.file_name().to_str().is_some_and(is_rotated_name))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                meta.is_file().then(|| (e.path(), meta.len()))
+            })
             .collect();
         rotated.sort();
         let mut total: u64 = rotated.iter().map(|(_, len)| len).sum();
@@ -114,6 +119,13 @@ impl DeadLetters {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is one [`DeadLetters::rotate`] gives: `<13 digits>-<6 digits>.ndjson`.
+fn is_rotated_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".ndjson") else { return false };
+    let Some((ms, n)) = stem.split_once('-') else { return false };
+    ms.len() == 13 && n.len() == 6 && ms.bytes().chain(n.bytes()).all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -151,5 +163,31 @@ mod tests {
         let total: u64 = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
         assert!(total <= 4096 + 4096 / 4 + 600, "dead letters use {total} bytes");
         assert!(fs::read_dir(dir.path()).unwrap().count() > 1, "rotated at least once");
+    }
+
+    #[test]
+    fn rotation_deletes_only_its_own_files_and_survives_a_subdirectory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "x".repeat(8192)).unwrap();
+        fs::create_dir(dir.path().join("0000000000001-000001.ndjson")).unwrap();
+        fs::create_dir(dir.path().join("saved")).unwrap();
+        let dl = DeadLetters::open(dir.path(), 1024).unwrap();
+        let record = raw(&format!("\"{}\"", "x".repeat(300)));
+        for i in 0..20 {
+            let r = Rejection { index: i, field: None, reason: "not an object", record: &record };
+            dl.write("split", i as i64, &[r]).unwrap();
+        }
+        assert_eq!(fs::read_to_string(dir.path().join("notes.txt")).unwrap().len(), 8192);
+        assert!(dir.path().join("saved").is_dir());
+        assert!(dir.path().join("0000000000001-000001.ndjson").is_dir());
+    }
+
+    #[test]
+    fn rotated_names_are_recognised_exactly() {
+        assert!(is_rotated_name("1764417600000-000001.ndjson"));
+        assert!(!is_rotated_name("current.ndjson"));
+        assert!(!is_rotated_name("1764417600000-000001.ndjson.bak"));
+        assert!(!is_rotated_name("backup-000001.ndjson"));
+        assert!(!is_rotated_name("176441760000-000001.ndjson"));
     }
 }

@@ -3,7 +3,14 @@ Sources: the HTTP endpoints records arrive on.
 
 Each source authenticates, reads and decodes the body within limits, validates every record with
 the parser in [`crate::record`], journals the valid ones and only then answers. What they share —
-admission control (backpressure), shared-secret checks, the mapping of journal failures — is here.
+admission control (backpressure), shared-secret checks, bounded array parsing, the dead-letter
+step, the mapping of journal failures — is here.
+
+The order of the steps is what keeps hostile or slow clients from starving the rest: credentials
+in headers are checked before the body is read; the body is read within a deadline and the
+shared byte budget before an ingest permit is taken (so a slow sender holds no permit); inflating,
+parsing and validating run on the blocking pool, never on the async workers that answer
+`/healthz` and everyone else.
 */
 
 pub mod body;
@@ -11,13 +18,20 @@ pub mod dead_letter;
 pub mod segment;
 pub mod split;
 
+use std::cell::Cell;
+use std::fmt;
+
 use axum::Router;
+use axum::body::Body;
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedSemaphorePermit;
 
+use self::body::Reservation;
 use self::dead_letter::{DeadLetters, Rejection};
 use crate::record::RecordError;
 
@@ -31,12 +45,21 @@ pub fn routes() -> Router<AppState> {
     Router::new().merge(split::routes()).merge(segment::routes())
 }
 
-/// Lets a request in, or answers 503 with `Retry-After` when sluice is over one of its limits:
-/// the journal is failing or full, a consumer lags too far, or too many requests are in flight.
-pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
-    if let Some(message) = over_limits(&state.journal.stats(), &state.config) {
-        return Err(AppError::Unavailable { message, retry_after_secs: state.config.backpressure.retry_after_secs });
+/// Answers 503 with `Retry-After` when sluice is over one of its limits (the journal is failing
+/// or full, a consumer lags too far): checked before a body is read, so nobody sends it in vain.
+pub fn refuse_when_over_limits(state: &AppState) -> Result<(), AppError> {
+    match over_limits(&state.journal.stats(), &state.config) {
+        Some(message) => {
+            Err(AppError::Unavailable { message, retry_after_secs: state.config.backpressure.retry_after_secs })
+        }
+        None => Ok(()),
     }
+}
+
+/// Lets an authenticated request whose body has arrived in, or answers 503 with `Retry-After`:
+/// over one of the limits above, or too many requests in flight.
+pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
+    refuse_when_over_limits(state)?;
     state.ingest_permits.clone().try_acquire_owned().map_err(|_| AppError::Unavailable {
         message: format!(
             "too many ingest requests in flight (limits.max_concurrent_requests = {}); retry shortly",
@@ -65,6 +88,78 @@ fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
             stats.next_offset - offset
         )
     })
+}
+
+/// Reads the body within `limit` bytes, `http.body_read_timeout_ms` and the shared byte budget;
+/// the reservation must live as long as the body (or what is decoded from it) does.
+pub async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(Bytes, Reservation), body::BodyError> {
+    let mut reservation = state.body_bytes.reservation();
+    let raw = body::read_limited(headers, body, limit, state.config.http.body_read_timeout(), &mut reservation).await?;
+    Ok((raw, reservation))
+}
+
+/// Why a JSON array could not be taken apart.
+#[derive(Debug)]
+pub enum ArrayError {
+    /// It holds more than the limit; parsing stopped there.
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// It is not a JSON array (or not valid JSON).
+    Invalid(serde_json::Error),
+}
+
+/// Splits a JSON array into its elements' raw text, counting while it parses: past `max` elements
+/// it stops at once, so a body of millions of tiny elements costs no more than `max` of them.
+pub fn parse_array(text: &str, max: usize) -> Result<Vec<&RawValue>, ArrayError> {
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Bounded { max, over: &over }.deserialize(&mut de).and_then(|elements| de.end().map(|()| elements));
+    match parsed {
+        Ok(elements) => Ok(elements),
+        Err(_) if over.get() => Err(ArrayError::TooMany { max }),
+        Err(e) => Err(ArrayError::Invalid(e)),
+    }
+}
+
+/// The seed behind [`parse_array`]: collects at most `max` elements, noting in `over` why it stopped.
+struct Bounded<'c> {
+    max: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Bounded<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::new();
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            if elements.len() == self.max {
+                self.over.set(true);
+                return Err(A::Error::custom(format_args!("more than {} elements", self.max)));
+            }
+            elements.push(element);
+        }
+        Ok(elements)
+    }
 }
 
 /// Checks a shared secret given as `?token=`, `Authorization: Bearer …` or `X-Sluice-Token`.
@@ -105,29 +200,66 @@ pub struct RecordFault {
     pub reason: String,
 }
 
+/// One refused record of a batch, kept (a copy of its bytes) until the journal's answer is known.
+#[derive(Debug)]
+pub struct Refused {
+    /// Position in the batch.
+    pub index: usize,
+    /// Why.
+    pub error: RecordError,
+    /// The record as sent.
+    pub record: Box<RawValue>,
+}
+
+impl Refused {
+    /// Copies a refused element out of the request body.
+    pub fn new(index: usize, error: RecordError, record: &RawValue) -> Refused {
+        Refused { index, error, record: record.to_owned() }
+    }
+}
+
 /// Writes every refused record of a batch (its index, what is wrong, the record as sent) to the
 /// dead-letter area and returns the first few refusals for the response.
+///
+/// Call it once the request's outcome is known and is an answer the sender will not retry (the
+/// valid records are durable, or there were none): a 503 and its retry would write them twice.
+/// A failure to write is logged, not answered: the valid records are already durable (a 5xx would
+/// make the sender send them again), and the response itself lists the refusals.
 pub fn dead_letter_all(
     source: &str,
     received_at: i64,
-    errors: &[(usize, RecordError, &RawValue)],
+    refused: &[Refused],
     dead_letters: &DeadLetters,
-) -> Result<Vec<RecordFault>, AppError> {
-    if errors.is_empty() {
-        return Ok(Vec::new());
+) -> Vec<RecordFault> {
+    if refused.is_empty() {
+        return Vec::new();
     }
-    let rejections: Vec<Rejection<'_>> = errors
+    let rejections: Vec<Rejection<'_>> = refused
         .iter()
-        .map(|(index, e, record)| Rejection { index: *index, field: e.field.as_deref(), reason: &e.reason, record })
+        .map(|r| Rejection {
+            index: r.index,
+            field: r.error.field.as_deref(),
+            reason: &r.error.reason,
+            record: &r.record,
+        })
         .collect();
-    dead_letters.write(source, received_at, &rejections).map_err(|e| {
-        AppError::Internal(anyhow::Error::new(e).context("could not write rejected records to the dead-letter area"))
-    })?;
-    Ok(errors
+    if let Err(e) = dead_letters.write(source, received_at, &rejections) {
+        metrics::counter!("sluice_dead_letter_write_errors_total").increment(1);
+        tracing::error!(error = %e, source, records = refused.len(), "could not write rejected records to the dead-letter area");
+    }
+    refused
         .iter()
         .take(MAX_LISTED_ERRORS)
-        .map(|(index, e, _)| RecordFault { index: *index, field: e.field.clone(), reason: e.reason.clone() })
-        .collect())
+        .map(|r| RecordFault { index: r.index, field: r.error.field.clone(), reason: r.error.reason.clone() })
+        .collect()
+}
+
+/// Runs `work` on the blocking pool (inflating and parsing a large body takes a while and must
+/// not stall the async workers).
+pub async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| AppError::Internal(e.into()))?
 }
 
 /// A failed append acknowledges nothing, so the client must retry: 503 with `Retry-After`.
@@ -148,6 +280,87 @@ pub fn journal_unavailable(e: JournalError) -> AppError {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::sync::Arc;
+
+    /// A journal whose every append fails, as a full disk makes it.
+    struct FailingJournal;
+
+    #[async_trait::async_trait]
+    impl crate::journal::Journal for FailingJournal {
+        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+            Err(JournalError::Poisoned("No space left on device".into()))
+        }
+        fn reader(&self, _: &str, _: u64) -> Result<Box<dyn crate::journal::JournalReader>, JournalError> {
+            Err(JournalError::Poisoned("not for reading".into()))
+        }
+        fn commit(&self, _: &str, _: u64) {}
+        fn stats(&self) -> JournalStats {
+            JournalStats::default()
+        }
+    }
+
+    /// The application state of a server in `dir` whose journal is `journal`.
+    fn state_with(dir: &std::path::Path, journal: Arc<dyn crate::journal::Journal>, config: Config) -> AppState {
+        let config = Config { data_dir: dir.to_owned(), ..config };
+        AppState::new(
+            Arc::new(config.clone()),
+            journal,
+            Arc::new(DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes).unwrap()),
+            Arc::new(crate::consumers::store_loader::new_status()),
+            crate::store::Readers::new(config.store_target().unwrap(), 1),
+            crate::telemetry::metrics(),
+        )
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.limits.max_concurrent_requests = 1;
+        let state = state_with(dir.path(), Arc::new(FailingJournal), config);
+        // Another request is being processed: it holds the only permit.
+        let busy = state.ingest_permits.clone().try_acquire_owned().unwrap();
+        let app = crate::api::router(state);
+        let request = || axum::http::Request::post("/v1/split/impressions").body(axum::body::Body::from("[]")).unwrap();
+        let answer = app.clone().oneshot(request()).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+        drop(busy);
+        let answer = app.oneshot(request()).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::OK, "the permit is free again");
+    }
+
+    #[tokio::test]
+    async fn refused_records_are_not_dead_lettered_when_the_journal_answers_503() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_with(dir.path(), Arc::new(FailingJournal), Config::default());
+        let area = state.config.dead_letter_dir();
+        let app = crate::api::router(state);
+        let split = r#"[{"key":5},{"key":"k","split":"f","environmentId":"id-p","environmentName":"p","treatment":"on","time":1,"bucketingKey":null,"label":"l","machineName":"m","machineIp":"10.0.0.1","splitVersionNumber":1,"sdk":"java","sdkVersion":"4","properties":"{}"}]"#;
+        let segment = r#"[{"type":"nope"},{"type":"track","event":"E","userId":"u"}]"#;
+        for (path, body) in [("/v1/split/impressions", split), ("/v1/segment/webhook", segment)] {
+            for _ in 0..2 {
+                let request = axum::http::Request::post(path).body(axum::body::Body::from(body)).unwrap();
+                let answer = app.clone().oneshot(request).await.unwrap();
+                assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            }
+        }
+        let written = std::fs::read_to_string(area.join("current.ndjson")).unwrap();
+        assert_eq!(written, "", "the senders will retry: nothing is dead-lettered until the outcome is final");
+    }
+
+    #[test]
+    fn arrays_are_counted_while_parsed_and_refused_past_the_limit() {
+        let got = parse_array(" [1, {\"a\":[2]} ,\"x\"] ", 3).unwrap();
+        assert_eq!(got.iter().map(|e| e.get()).collect::<Vec<_>>(), ["1", "{\"a\":[2]}", "\"x\""]);
+        assert!(matches!(parse_array("[1,2,3,4]", 3), Err(ArrayError::TooMany { max: 3 })));
+        // Past the limit, the rest is not even looked at.
+        assert!(matches!(parse_array("[1,2,3,4, not json", 3), Err(ArrayError::TooMany { max: 3 })));
+        assert!(matches!(parse_array("{}", 3), Err(ArrayError::Invalid(_))));
+        assert!(matches!(parse_array("[1] trailing", 3), Err(ArrayError::Invalid(_))));
+    }
 
     #[test]
     fn a_token_is_accepted_from_the_query_the_bearer_header_or_x_sluice_token() {

@@ -3,7 +3,8 @@ Segment events in, two ways Segment users already know:
 
 - the **webhook destination**, `POST /v1/segment/webhook` (and the seed's `POST /events`): one
   event per POST, or a JSON array from "Webhooks (Actions)", signed with `X-Signature` (hex
-  HMAC-SHA1 of the body; of the first element's bytes for an array) when a secret is set;
+  HMAC-SHA1 of the whole body, or of the one element of a one-element array, which is what
+  Segment signs when it batches: only its first event) when a secret is set;
 - the **HTTP Tracking API**, `POST /v1/{track,page,identify,alias,group,screen,batch,import}` and
   analytics.js's short forms `/v1/{t,p,i,a,g,s,b}`, so that analytics.js and Segment's server
   libraries can point their host at sluice, with write
@@ -31,7 +32,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{RecordFault, admit, body};
+use super::{
+    ArrayError, RecordFault, Refused, admit, body, dead_letter_all, off_the_workers, parse_array, read_body,
+    refuse_when_over_limits,
+};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::journal::Record;
@@ -58,7 +62,8 @@ pub fn routes() -> Router<AppState> {
         .allow_methods([Method::POST, Method::OPTIONS])
         // analytics.js adds `X-Retry-Count` and whatever headers its configuration names.
         .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
+        // No `allow_credentials`: the write key is the credential, and a browser must not send
+        // (or let any origin read answers to) requests carrying the visitor's cookies.
         .max_age(Duration::from_secs(24 * 3600));
     Router::new().route("/v1/segment/webhook", post(webhook)).route("/events", post(webhook)).merge(api.layer(cors))
 }
@@ -108,40 +113,39 @@ fn counted(source: &'static str, result: Result<Response, AppError>) -> Result<R
 }
 
 async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
-    let _permit = admit(state)?;
+    let secret = state.config.segment.webhook_secret.clone();
+    // The signature is a header: a request without a well-formed one is refused unread.
+    let signature = secret.as_ref().map(|_| signature_header(headers)).transpose()?;
+    refuse_when_over_limits(state)?;
     let limits = state.config.limits;
-    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let (raw, mut reservation) = read_body(state, headers, body, limits.max_body_bytes).await?;
     let encoding = body::detect_encoding(headers, &raw)?;
-    let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
-    let text = utf8(&plain)?;
-    let is_array = text.trim_start().starts_with('[');
-    let elements: Vec<&RawValue> = if is_array {
-        serde_json::from_str(text)
-            .map_err(|e| AppError::bad_request(format!("the body must be an array of Segment events: {e}")))?
-    } else {
-        vec![serde_json::from_str(text).map_err(|e| {
-            AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
-        })?]
-    };
-    if let Some(secret) = &state.config.segment.webhook_secret {
-        // Segment signs the body it sends; for an array, only the first element's bytes.
-        let signed = if is_array { elements.first().map_or(&b""[..], |e| e.get().as_bytes()) } else { text.as_bytes() };
-        verify_signature(secret, signed, headers)?;
-    }
-    if elements.len() > limits.max_batch_records {
-        return Err(AppError::TooLarge(format!(
-            "the request holds {} events, the limit is {} (limits.max_batch_records)",
-            elements.len(),
-            limits.max_batch_records
-        )));
-    }
-    let arrival = Arrival {
-        via: Via::Webhook,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        source: None,
-        future_tolerance_ms: state.config.segment.future_tolerance_ms,
-    };
-    let outcome = journal(state, prepare(&elements, &BatchDefaults::default(), &arrival), arrival.at_ms).await?;
+    let arrival_ms = chrono::Utc::now().timestamp_millis();
+    let future_tolerance_ms = state.config.segment.future_tolerance_ms;
+    let admitted = state.clone();
+    let (checked, _permit) = off_the_workers(move || {
+        // On the bytes as sent, before anything is inflated or parsed.
+        let signed = match (&secret, &signature) {
+            (Some(secret), Some(given)) => Some(verify_webhook_signature(secret, &raw, given)?),
+            _ => None,
+        };
+        // Taken only now: a slow or unauthenticated sender holds no permit.
+        let permit = admit(&admitted)?;
+        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes, &mut reservation)?;
+        let text = utf8(&plain)?;
+        let elements = webhook_events(text, limits.max_batch_records)?;
+        if signed == Some(Signed::SoleElement) && elements.len() != 1 {
+            return Err(AppError::Unauthorized(
+                "`X-Signature` covers only the first event of this array, so the other events are unverified: \
+                 sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
+                    .into(),
+            ));
+        }
+        let arrival = Arrival { via: Via::Webhook, at_ms: arrival_ms, source: None, future_tolerance_ms };
+        Ok((prepare(&elements, &BatchDefaults::default(), &arrival).into_checked(), permit))
+    })
+    .await?;
+    let outcome = journal(state, checked, arrival_ms).await?;
     let status =
         if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let report = Report {
@@ -153,6 +157,22 @@ async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Re
     Ok((status, Json(report)).into_response())
 }
 
+/// A webhook body's events: the body itself, or the elements of an array (at most `max`).
+fn webhook_events(text: &str, max: usize) -> Result<Vec<&RawValue>, AppError> {
+    if !text.trim_start().starts_with('[') {
+        let event = serde_json::from_str(text).map_err(|e| {
+            AppError::bad_request(format!("the body must be a Segment event (a JSON object) or an array of them: {e}"))
+        })?;
+        return Ok(vec![event]);
+    }
+    parse_array(text, max).map_err(|e| match e {
+        ArrayError::TooMany { max } => {
+            AppError::TooLarge(format!("the request holds more than {max} events (limits.max_batch_records)"))
+        }
+        ArrayError::Invalid(e) => AppError::bad_request(format!("the body must be an array of Segment events: {e}")),
+    })
+}
+
 /// The Tracking API: `/v1/batch` (`implied` is `None`) or a single-event endpoint.
 async fn handle_api(
     state: &AppState,
@@ -160,38 +180,48 @@ async fn handle_api(
     body: Body,
     implied: Option<EventType>,
 ) -> Result<Response, AppError> {
-    let _permit = admit(state)?;
-    let over = |e: body::BodyError| match e {
-        body::BodyError::TooLarge { .. } | body::BodyError::DecompressedTooLarge { .. } => {
-            AppError::bad_request(format!(
-                "the request is over Segment's limit of 500 KB ({MAX_BATCH_BYTES} bytes) per batch; send smaller batches"
-            ))
-        }
-        other => other.into(),
+    let keys = &state.config.segment.write_keys;
+    // A write key in the Basic header is checked before the body is read; only a request that
+    // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
+    let authorized = match basic_write_key(headers) {
+        Some(given) => Some(authorize_write_key(keys, Some(&given))?),
+        None if keys.is_empty() => Some(None),
+        None => None,
     };
-    let raw = body::read_limited(headers, body, MAX_BATCH_BYTES).await.map_err(over)?;
+    refuse_when_over_limits(state)?;
+    let (raw, mut reservation) = read_body(state, headers, body, MAX_BATCH_BYTES).await.map_err(over_batch_limit)?;
     let encoding = body::detect_encoding(headers, &raw)?;
-    let plain = body::decode(encoding, raw, MAX_BATCH_BYTES).map_err(over)?;
-    let text = utf8(&plain)?;
-    let body = TrackingBody::parse(text)?;
-    let source = authorize_write_key(&state.config.segment.write_keys, headers, body.write_key()?.as_deref())?;
-    let arrival = Arrival {
-        via: Via::TrackingApi,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        source: source.as_deref(),
-        future_tolerance_ms: state.config.segment.future_tolerance_ms,
-    };
-    let prepared = body.prepare(implied, &arrival, &BatchLimits::of(&state.config))?;
-    if implied.is_some()
-        && let Some((_, fault, _)) = prepared.errors.first()
-    {
-        // One event, refused: the sender must hear why, as a 400 naming the field.
-        return Err(match &fault.field {
-            Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
-            None => AppError::bad_request(fault.reason.clone()),
-        });
-    }
-    let outcome = journal(state, prepared, arrival.at_ms).await?;
+    let arrival_ms = chrono::Utc::now().timestamp_millis();
+    let admitted = state.clone();
+    let (checked, _permit) = off_the_workers(move || {
+        let plain = body::decode(encoding, raw, MAX_BATCH_BYTES, &mut reservation).map_err(over_batch_limit)?;
+        let text = utf8(&plain)?;
+        let body = TrackingBody::parse(text)?;
+        let source = match authorized {
+            Some(source) => source,
+            None => authorize_write_key(&admitted.config.segment.write_keys, body.write_key()?.as_deref())?,
+        };
+        let permit = admit(&admitted)?;
+        let arrival = Arrival {
+            via: Via::TrackingApi,
+            at_ms: arrival_ms,
+            source: source.as_deref(),
+            future_tolerance_ms: admitted.config.segment.future_tolerance_ms,
+        };
+        let prepared = body.prepare(implied, &arrival, &BatchLimits::of(&admitted.config))?;
+        if implied.is_some()
+            && let Some((_, fault, _)) = prepared.errors.first()
+        {
+            // One event, refused: the sender must hear why, as a 400 naming the field.
+            return Err(match &fault.field {
+                Some(field) => AppError::bad_field(field.clone(), format!("field `{field}`: {}", fault.reason)),
+                None => AppError::bad_request(fault.reason.clone()),
+            });
+        }
+        Ok((prepared.into_checked(), permit))
+    })
+    .await?;
+    let outcome = journal(state, checked, arrival_ms).await?;
     if outcome.faults.is_empty() {
         return Ok((
             StatusCode::OK,
@@ -209,6 +239,18 @@ async fn handle_api(
     Ok((status, Json(report)).into_response())
 }
 
+/// The Tracking API's body limit is Segment's 500 KB per batch, whatever `[limits]` says.
+fn over_batch_limit(e: body::BodyError) -> AppError {
+    match e {
+        body::BodyError::TooLarge { .. } | body::BodyError::DecompressedTooLarge { .. } => {
+            AppError::bad_request(format!(
+                "the request is over Segment's limit of 500 KB ({MAX_BATCH_BYTES} bytes) per batch; send smaller batches"
+            ))
+        }
+        other => other.into(),
+    }
+}
+
 /// What happened to a request's events.
 struct Outcome {
     accepted: usize,
@@ -222,6 +264,20 @@ pub struct Prepared<'a> {
     pub records: Vec<Record>,
     /// Each refused event: its position, why, and its bytes as sent.
     pub errors: Vec<(usize, RecordError, &'a RawValue)>,
+}
+
+impl Prepared<'_> {
+    /// Copies the refused events out of the request body, so the body can go before the journal answers.
+    fn into_checked(self) -> Checked {
+        let refused = self.errors.into_iter().map(|(index, e, record)| Refused::new(index, e, record)).collect();
+        Checked { records: self.records, refused }
+    }
+}
+
+/// [`Prepared`], owning its refused events.
+struct Checked {
+    records: Vec<Record>,
+    refused: Vec<Refused>,
 }
 
 /// Runs every event through [`segment::accept`].
@@ -260,13 +316,14 @@ impl<'a> Prepared<'a> {
     }
 }
 
-/// Dead-letters the refused events and journals the rest; returns once they are durable.
-async fn journal(state: &AppState, prepared: Prepared<'_>, received_at: i64) -> Result<Outcome, AppError> {
-    let faults = super::dead_letter_all("segment", received_at, &prepared.errors, &state.dead_letters)?;
-    let (accepted, rejected) = (prepared.records.len(), prepared.errors.len());
+/// Journals the valid events and, once they are durable, dead-letters the refused ones (after
+/// a 503 the sender retries, and they would be written twice).
+async fn journal(state: &AppState, checked: Checked, received_at: i64) -> Result<Outcome, AppError> {
+    let (accepted, rejected) = (checked.records.len(), checked.refused.len());
     if accepted > 0 {
-        state.journal.append(prepared.records).await.map_err(super::journal_unavailable)?;
+        state.journal.append(checked.records).await.map_err(super::journal_unavailable)?;
     }
+    let faults = dead_letter_all("segment", received_at, &checked.refused, &state.dead_letters);
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "accepted")
         .increment(accepted as u64);
     metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")
@@ -397,25 +454,57 @@ fn utf8(plain: &Bytes) -> Result<&str, AppError> {
     })
 }
 
-/// Checks `X-Signature` (hex HMAC-SHA1 of `signed` under `secret`) in constant time.
-fn verify_signature(secret: &str, signed: &[u8], headers: &HeaderMap) -> Result<(), AppError> {
+/// `X-Signature` decoded from hex; refused (401) when missing or malformed.
+fn signature_header(headers: &HeaderMap) -> Result<Vec<u8>, AppError> {
     let given = headers.get("x-signature").and_then(|v| v.to_str().ok()).ok_or_else(|| {
         AppError::Unauthorized(
             "this endpoint needs `X-Signature`: set the same shared secret in Segment's webhook settings and in segment.webhook_secret".into(),
         )
     })?;
-    let given = decode_hex(given.trim())
-        .ok_or_else(|| AppError::Unauthorized("`X-Signature` is not a hex HMAC-SHA1 digest".into()))?;
+    decode_hex(given.trim()).ok_or_else(|| AppError::Unauthorized("`X-Signature` is not a hex HMAC-SHA1 digest".into()))
+}
+
+/// What a valid webhook signature covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    /// The whole body.
+    Whole,
+    /// The one element of a body `[element]`: what Segment's Webhooks (Actions) signs when it
+    /// batches. Good only if the array turns out to hold exactly one event.
+    SoleElement,
+}
+
+/// Checks `given` (an HMAC-SHA1 under `secret`) against the whole body, else against the
+/// inside of a body of the form `[…]`, in constant time.
+fn verify_webhook_signature(secret: &str, body: &[u8], given: &[u8]) -> Result<Signed, AppError> {
+    if hmac_matches(secret, body, given)? {
+        return Ok(Signed::Whole);
+    }
+    let inner = body.trim_ascii().strip_prefix(b"[").and_then(|b| b.strip_suffix(b"]")).map(<[u8]>::trim_ascii);
+    if let Some(inner) = inner
+        && hmac_matches(secret, inner, given)?
+    {
+        return Ok(Signed::SoleElement);
+    }
+    let mut message =
+        "`X-Signature` does not match the body: check that Segment's shared secret equals segment.webhook_secret"
+            .to_owned();
+    if inner.is_some() {
+        // The likely cause when the secret is right: Segment signed only the first event.
+        message.push_str(
+            ". Segment's Webhooks (Actions) signs only the first event of a batch, which proves nothing \
+             about the others: turn off batching in that destination",
+        );
+    }
+    Err(AppError::Unauthorized(message))
+}
+
+fn hmac_matches(secret: &str, signed: &[u8], given: &[u8]) -> Result<bool, AppError> {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
         .map_err(|e| AppError::Internal(anyhow::anyhow!("HMAC key: {e}")))?;
     mac.update(signed);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(&given).map_err(|_| {
-        AppError::Unauthorized(
-            "`X-Signature` does not match the body: check that Segment's shared secret equals segment.webhook_secret"
-                .into(),
-        )
-    })
+    Ok(mac.verify_slice(given).is_ok())
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -425,24 +514,24 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// The source the request's write key names, or `None` when no keys are configured (open).
-/// The key comes from HTTP Basic auth (username, empty password), else from the body's `writeKey`.
-fn authorize_write_key(
-    keys: &BTreeMap<String, String>,
-    headers: &HeaderMap,
-    body_key: Option<&str>,
-) -> Result<Option<String>, AppError> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let basic = headers
+/// The write key given as the HTTP Basic username (empty password), if any.
+fn basic_write_key(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()));
-    let Some(given) = basic.as_deref().or(body_key) else {
+        .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()))
+}
+
+/// The source the `given` write key (from Basic auth, else the body's `writeKey`) names, or
+/// `None` when no keys are configured (open).
+fn authorize_write_key(keys: &BTreeMap<String, String>, given: Option<&str>) -> Result<Option<String>, AppError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let Some(given) = given else {
         return Err(AppError::Unauthorized(
             "a write key is required: send it as the HTTP Basic username (empty password) or as `writeKey` in the body"
                 .into(),
@@ -474,16 +563,35 @@ mod tests {
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn hex(sig: &str) -> Vec<u8> {
+        decode_hex(sig).unwrap()
+    }
+
     #[test]
-    fn a_signature_is_the_hex_hmac_sha1_of_the_signed_bytes() {
+    fn a_signature_is_the_hex_hmac_sha1_of_the_whole_body_or_of_a_sole_element() {
+        let body = br#"{"a":1}"#;
+        assert_eq!(verify_webhook_signature("s3cret", body, &hex(&sign("s3cret", body))).unwrap(), Signed::Whole);
+        assert!(matches!(
+            verify_webhook_signature("other", body, &hex(&sign("s3cret", body))),
+            Err(AppError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            verify_webhook_signature("s3cret", b"{}", &hex(&sign("s3cret", body))),
+            Err(AppError::Unauthorized(_))
+        ));
+        let array = b" [ {\"a\":1}\n] ";
+        assert_eq!(
+            verify_webhook_signature("s3cret", array, &hex(&sign("s3cret", body))).unwrap(),
+            Signed::SoleElement
+        );
+        assert_eq!(verify_webhook_signature("s3cret", array, &hex(&sign("s3cret", array))).unwrap(), Signed::Whole);
+
         let mut h = HeaderMap::new();
-        h.insert("x-signature", HeaderValue::from_str(&sign("s3cret", b"{\"a\":1}")).unwrap());
-        assert!(verify_signature("s3cret", b"{\"a\":1}", &h).is_ok());
-        assert!(matches!(verify_signature("s3cret", b"{\"a\":2}", &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(verify_signature("other", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(verify_signature("s3cret", b"x", &HeaderMap::new()), Err(AppError::Unauthorized(_))));
+        assert!(matches!(signature_header(&h), Err(AppError::Unauthorized(_))));
         h.insert("x-signature", HeaderValue::from_static("zz"));
-        assert!(matches!(verify_signature("s3cret", b"{\"a\":1}", &h), Err(AppError::Unauthorized(_))));
+        assert!(matches!(signature_header(&h), Err(AppError::Unauthorized(_))));
+        h.insert("x-signature", HeaderValue::from_static("0aff"));
+        assert_eq!(signature_header(&h).unwrap(), vec![0x0a, 0xff]);
     }
 
     mod prop {
@@ -533,10 +641,12 @@ mod tests {
         let mut h = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("k-srv:");
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
-        assert_eq!(authorize_write_key(&keys, &h, None).unwrap().as_deref(), Some("server"));
-        assert_eq!(authorize_write_key(&keys, &HeaderMap::new(), Some("k-web")).unwrap().as_deref(), Some("web"));
-        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), Some("nope")), Err(AppError::Unauthorized(_))));
-        assert!(matches!(authorize_write_key(&keys, &HeaderMap::new(), None), Err(AppError::Unauthorized(_))));
-        assert_eq!(authorize_write_key(&BTreeMap::new(), &HeaderMap::new(), None).unwrap(), None);
+        assert_eq!(basic_write_key(&h).as_deref(), Some("k-srv"));
+        assert_eq!(basic_write_key(&HeaderMap::new()), None);
+        assert_eq!(authorize_write_key(&keys, Some("k-srv")).unwrap().as_deref(), Some("server"));
+        assert_eq!(authorize_write_key(&keys, Some("k-web")).unwrap().as_deref(), Some("web"));
+        assert!(matches!(authorize_write_key(&keys, Some("nope")), Err(AppError::Unauthorized(_))));
+        assert!(matches!(authorize_write_key(&keys, None), Err(AppError::Unauthorized(_))));
+        assert_eq!(authorize_write_key(&BTreeMap::new(), None).unwrap(), None);
     }
 }

@@ -14,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::post};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use super::dead_letter::DeadLetters;
-use super::{RecordFault, admit, authorize, body};
+use super::{
+    ArrayError, RecordFault, Refused, admit, authorize, body, dead_letter_all, off_the_workers, parse_array, read_body,
+    refuse_when_over_limits,
+};
 use crate::api::AppState;
 use crate::api::error::AppError;
 use crate::config::IngestLimits;
@@ -70,29 +71,35 @@ async fn ingest(
 async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
     let params: Params = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
+    // The token is in the URL or a header: refuse before reading a byte of the body.
     authorize(state.config.split.token.as_deref(), params.token.as_deref(), headers)?;
-    let _permit = admit(state)?;
+    refuse_when_over_limits(state)?;
 
     let limits = state.config.limits;
-    let raw = body::read_limited(headers, body, limits.max_body_bytes).await?;
+    let (raw, mut reservation) = read_body(state, headers, body, limits.max_body_bytes).await?;
     let encoding = body::detect_encoding(headers, &raw)?;
     metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "received")
         .increment(raw.len() as u64);
+    // Taken once the body is in: a slow sender holds no permit while it trickles.
+    let _permit = admit(state)?;
     let received_at = chrono::Utc::now().timestamp_millis();
-    let dead_letters = state.dead_letters.clone();
-    // Inflating and parsing a 100 MiB batch takes a while: keep it off the async workers.
-    let (records, report) = tokio::task::spawn_blocking(move || {
-        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes)?;
+    // The records are views into the decoded body, so its reservation lives as long as they do.
+    let (records, refused, _reservation) = off_the_workers(move || {
+        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes, &mut reservation)?;
         metrics::counter!("sluice_source_bytes_total", "source" => "split", "stage" => "decoded")
             .increment(plain.len() as u64);
-        parse_batch(&plain, &limits, received_at, &dead_letters)
+        let (records, refused) = parse_batch(&plain, &limits, received_at)?;
+        Ok((records, refused, reservation))
     })
-    .await
-    .map_err(|e| AppError::Internal(e.into()))??;
+    .await?;
 
-    if !records.is_empty() {
+    let accepted = records.len();
+    if accepted > 0 {
         state.journal.append(records).await.map_err(super::journal_unavailable)?;
     }
+    // Only now is the answer final: after a 503 above, Split sends the batch again.
+    let errors = dead_letter_all("split", received_at, &refused, &state.dead_letters);
+    let report = IngestReport { accepted, rejected: refused.len(), errors };
     metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "accepted")
         .increment(report.accepted as u64);
     metrics::counter!("sluice_source_records_total", "source" => "split", "result" => "rejected")
@@ -102,32 +109,31 @@ async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body
     Ok((status, Json(report)).into_response())
 }
 
-/// Splits a decoded body into journal records and an account of what was refused.
+/// Splits a decoded body into journal records and the refused elements (for the dead-letter
+/// area, once the journal has answered).
 pub fn parse_batch(
     plain: &Bytes,
     limits: &IngestLimits,
     received_at: i64,
-    dead_letters: &DeadLetters,
-) -> Result<(Vec<Record>, IngestReport), AppError> {
+) -> Result<(Vec<Record>, Vec<Refused>), AppError> {
     let text = std::str::from_utf8(plain).map_err(|e| {
         AppError::bad_request(format!(
             "the body is not valid UTF-8 (first bad byte at offset {}); Split sends UTF-8 JSON",
             e.valid_up_to()
         ))
     })?;
-    let elements: Vec<&RawValue> = serde_json::from_str(text)
-        .map_err(|e| AppError::bad_request(format!("the body must be a JSON array of impression objects: {e}")))?;
-    if elements.len() > limits.max_batch_records {
-        return Err(AppError::TooLarge(format!(
-            "the batch holds {} records, the limit is {} (limits.max_batch_records); send smaller batches",
-            elements.len(),
-            limits.max_batch_records
-        )));
-    }
+    let elements = parse_array(text, limits.max_batch_records).map_err(|e| match e {
+        ArrayError::TooMany { max } => AppError::TooLarge(format!(
+            "the batch holds more than {max} records (limits.max_batch_records); send smaller batches"
+        )),
+        ArrayError::Invalid(e) => {
+            AppError::bad_request(format!("the body must be a JSON array of impression objects: {e}"))
+        }
+    })?;
 
     let fields = limits.fields();
     let mut records = Vec::with_capacity(elements.len());
-    let mut errors = Vec::new();
+    let mut refused = Vec::new();
     for (index, element) in elements.iter().enumerate() {
         match Impression::parse(element.get(), &fields) {
             Ok(_) => records.push(Record {
@@ -136,10 +142,8 @@ pub fn parse_batch(
                 // A view into the request body: the record is journaled exactly as sent, with no copy.
                 payload: plain.slice_ref(element.get().as_bytes()),
             }),
-            Err(e) => errors.push((index, e, *element)),
+            Err(e) => refused.push(Refused::new(index, e, element)),
         }
     }
-    let faults = super::dead_letter_all("split", received_at, &errors, dead_letters)?;
-    let report = IngestReport { accepted: records.len(), rejected: errors.len(), errors: faults };
-    Ok((records, report))
+    Ok((records, refused))
 }
