@@ -62,6 +62,41 @@ pub(super) fn check_header(file: &mut impl Read, path: &Path, base: u64) -> Resu
     Ok(())
 }
 
+/// The length of the entry that starts at `at` in `bytes`, if it is whole, of a known kind and
+/// its checksum matches: what a resync scan accepts as an entry that was really written.
+///
+/// The kind tag is checked before the checksum, because it makes false matches inside payloads
+/// impossible and keeps the scan cheap: every payload sluice writes is JSON text, which never
+/// holds the bytes 1 or 2 (control characters must be escaped in JSON), so a candidate whose tag
+/// byte falls inside a payload is rejected without computing a checksum. What remains are
+/// candidates inside entry headers, and each of those must still match a CRC-32C by chance.
+pub(super) fn whole_entry_at(bytes: &[u8], at: usize) -> Option<usize> {
+    checked_entry_at(bytes, at, |tag| RecordKind::from_tag(tag).is_some())
+}
+
+/// The length of the whole entry at `at` whose tag `kind` accepts and whose checksum matches.
+fn checked_entry_at(bytes: &[u8], at: usize, kind: impl Fn(u8) -> bool) -> Option<usize> {
+    let header = bytes.get(at..at.checked_add(ENTRY_HEADER_LEN)?)?;
+    let mut fields = header;
+    let len = fields.get_u32_le() as usize;
+    let checksum = fields.get_u32_le();
+    if len > MAX_RECORD_BYTES || !kind(fields.get_u8()) {
+        return None;
+    }
+    let payload = bytes.get(at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + len)?;
+    let matches = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload) == checksum;
+    matches.then_some(ENTRY_HEADER_LEN + len)
+}
+
+/// The first position at or after `from` where [`whole_entry_at`] finds an entry.
+///
+/// Recovery uses it to tell a torn tail (nothing written survives after the break) from damage
+/// (something does). A false match only makes recovery refuse to open, never keeps a record, so
+/// one entry is evidence enough here.
+pub(super) fn first_entry_after(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&at| whole_entry_at(bytes, at).is_some())
+}
+
 /// One entry as decoded, without its offset (implicit in its position).
 pub(super) struct Decoded {
     pub kind: RecordKind,

@@ -38,8 +38,12 @@ unknown kind tag is not broken (a newer sluice may have written it) but cannot b
 # Recovery (RocksDB's `kTolerateCorruptedTailRecords`)
 A crash can only tear the end of the newest segment, so on open:
 - the newest segment is read in full; from its first broken entry on, the file is truncated
-  (with a warning saying how many bytes were dropped and where). A newest segment shorter than
-  its header holds no entry and gets its header rewritten;
+  (with a warning saying how many bytes were dropped and where), but only if nothing intact
+  follows: the bytes after the break are scanned for an entry whose length is allowed, whose
+  kind is known and whose checksum matches, and finding one means the disk damaged the middle
+  of the file (a crash only tears the end), so opening fails with [`JournalError::Corrupt`]
+  rather than drop acknowledged records. A newest segment shorter than its header holds no
+  entry and gets its header rewritten;
 - older segments only have their header checked: reading them whole would make start-up
   proportional to the retained data. A broken entry in an older segment is found by the reader
   that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that reaches

@@ -5,7 +5,7 @@ the newest one (the policy is in [`super`]).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HEADER_LEN, ReadFailure, SegmentReader};
@@ -67,6 +67,20 @@ fn repair_newest(base: u64, path: PathBuf) -> Result<(Segment, u64), JournalErro
     };
     let good_end = reader.position();
     if let Some(reason) = broken {
+        // A crash tears only what was being written last, so nothing written can follow a torn
+        // tail. An intact entry after the break means the disk damaged bytes in the middle:
+        // truncating would drop records that were acknowledged, so refuse instead.
+        let tail = read_from(&path, good_end)?;
+        if let Some(intact) = format::first_entry_after(&tail, 1) {
+            return Err(JournalError::Corrupt {
+                position: good_end,
+                reason: format!(
+                    "{reason}, yet an intact entry follows at byte {}: this is damage, not a torn tail",
+                    good_end + intact as u64
+                ),
+                path,
+            });
+        }
         let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
         file.set_len(good_end).and_then(|()| file.sync_all()).map_err(io_error(&path))?;
         tracing::warn!(
@@ -79,6 +93,15 @@ fn repair_newest(base: u64, path: PathBuf) -> Result<(Segment, u64), JournalErro
         );
     }
     Ok((describe(base, path)?, count))
+}
+
+/// The bytes of the file `path` from byte `position` to its end.
+fn read_from(path: &Path, position: u64) -> Result<Vec<u8>, JournalError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    file.seek(SeekFrom::Start(position)).map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    Ok(bytes)
 }
 
 /// The in-memory description of the segment file `path`.
