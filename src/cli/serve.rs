@@ -49,6 +49,9 @@ pub struct Server {
 impl Server {
     /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // Install the metrics recorder before any consumer runs: a figure recorded earlier (say,
+        // records skipped at a lost journal range) would go to no recorder and never be seen.
+        telemetry::metrics();
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}; pass --data-dir", data_dir.display()))?;
