@@ -169,9 +169,10 @@ impl Server {
     }
 }
 
-/// Two servers appending to one journal would interleave and corrupt it: hold an exclusive
-/// lock on `<data-dir>/sluice.lock` for as long as the server runs (the OS drops it if we die).
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// Two servers appending to one journal would interleave and corrupt it, and `sluice journal
+/// repair` must not rewrite segments under a server: hold an exclusive lock on
+/// `<data-dir>/sluice.lock` for as long as either runs (the OS drops it if we die).
+pub(super) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("sluice.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -9,8 +9,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HEADER_LEN, ReadFailure, SegmentReader};
-use super::io_error;
 use super::segment::{self, Segment};
+use super::{io_error, lost};
 use crate::journal::JournalError;
 
 /// The journal as found on disk, ready for the writer.
@@ -25,6 +25,13 @@ pub(super) struct Recovered {
 
 /// Checks and repairs the segments in `dir`; an empty directory gets a first segment at offset 0.
 pub(super) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+    // Appending next to a half-done repair could give new records the offsets of saved ones.
+    if let Some((_, leftover)) = segment::repair_leftovers(dir)?.into_iter().next() {
+        let reason = "`sluice journal repair` was interrupted and left this file behind".to_owned();
+        return Err(JournalError::Corrupt { path: leftover, position: 0, reason });
+    }
+    // Read now so that a malformed file stops the start, not a consumer later.
+    lost::LostRanges::load(dir)?;
     let mut found = segment::list(dir)?;
     let Some((newest_base, newest_path)) = found.pop() else {
         let (_, active) = segment::create(dir, 0)?;

@@ -132,7 +132,7 @@ async fn a_damaged_header_in_an_older_segment_refuses_to_open_naming_the_file() 
     let refused = FileJournal::open(dir.path(), small_segments()).err().unwrap();
     assert!(matches!(&refused, JournalError::Corrupt { path, .. } if *path == older), "{refused}");
     let message = refused.to_string();
-    assert!(message.contains(&older.display().to_string()) && message.contains("move the file aside"), "{message}");
+    assert!(message.contains(&older.display().to_string()) && message.contains("sluice journal repair"), "{message}");
 }
 
 /// Reads from offset 0 until an error; panics if every entry reads back fine.
