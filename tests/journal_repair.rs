@@ -1,7 +1,7 @@
 //! A journal damaged in the middle of its segments, with the real binary: `sluice serve` refuses
 //! and names `sluice journal repair`; the repair quarantines the damage and records the offsets
 //! lost; served again, every other record reaches the store exactly once, and the loss is
-//! reported (the lost-offsets file, the metric).
+//! reported (the lost-offsets file, the metric). On both store backends.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Binary, impression, sluice, wait_loaded};
+use common::{Backend, Binary, TestSchema, impression, sluice, wait_loaded};
 use serde_json::Value;
 
 /// Segments of 4 KiB, so a few hundred impressions span several.
@@ -47,12 +47,40 @@ fn damage_middle_entry(path: &Path) -> String {
     payload["key"].as_str().unwrap().to_owned()
 }
 
+/// An empty store for one run of the server.
+struct EmptyStore {
+    /// The environment that points sluice at it (and makes segments small).
+    env: Vec<(&'static str, String)>,
+    /// The PostgreSQL schema holding it, dropped with it.
+    _schema: Option<TestSchema>,
+}
+
+impl EmptyStore {
+    /// An empty store on `backend`; `None` when PostgreSQL is unreachable (skip announced).
+    fn on(backend: Backend) -> Option<EmptyStore> {
+        let mut env = vec![(SMALL_SEGMENTS.0, SMALL_SEGMENTS.1.to_owned())];
+        let schema = match backend {
+            // The data directory's own store.sqlite; the test deletes it to start over.
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestSchema::create()?),
+        };
+        if let Some(schema) = &schema {
+            env.push(("SLUICE_STORE__URL", schema.url.clone()));
+        }
+        Some(EmptyStore { env, _schema: schema })
+    }
+
+    fn env(&self) -> Vec<(&'static str, &str)> {
+        self.env.iter().map(|(name, value)| (*name, value.as_str())).collect()
+    }
+}
+
 /// Runs `sluice serve` on `data_dir` and expects it to exit with an error within 20 s; returns its stderr.
-fn serve_must_refuse(data_dir: &Path) -> String {
+fn serve_must_refuse(data_dir: &Path, env: &[(&str, &str)]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        .env(SMALL_SEGMENTS.0, SMALL_SEGMENTS.1)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -83,10 +111,21 @@ async fn stored_keys(client: &reqwest::Client, b: &Binary) -> HashMap<String, us
 }
 
 #[tokio::test]
-async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact_record_is_stored_once() {
+async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact_record_is_stored_once_sqlite() {
+    refused_then_repaired_then_every_intact_record_stored_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact_record_is_stored_once_postgres() {
+    refused_then_repaired_then_every_intact_record_stored_once(Backend::Postgres).await;
+}
+
+async fn refused_then_repaired_then_every_intact_record_stored_once(backend: Backend) {
+    let Some(first_store) = EmptyStore::on(backend) else { return };
+    let Some(second_store) = EmptyStore::on(backend) else { return };
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let b = Binary::start(dir.path(), &[SMALL_SEGMENTS]).await;
+    let b = Binary::start(dir.path(), &first_store.env()).await;
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
     for chunk in keys.chunks(10) {
         let batch = Value::Array(chunk.iter().map(|key| impression(key, "f", "P", "on", "r", 1)).collect());
@@ -98,12 +137,14 @@ async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact
     let segments = segment_files(dir.path());
     assert!(segments.len() >= 3, "{} segments", segments.len());
     let lost_keys = [damage_middle_entry(&segments[1]), damage_middle_entry(segments.last().unwrap())];
-    // An empty store, so that the loader reads the whole journal again, past the damage.
+    // An empty store (a new PostgreSQL schema, or no store.sqlite), so that the loader reads
+    // the whole journal again, past the damage.
     for name in ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"] {
         let _ = std::fs::remove_file(dir.path().join(name));
     }
+    let env = second_store.env();
 
-    let refused = serve_must_refuse(dir.path());
+    let refused = serve_must_refuse(dir.path(), &env);
     assert!(refused.contains("sluice journal repair"), "{refused}");
 
     let data_dir = dir.path().to_str().unwrap();
@@ -114,7 +155,7 @@ async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact
     let recorded = std::fs::read_to_string(dir.path().join("journal").join("lost-offsets.txt")).unwrap();
     assert_eq!(recorded.lines().filter(|line| !line.starts_with('#')).count(), 2, "{recorded}");
 
-    let b = Binary::start(dir.path(), &[SMALL_SEGMENTS]).await;
+    let b = Binary::start(dir.path(), &env).await;
     wait_loaded(&client, &format!("http://{}", b.addr)).await;
     let stored = stored_keys(&client, &b).await;
     for key in &keys {
