@@ -28,7 +28,7 @@ pub fn run(config: &Config, command: JournalCommand) -> anyhow::Result<()> {
     let _lock = super::serve::lock_data_dir(&config.data_dir)?;
     let report = file::repair(&dir).with_context(|| {
         format!(
-            "cannot repair the journal in {} safely; nothing more was changed. Keep a copy of the directory and report the error",
+            "`sluice journal repair` stopped in {}; what it finished stays done, and running it again once the cause is fixed resumes safely",
             dir.display()
         )
     })?;

@@ -127,7 +127,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Journal, JournalError, JournalReader, JournalStats, Record};
-pub use repair::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, RepairReport, Repaired, repair};
+pub use repair::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, RepairError, RepairReport, Repaired, repair};
 use segment::Segment;
 use writer::{AppendRequest, Command};
 

@@ -56,10 +56,29 @@ pub struct RepairReport {
     pub repaired: Vec<Repaired>,
 }
 
+/// Why [`repair`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// Reading or writing the journal failed; what was finished stays, and a rerun resumes.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The records of a segment cannot be given offsets without risking a reused or repeated offset.
+    #[error(
+        "cannot repair {path} safely: {reason}. Nothing in that segment was changed; keep a copy of the journal directory and put the segment files back as they were, or ask for help"
+    )]
+    Unsafe {
+        /// The segment file.
+        path: PathBuf,
+        /// What does not add up.
+        reason: String,
+    },
+}
+
 /// Repairs the journal in `dir`, which no server may be using. See the module docs of
-/// [`FileJournal`](super::FileJournal) for what is kept and what is recorded as lost. Fails,
-/// changing nothing further, when a segment's intact records cannot be given offsets safely.
-pub fn repair(dir: &Path) -> Result<RepairReport, JournalError> {
+/// [`FileJournal`](super::FileJournal) for what is kept and what is recorded as lost. Stops,
+/// changing nothing in that segment, when a segment's intact records cannot be given offsets
+/// safely (segments before it stay repaired).
+pub fn repair(dir: &Path) -> Result<RepairReport, RepairError> {
     let interrupted = finish_interrupted(dir)?;
     let mut report = RepairReport { interrupted, repaired: Vec::new() };
     let found = segment::list(dir)?;
@@ -68,8 +87,8 @@ pub fn repair(dir: &Path) -> Result<RepairReport, JournalError> {
         let bytes = std::fs::read(path).map_err(io_error(path))?;
         // Loaded again each time: a repair of an earlier segment may have added ranges.
         let recorded = LostRanges::load(dir)?;
-        let corrupt = |reason| JournalError::Corrupt { path: path.clone(), position: 0, reason };
-        if let Some(plan) = plan(*base, &bytes, following, &recorded).map_err(corrupt)? {
+        let unsafe_ = |reason| RepairError::Unsafe { path: path.clone(), reason };
+        if let Some(plan) = plan(*base, &bytes, following, &recorded).map_err(unsafe_)? {
             report.repaired.push(apply(dir, path, &bytes, plan)?);
         }
     }

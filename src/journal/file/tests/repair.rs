@@ -6,7 +6,7 @@ lost, what it quarantines, and that readers then go past the loss.
 use super::*;
 use crate::journal::JournalError;
 use crate::journal::file::format::{ENTRY_HEADER_LEN, HEADER_LEN, whole_entry_at};
-use crate::journal::file::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, repair};
+use crate::journal::file::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, RepairError, repair};
 
 /// A closed journal of records `0..count`, one append each, in small segments (about six
 /// records each); returns its segment files.
@@ -264,6 +264,28 @@ async fn a_repair_interrupted_after_moving_the_damaged_file_is_finished() {
     assert!(matches!(report.interrupted, Some(Interrupted::Finished(ref placed)) if placed.len() == 2), "{report:?}");
     let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
     assert_all_but(&read_everything(&journal).await, 40, [lost]);
+}
+
+#[tokio::test]
+async fn a_segment_file_renamed_by_hand_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = journal_of(dir.path(), 40).await;
+    let bases = bases_on_disk(dir.path());
+    // Segment 1's records run up to bases[2]; a following segment claiming to start earlier
+    // leaves no offsets they could have.
+    let renamed = dir.path().join(format!("{:020}.seg", bases[2] - 1));
+    std::fs::rename(&files[2], &renamed).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().path()).collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    let refused = repair(dir.path()).unwrap_err();
+    assert!(matches!(&refused, RepairError::Unsafe { path, .. } if *path == files[1]), "{refused}");
+    assert!(refused.to_string().contains("safely"), "{refused}");
+    assert_eq!(listing(), before, "nothing was moved or written");
 }
 
 mod props {
