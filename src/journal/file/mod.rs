@@ -43,8 +43,10 @@ A crash can only tear the end of the newest segment, so on open:
   follows: the bytes after the break are scanned for an entry whose length is allowed, whose
   kind is known and whose checksum matches, and finding one means the disk damaged the middle
   of the file (a crash only tears the end), so opening fails with [`JournalError::Corrupt`]
-  rather than drop acknowledged records. A newest segment shorter than its header holds no
-  entry and gets its header rewritten;
+  rather than drop acknowledged records. (A crash that wrote the pages of the last group out
+  of order can leave a hole before intact entries too; those were never acknowledged, but
+  nothing tells the two apart, so that refuses as well and repair handles it.) A newest
+  segment shorter than its header holds no entry and gets its header rewritten;
 - older segments only have their header checked: reading them whole would make start-up
   proportional to the retained data. A broken entry in an older segment is found by the reader
   that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that reaches
