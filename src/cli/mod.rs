@@ -1,6 +1,6 @@
 /*!
 The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
-`sluice lake ls`, `sluice migrate`, `sluice bench`.
+`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
@@ -8,6 +8,7 @@ Parsing (clap) is separate from doing: each subcommand has a module with one ent
 pub mod attribution;
 pub mod bench;
 pub mod export;
+pub mod journal;
 pub mod lake;
 pub mod migrate;
 pub mod serve;
@@ -67,6 +68,12 @@ pub enum Command {
         #[command(subcommand)]
         what: lake::LakeCommand,
     },
+    /// Look after the journal (the server must be stopped).
+    Journal {
+        /// What to do.
+        #[command(subcommand)]
+        what: journal::JournalCommand,
+    },
     /// Load-test the Split webhook or the Segment Tracking API: records/s, latency, the in-process limit.
     Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
@@ -95,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => *listen,
         Command::Export { .. }
         | Command::Lake { .. }
+        | Command::Journal { .. }
         | Command::Bench(_)
         | Command::Migrate
         | Command::Anonymous { .. }
@@ -107,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { .. } => serve::run(config),
         Command::Export { what } => export::run(&config, what),
         Command::Lake { what } => lake::run(&config, what),
+        Command::Journal { what } => journal::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
         Command::Migrate => migrate::run(&config),
         Command::Anonymous { id } => attribution::run(&config, attribution::Lookup::Anonymous, &id),

@@ -49,6 +49,9 @@ pub struct Server {
 impl Server {
     /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // Install the metrics recorder before any consumer runs: a figure recorded earlier (say,
+        // records skipped at a lost journal range) would go to no recorder and never be seen.
+        telemetry::metrics();
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}; pass --data-dir", data_dir.display()))?;
@@ -165,9 +168,10 @@ impl Server {
     }
 }
 
-/// Two servers appending to one journal would interleave and corrupt it: hold an exclusive
-/// lock on `<data-dir>/sluice.lock` for as long as the server runs (the OS drops it if we die).
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// Two servers appending to one journal would interleave and corrupt it, and `sluice journal
+/// repair` must not rewrite segments under a server: hold an exclusive lock on
+/// `<data-dir>/sluice.lock` for as long as either runs (the OS drops it if we die).
+pub(super) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("sluice.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

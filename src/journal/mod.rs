@@ -80,9 +80,9 @@ pub enum JournalError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A segment other than the newest is damaged; sluice will not guess which records to drop.
+    /// A segment is damaged beyond a torn tail; sluice will not guess which records to drop.
     #[error(
-        "journal segment {path} is corrupt at byte {position}: {reason}. Only a torn tail of the newest segment is repaired automatically; move the file aside (its records will be lost) and restart"
+        "journal segment {path} is corrupt at byte {position}: {reason}. Only a torn tail of the newest segment is repaired automatically; stop sluice and run `sluice journal repair` (with the same --data-dir): it moves the damaged file to the journal's quarantine folder, keeps every intact record it can place, and records which offsets were lost so that consumers continue past them"
     )]
     Corrupt {
         /// The damaged segment.

@@ -62,6 +62,70 @@ pub(super) fn check_header(file: &mut impl Read, path: &Path, base: u64) -> Resu
     Ok(())
 }
 
+/// The length of the entry that starts at `at` in `bytes`, if it is whole, of a known kind and
+/// its checksum matches: what a resync scan accepts as an entry that was really written.
+///
+/// The kind tag is checked before the checksum, because it makes false matches inside payloads
+/// impossible and keeps the scan cheap: every payload sluice writes is JSON text, which never
+/// holds the bytes 1 or 2 (control characters must be escaped in JSON), so a candidate whose tag
+/// byte falls inside a payload is rejected without computing a checksum. What remains are
+/// candidates inside entry headers, and each of those must still match a CRC-32C by chance.
+pub(super) fn whole_entry_at(bytes: &[u8], at: usize) -> Option<usize> {
+    checked_entry_at(bytes, at, |tag| RecordKind::from_tag(tag).is_some())
+}
+
+/// The tag of a whole, checksum-valid entry at `at` in `bytes` whose kind this sluice does not
+/// know: written by a newer sluice, not damage, so repair must not throw it away.
+pub(super) fn unknown_kind_at(bytes: &[u8], at: usize) -> Option<u8> {
+    let unknown = |tag| RecordKind::from_tag(tag).is_none();
+    checked_entry_at(bytes, at, unknown).and_then(|_| bytes.get(at + 8).copied())
+}
+
+/// The length of the whole entry at `at` whose tag `kind` accepts and whose checksum matches.
+fn checked_entry_at(bytes: &[u8], at: usize, kind: impl Fn(u8) -> bool) -> Option<usize> {
+    let header = bytes.get(at..at.checked_add(ENTRY_HEADER_LEN)?)?;
+    let mut fields = header;
+    let len = fields.get_u32_le() as usize;
+    let checksum = fields.get_u32_le();
+    if len > MAX_RECORD_BYTES || !kind(fields.get_u8()) {
+        return None;
+    }
+    let payload = bytes.get(at + ENTRY_HEADER_LEN..at + ENTRY_HEADER_LEN + len)?;
+    let matches = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload) == checksum;
+    matches.then_some(ENTRY_HEADER_LEN + len)
+}
+
+/// The first position at or after `from` where [`whole_entry_at`] finds an entry.
+///
+/// Recovery uses it to tell a torn tail (nothing written survives after the break) from damage
+/// (something does). A false match only makes recovery refuse to open, never keeps a record, so
+/// one entry is evidence enough here; [`resync`] is the stricter rule for keeping records.
+pub(super) fn first_entry_after(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&at| whole_entry_at(bytes, at).is_some())
+}
+
+/// The first position at or after `from` where intact entries start again: an entry that
+/// [`whole_entry_at`] accepts, followed either by the end of `bytes` or by another such entry.
+///
+/// Repair keeps the entries found from there on, so a false match would invent a record. One
+/// chance CRC-32C match is about 2^-32 per candidate; asking for a second entry right after it
+/// (or for the first to end exactly where the file does) makes inventing one need two
+/// independent matches that also line up, which is why this rule is safe to keep records by.
+pub(super) fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&at| {
+        whole_entry_at(bytes, at)
+            .is_some_and(|len| at + len == bytes.len() || whole_entry_at(bytes, at + len).is_some())
+    })
+}
+
+/// Where the entry starting at `at` ends by its own length field, if its header is there and
+/// the length is allowed; nothing about its checksum.
+pub(super) fn declared_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut header = bytes.get(at..at.checked_add(ENTRY_HEADER_LEN)?)?;
+    let len = header.get_u32_le() as usize;
+    (len <= MAX_RECORD_BYTES).then_some(at + ENTRY_HEADER_LEN + len)
+}
+
 /// One entry as decoded, without its offset (implicit in its position).
 pub(super) struct Decoded {
     pub kind: RecordKind,

@@ -12,8 +12,9 @@ restart; they were never acknowledged, so the sender retried them (at-least-once
 
 # On-disk format
 The directory holds segment files named after the offset of their first entry, written as
-20 zero-padded decimal digits: `00000000000000001024.seg`. Other files are ignored. A segment
-starts with a 16-byte header:
+20 zero-padded decimal digits: `00000000000000001024.seg`. Other files are ignored, except
+`lost-offsets.txt` and the repair's temporary files (see below); `quarantine/` holds damaged
+segment files moved aside by repair. A segment starts with a 16-byte header:
 
 | bytes   | field                                                      |
 |---------|------------------------------------------------------------|
@@ -38,13 +39,62 @@ unknown kind tag is not broken (a newer sluice may have written it) but cannot b
 # Recovery (RocksDB's `kTolerateCorruptedTailRecords`)
 A crash can only tear the end of the newest segment, so on open:
 - the newest segment is read in full; from its first broken entry on, the file is truncated
-  (with a warning saying how many bytes were dropped and where). A newest segment shorter than
-  its header holds no entry and gets its header rewritten;
+  (with a warning saying how many bytes were dropped and where), but only if nothing intact
+  follows: the bytes after the break are scanned for an entry whose length is allowed, whose
+  kind is known and whose checksum matches, and finding one means the disk damaged the middle
+  of the file (a crash only tears the end), so opening fails with [`JournalError::Corrupt`]
+  rather than drop acknowledged records. (A crash that wrote the pages of the last group out
+  of order can leave a hole before intact entries too; those were never acknowledged, but
+  nothing tells the two apart, so that refuses as well and repair handles it.) A newest
+  segment shorter than its header holds no entry and gets its header rewritten;
 - older segments only have their header checked: reading them whole would make start-up
   proportional to the retained data. A broken entry in an older segment is found by the reader
   that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that reaches
   the end of a segment before the offset where the next one begins (a missing segment);
-- nothing is ever repaired outside the newest segment's tail.
+- nothing is ever repaired outside the newest segment's tail. The `Corrupt` error names
+  `sluice journal repair`, which does the rest, offline.
+
+# Damage and repair (`sluice journal repair`, see [`repair`])
+Repair reads every segment whole. Where an entry is broken it resyncs: it looks, byte by byte,
+for the next position where an entry of a known kind with an allowed length and a matching
+checksum is followed by another such entry or by the end of the file (two chance checksum
+matches in a row are needed to invent a record). The intact runs of entries found that way keep
+their bytes, but offsets are implicit, so a run is kept only where its offsets are certain:
+- the run from the start of the segment starts at its base;
+- a run after a gap where exactly one entry is broken (its own length field points at the run)
+  starts one past the run before it;
+- in a sealed segment, the run that reaches the end of the file ends where the next segment
+  begins, and runs before it across one-entry gaps follow from that;
+- any other run (after a gap whose damaged length fields make the number of lost entries
+  unknowable) is not kept: guessing its offsets could give two records one offset, or a
+  consumer one record twice. Its bytes stay in quarantine.
+
+The damaged file is moved, whole, to `quarantine/` inside the journal directory (nothing is
+deleted); each kept run is written back as a segment file named after its first offset, the
+first one under the original name (possibly holding no entry, so the base stays known). The
+offsets in between are recorded as lost. In the newest segment nothing says how many entries
+followed the last kept one: if anything intact follows, the lost range is the most there can
+have been (each entry takes at least 17 bytes), and appends continue after it in a new, empty
+segment, so no offset a consumer has seen is ever reused. A broken tail with nothing intact
+after it is a torn write and is dropped without recording a loss, as opening does. A sealed
+segment that ends before the next one starts (a file removed by hand) has that gap recorded.
+Repair refuses, changing nothing, when kept runs would not fit between their neighbours.
+
+Repair writes the replacements under the name `<segment name>.repair`, syncs them, records the
+lost ranges, then moves the damaged file (the commit point) and renames the replacements, the
+one taking the original name last. Run again after an interruption, it deletes the temporary
+files if the damaged file is still there and renames them otherwise; opening refuses while
+they exist.
+
+# Lost offsets (`lost-offsets.txt`)
+A text file in the journal directory, written by repair (replaced atomically, never edited in
+place). Lines starting with `#` and blank lines are ignored; every other line is
+`FIRST..END NOTE`: the offsets from `FIRST` up to `END` (excluded), in decimal, were lost, and
+the free text after the first space says what happened and where the damaged bytes went.
+Ranges may repeat or overlap. A reader that reaches a recorded offset skips to the end of its
+range and does not return those entries; it logs an error naming the range and adds the number
+of offsets skipped to the `sluice_journal_lost_records_total` counter, every time (after a
+restart, a consumer that had not committed past a range skips it again, loudly again).
 
 # Rotation and retention
 Between groups, once the active segment holds at least
@@ -58,8 +108,10 @@ every consumer before accepting traffic, or retention may delete what a late one
 */
 
 mod format;
+mod lost;
 mod reader;
 mod recovery;
+mod repair;
 mod retention;
 mod segment;
 mod writer;
@@ -77,6 +129,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Journal, JournalError, JournalReader, JournalStats, Record};
+pub use repair::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, RepairError, RepairReport, Repaired, repair};
 use segment::Segment;
 use writer::{AppendRequest, Command};
 

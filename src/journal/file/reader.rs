@@ -1,5 +1,6 @@
 /*!
-Reading the journal in order for one consumer, across segments, never beyond the durable end.
+Reading the journal in order for one consumer, across segments, never beyond the durable end,
+past the offsets recorded as lost (loudly).
 */
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::format::SegmentReader;
+use super::lost::{Lost, LostRanges};
 use super::{Shared, lock};
 use crate::journal::{Entry, JournalError, JournalReader};
 
@@ -45,8 +47,12 @@ impl JournalReader for FileReader {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut cursor =
-            self.cursor.take().unwrap_or_else(|| Cursor { shared: Arc::clone(&self.shared), next, segment: None });
+        let mut cursor = self.cursor.take().unwrap_or_else(|| Cursor {
+            shared: Arc::clone(&self.shared),
+            next,
+            segment: None,
+            lost: None,
+        });
         // Reads usually hit the page cache, but a consumer catching up after a restart reads from
         // disk, a MiB at a time: on the blocking pool that never stalls the runtime's workers, and
         // one hop per batch (not per entry) keeps its cost negligible.
@@ -71,14 +77,39 @@ struct Cursor {
     shared: Arc<Shared>,
     next: u64,
     segment: Option<SegmentReader>,
+    /// The offsets `sluice journal repair` recorded as lost, read on the first batch.
+    lost: Option<LostRanges>,
 }
 
 impl Cursor {
-    /// Reads the entries from `next` on, at most `max`, all below `limit` (which they must reach).
+    /// Reads the entries from `next` on, at most `max`, all below `limit` (which they must reach),
+    /// skipping recorded lost offsets.
     fn read(&mut self, max: usize, limit: u64) -> Result<Vec<Entry>, JournalError> {
         let count = usize::try_from(limit.saturating_sub(self.next)).map_or(max, |available| available.min(max));
         let mut batch = Vec::with_capacity(count);
-        while batch.len() < count {
+        while batch.len() < max && self.next < limit {
+            let lost = match &self.lost {
+                Some(lost) => lost,
+                None => &*self.lost.insert(LostRanges::load(&self.shared.dir)?),
+            };
+            if let Some(Lost { range, note }) = lost.containing(self.next) {
+                // Loud on purpose: these records are gone, and whoever runs sluice must know
+                // which ones, every time a consumer passes them.
+                let skipped = range.end - self.next;
+                tracing::error!(
+                    first = self.next,
+                    end = range.end,
+                    skipped,
+                    note,
+                    "journal: skipping offsets {}..{} recorded as lost by `sluice journal repair`; their records are not delivered",
+                    self.next,
+                    range.end
+                );
+                metrics::counter!("sluice_journal_lost_records_total").increment(skipped);
+                self.next = range.end;
+                self.segment = None;
+                continue;
+            }
             let segment = match &mut self.segment {
                 Some(segment) => segment,
                 None => self.segment.insert(open_at(&self.shared, self.next)?),

@@ -5,12 +5,12 @@ the newest one (the policy is in [`super`]).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{self, HEADER_LEN, ReadFailure, SegmentReader};
-use super::io_error;
 use super::segment::{self, Segment};
+use super::{io_error, lost};
 use crate::journal::JournalError;
 
 /// The journal as found on disk, ready for the writer.
@@ -25,6 +25,13 @@ pub(super) struct Recovered {
 
 /// Checks and repairs the segments in `dir`; an empty directory gets a first segment at offset 0.
 pub(super) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+    // Appending next to a half-done repair could give new records the offsets of saved ones.
+    if let Some((_, leftover)) = segment::repair_leftovers(dir)?.into_iter().next() {
+        let reason = "`sluice journal repair` was interrupted and left this file behind".to_owned();
+        return Err(JournalError::Corrupt { path: leftover, position: 0, reason });
+    }
+    // Read now so that a malformed file stops the start, not a consumer later.
+    lost::LostRanges::load(dir)?;
     let mut found = segment::list(dir)?;
     let Some((newest_base, newest_path)) = found.pop() else {
         let (_, active) = segment::create(dir, 0)?;
@@ -67,6 +74,20 @@ fn repair_newest(base: u64, path: PathBuf) -> Result<(Segment, u64), JournalErro
     };
     let good_end = reader.position();
     if let Some(reason) = broken {
+        // A crash tears only what was being written last, so nothing written can follow a torn
+        // tail. An intact entry after the break means the disk damaged bytes in the middle:
+        // truncating would drop records that were acknowledged, so refuse instead.
+        let tail = read_from(&path, good_end)?;
+        if let Some(intact) = format::first_entry_after(&tail, 1) {
+            return Err(JournalError::Corrupt {
+                position: good_end,
+                reason: format!(
+                    "{reason}, yet an intact entry follows at byte {}: this is damage, not a torn tail",
+                    good_end + intact as u64
+                ),
+                path,
+            });
+        }
         let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
         file.set_len(good_end).and_then(|()| file.sync_all()).map_err(io_error(&path))?;
         tracing::warn!(
@@ -79,6 +100,15 @@ fn repair_newest(base: u64, path: PathBuf) -> Result<(Segment, u64), JournalErro
         );
     }
     Ok((describe(base, path)?, count))
+}
+
+/// The bytes of the file `path` from byte `position` to its end.
+fn read_from(path: &Path, position: u64) -> Result<Vec<u8>, JournalError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    file.seek(SeekFrom::Start(position)).map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    Ok(bytes)
 }
 
 /// The in-memory description of the segment file `path`.

@@ -55,6 +55,25 @@ pub(super) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     Ok(found)
 }
 
+/// What `sluice journal repair` appends to a segment file name while it writes the file (see
+/// [`repair`](super::repair)): such a file is complete only once renamed to the plain name.
+pub(super) const REPAIR_SUFFIX: &str = ".repair";
+
+/// The files in `dir` that an interrupted repair left under temporary names, as `(base, path)`.
+pub(super) fn repair_leftovers(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut found = Vec::new();
+    for dir_entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let dir_entry = dir_entry.map_err(io_error(dir))?;
+        let name = dir_entry.file_name();
+        let base = name.to_str().and_then(|name| name.strip_suffix(REPAIR_SUFFIX)).and_then(parse_file_name);
+        if let Some(base) = base {
+            found.push((base, dir_entry.path()));
+        }
+    }
+    found.sort_unstable_by_key(|(base, _)| *base);
+    Ok(found)
+}
+
 /// Creates the segment starting at `base`, with its header, durably; returns it open for appending.
 pub(super) fn create(dir: &Path, base: u64) -> Result<(File, Segment), JournalError> {
     let path = dir.join(file_name(base));

@@ -6,6 +6,7 @@ mod append;
 mod props;
 mod reader;
 mod recovery;
+mod repair;
 mod retention;
 
 use std::ops::Range;

@@ -1,6 +1,7 @@
 /*!
-Properties over generated data: any records round-trip, and any cut of the newest segment loses
-only the entries the cut went through.
+Properties over generated data: any records round-trip, any cut of the newest segment loses
+only the entries the cut went through, and any damage to it either loses only entries from the
+damage on with nothing intact after them, or refuses to open.
 */
 
 use proptest::prelude::*;
@@ -83,5 +84,87 @@ proptest! {
             assert_eq!(journal.append(vec![next.clone()]).await.unwrap(), intact as u64..intact as u64 + 1);
             assert_entries(&read_to_end(&journal, "loader", intact as u64).await, intact as u64, &[next]);
         });
+    }
+}
+
+/// How [`any_damage_to_the_newest_segment_never_invents_nor_silently_drops_a_record`] damages bytes.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// XOR with a non-zero byte: a bit-rot-like change of every byte in the range.
+    Flip(u8),
+    /// Overwrite with one byte value, zeros included (a sector the disk gave back blank).
+    Fill(u8),
+    /// Cut the file at the start of the range and append the range's length of this byte.
+    CutAndAppend(u8),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (1u8..=255).prop_map(Damage::Flip),
+        any::<u8>().prop_map(Damage::Fill),
+        any::<u8>().prop_map(Damage::CutAndAppend),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_damage_to_the_newest_segment_never_invents_nor_silently_drops_a_record(
+        written in prop::collection::vec((any::<i64>(), payload()), 1..20),
+        at in any::<prop::sample::Index>(),
+        len in 1usize..64,
+        damage in damage(),
+    ) {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+            let written: Vec<_> = written.into_iter().map(to_record).collect();
+            for record in &written {
+                journal.append(vec![record.clone()]).await.unwrap();
+            }
+            journal.close().await;
+
+            let path = segment_files(dir.path()).remove(0);
+            let before = std::fs::read(&path).unwrap();
+            let start = HEADER_LEN as usize + at.index(before.len() - HEADER_LEN as usize);
+            let end = (start + len).min(before.len());
+            let mut after = before.clone();
+            match damage {
+                Damage::Flip(mask) => after[start..end].iter_mut().for_each(|byte| *byte ^= mask),
+                Damage::Fill(value) => after[start..end].fill(value),
+                Damage::CutAndAppend(value) => {
+                    after.truncate(start);
+                    after.resize(start + len, value);
+                }
+            }
+            std::fs::write(&path, &after).unwrap();
+
+            // An entry is intact when every one of its bytes is still there, unchanged.
+            let mut spans = Vec::new();
+            let mut position = HEADER_LEN as usize;
+            for record in &written {
+                let next = position + ENTRY_HEADER_LEN + record.payload.len();
+                spans.push(position..next);
+                position = next;
+            }
+            let intact = |span: &std::ops::Range<usize>| after.get(span.clone()) == Some(&before[span.clone()]);
+            let first_damaged = spans.iter().position(|span| !intact(span)).unwrap_or(written.len());
+            let intact_after_damage = spans[first_damaged..].iter().any(intact);
+
+            match FileJournal::open(dir.path(), FileJournalConfig::default()) {
+                Ok(journal) => {
+                    prop_assert!(!intact_after_damage, "entries after the damage were intact, yet the tail was cut");
+                    prop_assert_eq!(journal.stats().next_offset, first_damaged as u64);
+                    assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &written[..first_damaged]);
+                }
+                Err(refused) => {
+                    prop_assert!(matches!(refused, crate::journal::JournalError::Corrupt { .. }), "{}", refused);
+                    prop_assert!(intact_after_damage, "refused to open though nothing intact follows the damage: {}", refused);
+                    prop_assert_eq!(std::fs::read(&path).unwrap(), after, "a refused segment is left as it was");
+                }
+            }
+            Ok(())
+        })?;
     }
 }

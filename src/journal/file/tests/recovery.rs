@@ -132,7 +132,7 @@ async fn a_damaged_header_in_an_older_segment_refuses_to_open_naming_the_file() 
     let refused = FileJournal::open(dir.path(), small_segments()).err().unwrap();
     assert!(matches!(&refused, JournalError::Corrupt { path, .. } if *path == older), "{refused}");
     let message = refused.to_string();
-    assert!(message.contains(&older.display().to_string()) && message.contains("move the file aside"), "{message}");
+    assert!(message.contains(&older.display().to_string()) && message.contains("sluice journal repair"), "{message}");
 }
 
 /// Reads from offset 0 until an error; panics if every entry reads back fine.
@@ -182,4 +182,40 @@ async fn trailing_zeros_after_a_crash_are_treated_as_a_torn_tail() {
         file.write_all(&[0; 100]).unwrap();
     };
     reopen_after_damage(zeros, 5).await;
+}
+
+/// Appends records 0..5 one by one, closes, applies `damage` to entry 2 (of 0..5) in the newest
+/// segment, and returns the directory, the segment and the error opening it again.
+async fn open_after_damage_to_entry_2(
+    damage: impl FnOnce(&mut Vec<u8>, usize),
+) -> (tempfile::TempDir, PathBuf, JournalError) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+    for i in 0..5 {
+        journal.append(records(i..i + 1)).await.unwrap();
+    }
+    journal.close().await;
+    let path = newest_segment(dir.path());
+    rewrite(&path, |bytes| damage(bytes, segment_len(2) as usize));
+    let refused = FileJournal::open(dir.path(), FileJournalConfig::default()).err().expect("the journal opened");
+    (dir, path, refused)
+}
+
+#[tokio::test]
+async fn a_flipped_payload_byte_in_the_middle_of_the_newest_segment_refuses_to_open_rather_than_truncate() {
+    let flip = |bytes: &mut Vec<u8>, entry: usize| bytes[entry + ENTRY_HEADER_LEN + 3] ^= 0x20;
+    let (_dir, path, refused) = open_after_damage_to_entry_2(flip).await;
+    assert!(
+        matches!(&refused, JournalError::Corrupt { path: named, position, .. } if *named == path && *position == segment_len(2)),
+        "{refused}"
+    );
+    assert_eq!(path.metadata().unwrap().len(), segment_len(5), "nothing was truncated: records 3 and 4 are intact");
+}
+
+#[tokio::test]
+async fn a_zeroed_length_in_the_middle_of_the_newest_segment_refuses_to_open_rather_than_truncate() {
+    let zero_length = |bytes: &mut Vec<u8>, entry: usize| bytes[entry..entry + 4].fill(0);
+    let (_dir, path, refused) = open_after_damage_to_entry_2(zero_length).await;
+    assert!(matches!(&refused, JournalError::Corrupt { path: named, .. } if *named == path), "{refused}");
+    assert_eq!(path.metadata().unwrap().len(), segment_len(5), "nothing was truncated: records 3 and 4 are intact");
 }
