@@ -79,8 +79,12 @@ impl Server {
         );
 
         let consumers_stop = CancellationToken::new();
-        // Registered with the journal before the loader runs and commits, so that retention
-        // cannot delete what the lake has not archived yet.
+        // Every consumer holds its place in the journal from here on, before any of them reads
+        // or commits and before traffic is accepted, so that retention never deletes what one
+        // has not processed: the store loader's offset is read once the store answers, which
+        // may be much later (PostgreSQL down), so until then the loader holds everything retained.
+        // The lake writer registers at its checkpoint right here.
+        journal.hold(store_loader::CONSUMER);
         let lake = if config.lake.enabled {
             let lake = Lake::open(&config.lake, &config.lake_dir())
                 .context("cannot open the lake (set lake.enabled = false to run without one)")?;

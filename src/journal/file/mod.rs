@@ -52,8 +52,11 @@ Between groups, once the active segment holds at least
 other than the active one is deleted once every registered consumer has committed past its
 last entry, and either it was last written more than
 [`replay_window_secs`](FileJournalConfig::replay_window_secs) ago or the journal is over half
-its [`max_bytes`](FileJournalConfig::max_bytes). With no consumer registered nothing is deleted.
-Consumers are registered in memory only, by [`Journal::reader`]; after a restart, register
+its [`max_bytes`](FileJournalConfig::max_bytes). With no consumer registered nothing is deleted, and no segment holding a record some
+registered consumer has not committed is ever deleted, however full the disk: ingest answers 503
+at [`max_bytes`](FileJournalConfig::max_bytes) instead.
+Consumers are registered in memory only, by [`Journal::reader`], or held at the oldest retained
+offset by [`Journal::hold`] while their offset is unknown; after a restart, register or hold
 every consumer before accepting traffic, or retention may delete what a late one still needs.
 */
 
@@ -120,8 +123,8 @@ struct Shared {
     /// Retained segments, oldest first; the last one is the active segment. Only the writer
     /// thread adds or removes entries.
     segments: Mutex<VecDeque<Segment>>,
-    /// Registered consumers and their committed offsets.
-    consumers: Mutex<BTreeMap<String, u64>>,
+    /// Registered (or held) consumers and their places.
+    consumers: Mutex<BTreeMap<String, Place>>,
     /// One past the newest durable offset; readers wait on it.
     durable: watch::Sender<u64>,
     /// True until the writer thread has ended.
@@ -135,6 +138,15 @@ struct Shared {
     /// Makes the writer's next fsync fail, to test poisoning.
     #[cfg(test)]
     fail_next_sync: AtomicBool,
+}
+
+/// Where a consumer is in the journal.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// Everything below it is processed (or, held, may be: retention keeps it all).
+    offset: u64,
+    /// False while the place is only held, the consumer's real offset not yet known.
+    known: bool,
 }
 
 impl FileJournal {
@@ -194,17 +206,23 @@ impl Journal for FileJournal {
         answer.await.map_err(|_| self.shared.stopped())?
     }
 
+    fn hold(&self, name: &str) {
+        let mut consumers = lock(&self.shared.consumers);
+        let first = self.shared.first_offset();
+        consumers.entry(name.to_owned()).or_insert(Place { offset: first, known: false });
+    }
+
     fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError> {
         let first = self.shared.first_offset();
         if from < first {
             return Err(JournalError::OffsetGone { requested: from, first });
         }
-        lock(&self.shared.consumers).insert(name.to_owned(), from);
+        lock(&self.shared.consumers).insert(name.to_owned(), Place { offset: from, known: true });
         Ok(Box::new(reader::FileReader::new(Arc::clone(&self.shared), from)))
     }
 
     fn commit(&self, name: &str, offset: u64) {
-        lock(&self.shared.consumers).insert(name.to_owned(), offset);
+        lock(&self.shared.consumers).insert(name.to_owned(), Place { offset, known: true });
         // Wake the writer for a retention pass even when no append is coming. If the queue is
         // full the writer is busy with appends and runs retention after each group anyway.
         if !self.shared.retention_queued.swap(true, Ordering::AcqRel)
@@ -215,7 +233,11 @@ impl Journal for FileJournal {
     }
 
     fn stats(&self) -> JournalStats {
-        let consumers = lock(&self.shared.consumers).iter().map(|(name, offset)| (name.clone(), *offset)).collect();
+        let consumers = lock(&self.shared.consumers)
+            .iter()
+            .filter(|(_, place)| place.known)
+            .map(|(name, place)| (name.clone(), place.offset))
+            .collect();
         let segments = lock(&self.shared.segments);
         JournalStats {
             first_offset: segments.front().map_or(0, |segment| segment.base),
