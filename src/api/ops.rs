@@ -20,8 +20,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready means: the journal accepts writes and has room, and every consumer is healthy and
-/// within the lag limit — the same conditions under which ingest does not push back.
+/// Ready means: the journal accepts writes and has room, the store loader is healthy and every
+/// consumer within the lag limit (the conditions under which ingest does not push back), and no
+/// consumer has stopped (its records would pile up unprocessed).
 /// A failing lake is reported but does not make sluice unready: ingest goes on while the lake is
 /// down (that is the point of the journal), and the lake's lag still counts against the limit.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -29,6 +30,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let max_lag = state.config.backpressure.max_consumer_lag;
     let journal_ok = !stats.poisoned && stats.disk_bytes <= state.config.journal.max_bytes;
     let loader_healthy = state.loader.is_healthy();
+    let loader_stopped = state.loader.stopped_reason();
+    let lake_stopped = state.lake.as_ref().and_then(|lake| lake.stopped_reason());
     let consumers: serde_json::Map<String, serde_json::Value> = stats
         .consumers
         .iter()
@@ -38,7 +41,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     let lag_ok = stats.max_lag() <= max_lag;
-    let ready = journal_ok && lag_ok && loader_healthy;
+    let ready = journal_ok && lag_ok && loader_healthy && loader_stopped.is_none() && lake_stopped.is_none();
     let mut body = json!({
         "ready": ready,
         "journal": {
@@ -51,12 +54,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "store": {
             "backend": state.readers.target().backend(),
             "healthy": loader_healthy,
+            "stopped": loader_stopped,
             "lastError": state.loader.last_error(),
         },
     });
     if let Some(lake) = &state.lake {
         body["lake"] = json!({
             "healthy": lake.is_healthy(),
+            "stopped": lake_stopped,
             "lastError": lake.last_error(),
             "committedOffset": lake.committed_offset(),
             "bufferedBytes": lake.buffered_bytes(),

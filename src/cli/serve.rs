@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::consumers::lake_writer::{LakeStatus, LakeWriter};
-use crate::consumers::store_loader;
+use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
+use crate::consumers::{store_loader, supervise};
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
@@ -37,6 +37,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             server.stop().await
         })
 }
+
+/// A consumer's task: its result, and whether it had stopped on an error (rather than finished
+/// at shutdown).
+type ConsumerTask = JoinHandle<(anyhow::Result<()>, bool)>;
 
 /// A running sluice server.
 pub struct Server {
@@ -83,33 +87,43 @@ impl Server {
         // or commits and before traffic is accepted, so that retention never deletes what one
         // has not processed: the store loader's offset is read once the store answers, which
         // may be much later (PostgreSQL down), so until then the loader holds everything retained.
-        // The lake writer registers at its checkpoint right here.
         journal.hold(store_loader::CONSUMER);
         let lake = if config.lake.enabled {
             let lake = Lake::open(&config.lake, &config.lake_dir())
                 .context("cannot open the lake (set lake.enabled = false to run without one)")?;
-            let writer = LakeWriter::register(journal.clone(), lake, &config.lake, &config.lake_checkpoint_path())?;
+            journal.hold(lake_writer::CONSUMER);
+            let (lake_config, checkpoint) = (config.lake.clone(), config.lake_checkpoint_path());
+            let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint));
             let status = Arc::new(LakeStatus::default());
-            let (stop, running) = (consumers_stop.clone(), status.clone());
+            let (stop, running, journal) = (consumers_stop.clone(), status.clone(), journal.clone());
             let task = tokio::spawn(async move {
-                // Logged when it happens, not at shutdown: ingest goes on without the lake, and
-                // the operator should learn why it stopped (also shown by /readyz).
-                if let Err(e) = writer.run(stop, running).await {
-                    tracing::error!(error = format!("{e:#}"), "the lake writer stopped");
-                }
+                let result = supervise(&running, &stop, || {
+                    let writer = registered.take().unwrap_or_else(|| {
+                        LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint)
+                    });
+                    let (stop, running) = (stop.clone(), running.clone());
+                    async move { writer?.run(stop, running).await }
+                })
+                .await;
+                (result, running.stopped_reason().is_some())
             });
             Some((task, status))
         } else {
             None
         };
         let loader_status = Arc::new(store_loader::new_status());
-        let loader = tokio::spawn(store_loader::run(
-            journal.clone(),
-            target.clone(),
-            config.store.loader(),
-            consumers_stop.clone(),
-            loader_status.clone(),
-        ));
+        let loader = {
+            let (journal, target, loader_config) = (journal.clone(), target.clone(), config.store.loader());
+            let (stop, status) = (consumers_stop.clone(), loader_status.clone());
+            tokio::spawn(async move {
+                let result = supervise(&status, &stop, || {
+                    store_loader::run(journal.clone(), target.clone(), loader_config, stop.clone(), status.clone())
+                })
+                .await;
+                (result, status.stopped_reason().is_some())
+            })
+        };
+        let mut consumers: Vec<(&str, ConsumerTask)> = vec![("store loader", loader)];
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
@@ -131,10 +145,9 @@ impl Server {
             readers,
             telemetry::metrics(),
         );
-        let mut lake_writer = None;
         if let Some((task, status)) = lake {
             state = state.with_lake(status);
-            lake_writer = Some(task);
+            consumers.push(("lake writer", task));
         }
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
@@ -145,19 +158,31 @@ impl Server {
                 .context("the HTTP server failed")?;
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             consumers_stop.cancel();
-            match loader.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the store loader stopped with an error"),
-                Err(e) => tracing::error!(error = %e, "the store loader panicked"),
-            }
-            if let Some(task) = lake_writer
-                && let Err(e) = task.await
-            {
-                tracing::error!(error = %e, "the lake writer panicked");
+            let mut stopped = Vec::new();
+            for (name, task) in consumers {
+                match task.await {
+                    Ok((Ok(()), _)) => {}
+                    Ok((Err(e), true)) => {
+                        tracing::error!(error = format!("{e:#}"), "the {name} had stopped before shutdown");
+                        stopped.push(name);
+                    }
+                    Ok((Err(e), false)) => tracing::error!(error = format!("{e:#}"), "the {name} could not finish"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the {name} panicked");
+                        stopped.push(name);
+                    }
+                }
             }
             journal.close().await;
             drop(lock);
-            tracing::info!(next_offset = journal.stats().next_offset, "sluice stopped cleanly");
+            let next_offset = journal.stats().next_offset;
+            if !stopped.is_empty() {
+                anyhow::bail!(
+                    "sluice stopped, but the {} had stopped before (see the log); what it did not process stays in the journal (next offset {next_offset}) for the next start",
+                    stopped.join(" and the ")
+                );
+            }
+            tracing::info!(next_offset, "sluice stopped cleanly");
             Ok(())
         });
         Ok(Server { addr, http_stop, task })

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, ConsumerStatus};
+use super::{Backoff, ConsumerStatus, NeedsOperator};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
 use crate::lake::store::object_name;
@@ -234,7 +234,7 @@ impl Run {
                     self.w.checkpoint_path.display()
                 );
                 self.status.failing(&LakeError::Config(message.clone()));
-                anyhow::bail!(message);
+                return Err(NeedsOperator(message).into());
             }
         }
         self.save_checkpoint(self.w.committed).await?;
