@@ -1,4 +1,5 @@
-//! A consumer that stops on an error is visible: /readyz, /metrics, the exit status.
+//! Consumers that cannot go on are refused or stopped visibly: an offset from another journal,
+//! and a consumer that stops on an error.
 
 mod common;
 
@@ -6,8 +7,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Binary, impression};
+use common::{Backend, Binary, TestSchema, impression, on_both_backends, store_scalar, test_config};
 use serde_json::Value;
+use sluice::cli::serve::Server;
 
 /// Posts `keys` to the Split webhook of the server at `addr`, one request each, expecting 200.
 async fn post_keys(client: &reqwest::Client, addr: std::net::SocketAddr, keys: std::ops::Range<i64>) {
@@ -35,6 +37,90 @@ async fn wait_store_stopped(client: &reqwest::Client, addr: std::net::SocketAddr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A store outside both data directories: a PostgreSQL schema, or an SQLite file in `dir`.
+fn shared_store(backend: Backend, dir: &Path) -> Option<(String, Option<TestSchema>)> {
+    match backend {
+        Backend::Sqlite => Some((format!("sqlite://{}", dir.join("store.sqlite").display()), None)),
+        Backend::Postgres => {
+            let schema = TestSchema::create()?;
+            Some((schema.url.clone(), Some(schema)))
+        }
+    }
+}
+
+async fn a_store_offset_from_another_journal_is_refused_until_the_journal_is_adopted(backend: Backend) {
+    let (d1, d2, store_dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((url, schema)) = shared_store(backend, store_dir.path()) else { return };
+    let client = reqwest::Client::new();
+    let config = |dir: &Path| {
+        let mut c = test_config(dir);
+        c.store.url = Some(url.clone());
+        c
+    };
+
+    let first = Server::start(config(d1.path())).await.unwrap();
+    post_keys(&client, first.addr, 0..5).await;
+    common::wait_loaded(&client, &format!("http://{}", first.addr)).await;
+    first.stop().await.unwrap();
+
+    // A new data directory (lost, or started elsewhere) with the same store.
+    let second = Server::start(config(d2.path())).await.unwrap();
+    post_keys(&client, second.addr, 5..8).await;
+    let (status, body) = wait_store_stopped(&client, second.addr).await;
+    assert_eq!(status, 503, "a store loader that refused to start makes sluice unready: {body}");
+    let reason = body["store"]["stopped"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("belongs to journal") && reason.contains("sluice store adopt-journal"),
+        "the reason says what happened and what to do: {body}"
+    );
+    assert!(second.stop().await.is_err(), "shutdown reports the stopped loader");
+
+    let d2_arg = d2.path().display().to_string();
+    let (code, out, err) = common::sluice(&["store", "adopt-journal", "--data-dir", &d2_arg, "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("from offset 0"), "{out}");
+
+    let third = Server::start(config(d2.path())).await.unwrap();
+    common::wait_loaded(&client, &format!("http://{}", third.addr)).await;
+    let stored = store_scalar(store_dir.path(), schema.as_ref(), "SELECT COUNT(*) FROM impressions").await;
+    assert_eq!(stored, 8, "the records of both journals are stored, each once");
+    let (status, body) = readyz(&client, third.addr).await;
+    assert_eq!(status, 200, "{body}");
+    third.stop().await.unwrap();
+}
+
+async fn a_store_offset_past_the_end_of_its_journal_is_refused(backend: Backend) {
+    let (d1, store_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Held to the end: dropping it drops the PostgreSQL schema.
+    let Some((url, _schema)) = shared_store(backend, store_dir.path()) else { return };
+    let client = reqwest::Client::new();
+    let mut config = test_config(d1.path());
+    config.store.url = Some(url.clone());
+    let first = Server::start(config.clone()).await.unwrap();
+    post_keys(&client, first.addr, 0..5).await;
+    common::wait_loaded(&client, &format!("http://{}", first.addr)).await;
+    first.stop().await.unwrap();
+    // The journal restored from an older copy: same identity, fewer records.
+    let journal = d1.path().join("journal");
+    for entry in std::fs::read_dir(&journal).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let second = Server::start(config).await.unwrap();
+    let (status, body) = wait_store_stopped(&client, second.addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["store"]["stopped"].as_str().unwrap_or_default().contains("ends at offset 0"), "{body}");
+    assert!(second.stop().await.is_err());
+}
+
+on_both_backends!(
+    a_store_offset_from_another_journal_is_refused_until_the_journal_is_adopted,
+    a_store_offset_past_the_end_of_its_journal_is_refused,
+);
 
 /// Flips a payload byte of the oldest journal segment's first entry.
 fn corrupt_oldest_segment(data_dir: &Path) {

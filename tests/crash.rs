@@ -80,8 +80,11 @@ async fn a_corrupt_journal_tail_is_cut_back_to_the_last_good_record() {
     assert_eq!(b.terminate(), Some(0));
 
     // A torn write: half an entry header and garbage after the last good record.
-    let mut segments: Vec<_> =
-        std::fs::read_dir(dir.path().join("journal")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
     segments.sort();
     let newest = segments.last().unwrap();
     let good_len = std::fs::metadata(newest).unwrap().len();

@@ -1,6 +1,6 @@
 /*!
 The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
-`sluice lake ls`, `sluice migrate`, `sluice bench`.
+`sluice lake ls`, `sluice migrate`, `sluice store adopt-journal`, `sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
@@ -11,6 +11,7 @@ pub mod export;
 pub mod lake;
 pub mod migrate;
 pub mod serve;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
     Migrate,
+    /// Maintain the store's bookkeeping (no server may run on the data directory).
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        what: store::StoreCommand,
+    },
     /// Print a visitor's sessions as `GET /api/anonymous/ID` does (from the store; safe while a server runs).
     Anonymous {
         /// The anonymousId.
@@ -97,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Lake { .. }
         | Command::Bench(_)
         | Command::Migrate
+        | Command::Store { .. }
         | Command::Anonymous { .. }
         | Command::User { .. } => None,
     };
@@ -109,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lake { what } => lake::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
         Command::Migrate => migrate::run(&config),
+        Command::Store { what } => store::run(&config, what),
         Command::Anonymous { id } => attribution::run(&config, attribution::Lookup::Anonymous, &id),
         Command::User { id } => attribution::run(&config, attribution::Lookup::User, &id),
     }

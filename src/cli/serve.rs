@@ -197,7 +197,7 @@ impl Server {
 
 /// Two servers appending to one journal would interleave and corrupt it: hold an exclusive
 /// lock on `<data-dir>/sluice.lock` for as long as the server runs (the OS drops it if we die).
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("sluice.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

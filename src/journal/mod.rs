@@ -124,6 +124,11 @@ pub trait Journal: Send + Sync + 'static {
     /// Concurrent calls are group-committed: one fsync serves many callers.
     async fn append(&self, records: Vec<Record>) -> Result<Range<u64>, JournalError>;
 
+    /// The journal's identity: a random id written when its storage was created. A consumer
+    /// keeps it beside its offset, so that it can tell its own journal from another one (a new
+    /// or restored data directory) whose offsets mean different records.
+    fn id(&self) -> &str;
+
     /// Holds consumer `name`'s place before it reads: retention keeps every record from the
     /// oldest one retained now, until the consumer registers its real offset with
     /// [`reader`](Journal::reader). For a consumer whose offset is not known yet (its store is

@@ -224,6 +224,21 @@ fn an_offset_beyond_the_store_fails_the_load_and_stores_nothing(b: Backend) {
     assert_eq!(store.consumer_offset("store").unwrap(), 0);
 }
 
+fn a_consumer_position_keeps_its_journal_while_loads_move_the_offset(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    assert_eq!(store.consumer_position("store").unwrap(), None);
+    store.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    let before_ids = ConsumerPosition { offset: 1, journal_id: None };
+    assert_eq!(store.consumer_position("store").unwrap(), Some(before_ids), "an offset without a journal id");
+    let adopted = ConsumerPosition { offset: 1, journal_id: Some("j1".into()) };
+    store.set_consumer_position("store", &adopted).unwrap();
+    store.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    let moved = ConsumerPosition { offset: 2, journal_id: Some("j1".into()) };
+    assert_eq!(store.consumer_position("store").unwrap(), Some(moved));
+    assert_eq!(store.consumer_offset("store").unwrap(), 2);
+}
+
 fn exact_dedup_stores_identical_impressions_once(b: Backend) {
     let Some(f) = Fixture::new(b) else { return };
     let mut store = f.open();
@@ -497,6 +512,7 @@ suite!(
     an_empty_load_reports_the_committed_offset,
     an_offset_beyond_the_store_fails_the_load_and_stores_nothing,
     exact_dedup_stores_identical_impressions_once,
+    a_consumer_position_keeps_its_journal_while_loads_move_the_offset,
     per_version_dedup_keeps_the_first_impression,
     unparseable_entries_are_counted_and_the_rest_load,
     rows_come_out_ordered_by_time_then_arrival,
