@@ -239,6 +239,22 @@ fn a_consumer_position_keeps_its_journal_while_loads_move_the_offset(b: Backend)
     assert_eq!(store.consumer_offset("store").unwrap(), 2);
 }
 
+#[test]
+fn the_postgres_loader_session_commits_synchronously_whatever_the_connection_default() {
+    let Some(schema) = TestSchema::create() else { return };
+    // As a server, role or URL configured with synchronous_commit off would have it.
+    let url = format!("{}%20-csynchronous_commit%3Doff", schema.url);
+    let target = StoreTarget::parse(Some(&url), PathBuf::new(), 10_000).unwrap();
+    let show = |store: Store| match store {
+        Store::Postgres(mut pg) => {
+            pg.client().unwrap().query_one("SHOW synchronous_commit", &[]).unwrap().get::<_, String>(0)
+        }
+        Store::Sqlite(_) => unreachable!("a postgres:// target"),
+    };
+    assert_eq!(show(Store::open(&target).unwrap()), "on", "the loader's session");
+    assert_eq!(show(Store::open_read_only(&target).unwrap()), "off", "the URL's setting reaches other sessions");
+}
+
 fn exact_dedup_stores_identical_impressions_once(b: Backend) {
     let Some(f) = Fixture::new(b) else { return };
     let mut store = f.open();

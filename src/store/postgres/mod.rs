@@ -235,7 +235,12 @@ impl PgStore {
                 })?;
                 if self.writer {
                     // A statement that hangs (a lock, a half-dead server) must fail and be retried.
-                    client.batch_execute(&format!("SET statement_timeout = {}", self.settings.statement_timeout_ms))?;
+                    // "Offset committed" must mean "rows durable", even on a server (or a role, or a
+                    // URL's options) configured with synchronous_commit off.
+                    client.batch_execute(&format!(
+                        "SET statement_timeout = {}; SET synchronous_commit = on",
+                        self.settings.statement_timeout_ms
+                    ))?;
                 }
                 client
             }
