@@ -1,5 +1,5 @@
 //! Consumers that cannot go on are refused or stopped visibly: an offset from another journal,
-//! and a consumer that stops on an error.
+//! a consumer that stops on an error, and what /readyz shows of it.
 
 mod common;
 
@@ -159,4 +159,50 @@ async fn a_consumer_that_stops_makes_sluice_unready_is_counted_and_makes_shutdow
     b.signal(libc::SIGTERM);
     let code = b.exited_within(Duration::from_secs(30)).await;
     assert!(code.is_some_and(|c| c != 0), "shutdown with a stopped consumer exits non-zero, got {code:?}");
+}
+
+/// This machine's first non-loopback address, if it has one.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+#[tokio::test]
+async fn readyz_shows_the_store_address_in_errors_only_to_local_requests() {
+    let Some(outside) = outside_address() else {
+        eprintln!("\n*** SKIPPED the /readyz redaction test: this machine has no non-loopback address ***\n");
+        return;
+    };
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    config.store.url = Some(format!("postgres://secretuser@127.0.0.1:{dead_port}/secretdb"));
+    let server = Server::start(config).await.unwrap();
+    let port = server.addr.port();
+    let client = reqwest::Client::new();
+    let error_seen_from = |host: String| {
+        let client = client.clone();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let body: Value =
+                    client.get(format!("http://{host}:{port}/readyz")).send().await.unwrap().json().await.unwrap();
+                if let Some(error) = body["store"]["lastError"].as_str() {
+                    return error.to_owned();
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "no store error shown: {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let local = error_seen_from("127.0.0.1".to_owned()).await;
+    assert!(local.contains("secretuser") && local.contains("secretdb"), "local requests see the address: {local}");
+    let remote = error_seen_from(outside.to_string()).await;
+    assert!(
+        !remote.contains("secretuser") && !remote.contains("secretdb") && !remote.contains(&dead_port.to_string()),
+        "others do not: {remote}"
+    );
+    server.stop().await.unwrap();
 }

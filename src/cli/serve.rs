@@ -152,7 +152,7 @@ impl Server {
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
+            axum::serve(listener, api::router(state).into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
                 .context("the HTTP server failed")?;
