@@ -1,5 +1,5 @@
 //! Consumers that cannot go on are refused or stopped visibly: an offset from another journal,
-//! a consumer that stops on an error, and what /readyz shows of it.
+//! a consumer that stops on an error, and a shutdown that cannot finish.
 
 mod common;
 
@@ -159,6 +159,39 @@ async fn a_consumer_that_stops_makes_sluice_unready_is_counted_and_makes_shutdow
     b.signal(libc::SIGTERM);
     let code = b.exited_within(Duration::from_secs(30)).await;
     assert!(code.is_some_and(|c| c != 0), "shutdown with a stopped consumer exits non-zero, got {code:?}");
+}
+
+/// Opens a request whose body never arrives, which a graceful shutdown waits for.
+fn stalled_request(b: &Binary) -> std::net::TcpStream {
+    let mut socket = std::net::TcpStream::connect(b.addr).unwrap();
+    socket
+        .write_all(b"POST /v1/split/impressions HTTP/1.1\r\nHost: sluice\r\nContent-Length: 100000\r\n\r\n[")
+        .unwrap();
+    socket
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_a_stuck_shutdown_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Binary::start(dir.path(), &[]).await;
+    let _socket = stalled_request(&b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.exited_within(Duration::from_millis(700)).await, None, "the first signal waits for the request");
+    b.signal(libc::SIGINT);
+    let code = b.exited_within(Duration::from_secs(3)).await;
+    assert!(code.is_some_and(|c| c != 0), "the second signal exits at once, non-zero: {code:?}");
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_gives_up_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Binary::start(dir.path(), &[("SLUICE_SHUTDOWN_DEADLINE_SECS", "1")]).await;
+    let _socket = stalled_request(&b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.signal(libc::SIGTERM);
+    let code = b.exited_within(Duration::from_secs(5)).await;
+    assert!(code.is_some_and(|c| c != 0), "the deadline ends the shutdown, non-zero: {code:?}");
 }
 
 /// This machine's first non-loopback address, if it has one.

@@ -2,11 +2,14 @@
 `sluice serve`: start the journal, the consumers and the HTTP server; stop them in order.
 
 Stopping is the reverse of starting: stop accepting, finish in-flight requests, let the
-consumers catch up with the journal, close the journal.
+consumers catch up with the journal, close the journal. It has a deadline
+(`shutdown_deadline_secs`), and a second SIGINT or SIGTERM ends it at once: every acknowledged
+record is already durable in the journal, so cutting the drain short loses nothing.
 */
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
@@ -23,19 +26,33 @@ use crate::sources::dead_letter::DeadLetters;
 use crate::store::{Readers, Store};
 use crate::telemetry;
 
-/// Runs the server until SIGINT or SIGTERM, then drains and returns.
+/// Runs the server until SIGINT or SIGTERM, then drains and returns; gives up draining at the
+/// deadline or on a second signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log);
-    tokio::runtime::Builder::new_multi_thread()
+    let deadline = Duration::from_secs(config.shutdown_deadline_secs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("could not start the async runtime")?
-        .block_on(async {
-            let signals = crate::shutdown::Signals::install()?;
-            let server = Server::start(config).await?;
-            signals.received().await;
-            server.stop().await
-        })
+        .context("could not start the async runtime")?;
+    let result = runtime.block_on(async {
+        let mut signals = crate::shutdown::Signals::install()?;
+        let server = Server::start(config).await?;
+        signals.received().await;
+        tokio::select! {
+            result = server.stop() => result,
+            () = tokio::time::sleep(deadline) => anyhow::bail!(
+                "the graceful shutdown did not finish within {} s (shutdown_deadline_secs); exiting without waiting further. Every acknowledged record is in the journal and is loaded on the next start",
+                deadline.as_secs()
+            ),
+            () = signals.received() => anyhow::bail!(
+                "a second signal: exiting without finishing the graceful shutdown. Every acknowledged record is in the journal and is loaded on the next start"
+            ),
+        }
+    });
+    // Requests and blocking tasks still running are abandoned rather than waited for.
+    runtime.shutdown_background();
+    result
 }
 
 /// A consumer's task: its result, and whether it had stopped on an error (rather than finished
