@@ -124,7 +124,7 @@ fn needs_operator(error: &anyhow::Error) -> bool {
 }
 
 /// Runs a consumer (`start` starts it once) until `shutdown` and its own drain are done. When it
-/// stops on an error before shutdown, the stop is logged and shown by `status` at once, and the
+/// stops on an error (or a panic) before shutdown, the stop is logged and shown by `status` at once, and the
 /// consumer is started again with backoff, unless the error [needs an operator](NeedsOperator):
 /// then it stays stopped. Returns the error of a consumer that was stopped when shutdown came,
 /// or that failed while draining.
@@ -135,11 +135,14 @@ pub async fn supervise<F, Fut>(
 ) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let mut backoff = Backoff::default();
     loop {
-        let error = match start().await {
+        // A task of its own, so that a panic is a stop like any other, not a silent end.
+        let run =
+            tokio::spawn(start()).await.unwrap_or_else(|panic| Err(anyhow::anyhow!("the consumer panicked: {panic}")));
+        let error = match run {
             Ok(()) => return Ok(()),
             Err(e) if shutdown.is_cancelled() => return Err(e),
             Err(e) => e,
@@ -204,15 +207,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_consumer_that_stops_is_shown_stopped_and_restarted_until_it_runs() {
-        let status = ConsumerStatus::new("test");
+        let status = std::sync::Arc::new(ConsumerStatus::new("test"));
         let shutdown = CancellationToken::new();
         let starts = AtomicUsize::new(0);
         let result = supervise(&status, &shutdown, || {
             let n = starts.fetch_add(1, Ordering::SeqCst);
-            let (status, shutdown) = (&status, &shutdown);
+            let (status, shutdown) = (status.clone(), shutdown.clone());
             async move {
-                if n < 2 {
-                    anyhow::bail!("failure {n}");
+                match n {
+                    0 => anyhow::bail!("failure {n}"),
+                    1 => panic!("failure {n}"),
+                    _ => {}
                 }
                 assert_eq!(status.stopped_reason(), None, "a restarted consumer is not shown stopped");
                 shutdown.cancel();
@@ -222,7 +227,8 @@ mod tests {
         .await;
         assert!(result.is_ok());
         assert_eq!(starts.load(Ordering::SeqCst), 3);
-        assert_eq!(status.last_error().as_deref(), Some("failure 1"));
+        let last = status.last_error().unwrap_or_default();
+        assert!(last.contains("panicked") && last.contains("failure 1"), "a panic is a stop too: {last}");
     }
 
     #[tokio::test]
