@@ -32,6 +32,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding the journal, the store and the dead letters.
     pub data_dir: PathBuf,
+    /// Longest a graceful shutdown (finishing requests, loading what is journaled) may take
+    /// before sluice exits anyway, in seconds; a second SIGINT/SIGTERM exits at once.
+    pub shutdown_deadline_secs: u64,
     /// Logging.
     pub log: LogConfig,
     /// Limits on what one request may carry.
@@ -61,6 +64,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             data_dir: PathBuf::from("sluice-data"),
+            shutdown_deadline_secs: 30,
             log: LogConfig::default(),
             limits: IngestLimits::default(),
             http: HttpConfig::default(),

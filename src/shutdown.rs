@@ -23,8 +23,8 @@ impl Signals {
         })
     }
 
-    /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-    pub async fn received(mut self) {
+    /// Resolves on the next SIGINT (Ctrl-C) or SIGTERM.
+    pub async fn received(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => tracing::info!("SIGINT received: shutting down"),
             _ = self.terminate.recv() => tracing::info!("SIGTERM received: shutting down"),

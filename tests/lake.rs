@@ -234,15 +234,17 @@ async fn a_new_data_dir_refuses_a_lake_written_from_another_journal() {
     let started = Instant::now();
     loop {
         let ready: Value = serde_json::from_str(&second.get("/readyz").await.1).unwrap();
-        if ready["lake"]["healthy"] == false {
+        if !ready["lake"]["stopped"].is_null() {
             assert!(ready["lake"]["lastError"].as_str().unwrap().contains("already holds objects"), "{ready}");
+            assert!(ready["lake"]["stopped"].as_str().unwrap().contains("already holds objects"), "{ready}");
+            assert_eq!(ready["ready"], false, "a stopped lake writer makes sluice unready: {ready}");
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "the clash was not reported: {ready}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(second.post_gzip(&batch(&["b".to_owned()], |_| T0)).await.0, 200, "ingest goes on");
-    second.stop().await;
+    assert!(second.server.stop().await.is_err(), "shutdown reports the stopped lake writer");
 }
 
 /// Every file under `dir` whose name carries a `#`: the local store's upload staging files.

@@ -109,3 +109,116 @@ async fn every_acknowledged_impression_is_stored_once_across_a_postgres_outage()
     assert_eq!(stored.len(), acked.len(), "stored impressions nobody acknowledged");
     s.stop().await;
 }
+
+/// Rows in the cluster's `impressions` table (0 before the store is created).
+async fn stored_in(cluster: &Cluster) -> i64 {
+    let url = cluster.url();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        // Before the loader first reaches the database there is no table yet: nothing stored.
+        client.query_one("SELECT COUNT(*) FROM impressions", &[]).map_or(0, |row| row.get(0))
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the store holds `n` impressions; false after `limit`.
+async fn wait_stored(cluster: &Cluster, n: i64, limit: Duration) -> i64 {
+    let started = Instant::now();
+    loop {
+        let stored = stored_in(cluster).await;
+        if stored >= n || started.elapsed() > limit {
+            return stored;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a throwaway cluster and stops it, so the server under test starts without its store.
+async fn stopped_cluster(test: &str) -> Option<Arc<Cluster>> {
+    let test = test.to_owned();
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&test)).await.unwrap()?;
+    let cluster = Arc::new(cluster);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
+    Some(cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_the_store_has_not_loaded_while_postgres_is_down_from_the_start() {
+    let Some(cluster) = stopped_cluster("the store-outage retention test").await else { return };
+    let url = cluster.url();
+    let s = InProcess::start_with(|c| {
+        c.store.url = Some(url);
+        c.journal.replay_window_secs = 0;
+        c.journal.segment_bytes = 256;
+        // The lake commits (and so lets retention run) every second.
+        c.lake.flush_secs = 1;
+    })
+    .await;
+    for i in 0..40 {
+        let (status, body) =
+            s.post_gzip(&Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)])).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Let the lake writer commit and retention run while the store is still down.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, ready) = s.get("/readyz").await;
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["ready"], false, "the store is down: {ready}");
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
+    assert_eq!(
+        wait_stored(&cluster, 40, Duration::from_secs(30)).await,
+        40,
+        "every impression acknowledged during the outage is loaded once PostgreSQL is back"
+    );
+    s.wait_loaded().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_with_the_store_down_answers_503_and_deletes_nothing_unloaded() {
+    let Some(cluster) = stopped_cluster("the full-journal outage test").await else { return };
+    let url = cluster.url();
+    let s = InProcess::start_with(|c| {
+        c.store.url = Some(url);
+        c.journal.replay_window_secs = 0;
+        c.journal.segment_bytes = 256;
+        // The lake commits (and so lets retention run) every second.
+        c.lake.flush_secs = 1;
+        c.journal.max_bytes = 8 * 1024;
+    })
+    .await;
+    // For a few seconds, as a sender retrying would: the lake commits every second meanwhile,
+    // so retention gets every chance to make room by deleting what the store has not loaded.
+    let (mut acked, mut refused) = (0, None);
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let (status, body) =
+            s.post_gzip(&Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)])).await;
+        i += 1;
+        match status {
+            200 => acked += 1,
+            _ => {
+                refused.get_or_insert((status, body));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let (status, body) = refused.expect("a journal over journal.max_bytes must push back");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("journal.max_bytes"), "{body}");
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
+    assert_eq!(
+        wait_stored(&cluster, acked, Duration::from_secs(30)).await,
+        acked,
+        "nothing acknowledged was deleted before it was loaded"
+    );
+    s.wait_loaded().await;
+    s.stop().await;
+}

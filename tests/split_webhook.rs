@@ -294,7 +294,7 @@ async fn metrics_and_readiness_report_sources_journal_and_consumers(b: Backend) 
     let ready: Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(ready["consumers"]["store"]["lag"], 0);
     let backend = if b == Backend::Sqlite { "sqlite" } else { "postgres" };
-    assert_eq!(ready["store"], json!({"backend": backend, "healthy": true, "lastError": null}));
+    assert_eq!(ready["store"], json!({"backend": backend, "healthy": true, "stopped": null, "lastError": null}));
     assert_eq!(ready["journal"]["writable"], true);
 }
 

@@ -3,7 +3,10 @@ Operations endpoints: `/healthz` (the process answers), `/readyz` (it can do its
 `/metrics` (Prometheus text format).
 */
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::Extensions;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router, routing::get};
@@ -20,15 +23,24 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready means: the journal accepts writes and has room, and every consumer is healthy and
-/// within the lag limit — the same conditions under which ingest does not push back.
+/// Ready means: the journal accepts writes and has room, the store loader is healthy and every
+/// consumer within the lag limit (the conditions under which ingest does not push back), and no
+/// consumer has stopped (its records would pile up unprocessed).
 /// A failing lake is reported but does not make sluice unready: ingest goes on while the lake is
 /// down (that is the point of the journal), and the lake's lag still counts against the limit.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+///
+/// Errors name the store's address (user, host, port, database) only to a request from the
+/// machine itself: anyone who can reach `/readyz` should not learn where the database is.
+async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl IntoResponse {
+    let local = extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    let store_address = state.readers.target().to_string();
+    let shown = |error: Option<String>| error.map(|e| if local { e } else { redact(&e, &store_address) });
     let stats = state.journal.stats();
     let max_lag = state.config.backpressure.max_consumer_lag;
     let journal_ok = !stats.poisoned && stats.disk_bytes <= state.config.journal.max_bytes;
     let loader_healthy = state.loader.is_healthy();
+    let loader_stopped = state.loader.stopped_reason();
+    let lake_stopped = state.lake.as_ref().and_then(|lake| lake.stopped_reason());
     let consumers: serde_json::Map<String, serde_json::Value> = stats
         .consumers
         .iter()
@@ -38,7 +50,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     let lag_ok = stats.max_lag() <= max_lag;
-    let ready = journal_ok && lag_ok && loader_healthy;
+    let ready = journal_ok && lag_ok && loader_healthy && loader_stopped.is_none() && lake_stopped.is_none();
     let mut body = json!({
         "ready": ready,
         "journal": {
@@ -51,19 +63,37 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "store": {
             "backend": state.readers.target().backend(),
             "healthy": loader_healthy,
-            "lastError": state.loader.last_error(),
+            "stopped": shown(loader_stopped),
+            "lastError": shown(state.loader.last_error()),
         },
     });
     if let Some(lake) = &state.lake {
         body["lake"] = json!({
             "healthy": lake.is_healthy(),
-            "lastError": lake.last_error(),
+            "stopped": shown(lake_stopped),
+            "lastError": shown(lake.last_error()),
             "committedOffset": lake.committed_offset(),
             "bufferedBytes": lake.buffered_bytes(),
         });
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
+}
+
+/// `message` without the store's address (`store`) or any other database URL in it.
+fn redact(message: &str, store: &str) -> String {
+    const HIDDEN: &str = "<address hidden; ask from the machine itself>";
+    let mut message = if store.is_empty() { message.to_owned() } else { message.replace(store, HIDDEN) };
+    for scheme in ["postgres://", "postgresql://"] {
+        let mut from = 0;
+        while let Some(at) = message[from..].find(scheme).map(|i| from + i) {
+            let rest = &message[at..];
+            let end = rest.find(|c: char| c.is_whitespace() || "\"'(),;".contains(c)).unwrap_or(rest.len());
+            message.replace_range(at..at + end, HIDDEN);
+            from = at + HIDDEN.len();
+        }
+    }
+    message
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -77,4 +107,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .set(stats.next_offset.saturating_sub(*offset) as f64);
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_the_store_address_and_any_database_url() {
+        let store = "postgres://sluice@db.internal:5433/prod";
+        let error = "cannot connect to PostgreSQL at postgres://sluice@db.internal:5433/prod: connection refused; see postgresql://a:b@c/d";
+        let shown = redact(error, store);
+        assert!(!shown.contains("db.internal") && !shown.contains("sluice@") && !shown.contains("a:b@c"), "{shown}");
+        assert!(shown.contains("connection refused"), "the reason stays: {shown}");
+    }
 }

@@ -1,6 +1,6 @@
 /*!
 The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
-`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice bench`.
+`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice store adopt-journal`, `sluice bench`.
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
@@ -12,6 +12,7 @@ pub mod journal;
 pub mod lake;
 pub mod migrate;
 pub mod serve;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +79,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
     Migrate,
+    /// Maintain the store's bookkeeping (no server may run on the data directory).
+    Store {
+        /// What to do.
+        #[command(subcommand)]
+        what: store::StoreCommand,
+    },
     /// Print a visitor's sessions as `GET /api/anonymous/ID` does (from the store; safe while a server runs).
     Anonymous {
         /// The anonymousId.
@@ -105,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Journal { .. }
         | Command::Bench(_)
         | Command::Migrate
+        | Command::Store { .. }
         | Command::Anonymous { .. }
         | Command::User { .. } => None,
     };
@@ -118,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Journal { what } => journal::run(&config, what),
         Command::Bench(args) => bench::run(config, args),
         Command::Migrate => migrate::run(&config),
+        Command::Store { what } => store::run(&config, what),
         Command::Anonymous { id } => attribution::run(&config, attribution::Lookup::Anonymous, &id),
         Command::User { id } => attribution::run(&config, attribution::Lookup::User, &id),
     }

@@ -2,11 +2,14 @@
 `sluice serve`: start the journal, the consumers and the HTTP server; stop them in order.
 
 Stopping is the reverse of starting: stop accepting, finish in-flight requests, let the
-consumers catch up with the journal, close the journal.
+consumers catch up with the journal, close the journal. It has a deadline
+(`shutdown_deadline_secs`), and a second SIGINT or SIGTERM ends it at once: every acknowledged
+record is already durable in the journal, so cutting the drain short loses nothing.
 */
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
@@ -14,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::consumers::lake_writer::{LakeStatus, LakeWriter};
-use crate::consumers::store_loader;
+use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
+use crate::consumers::{store_loader, supervise};
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
@@ -23,20 +26,38 @@ use crate::sources::dead_letter::DeadLetters;
 use crate::store::{Readers, Store};
 use crate::telemetry;
 
-/// Runs the server until SIGINT or SIGTERM, then drains and returns.
+/// Runs the server until SIGINT or SIGTERM, then drains and returns; gives up draining at the
+/// deadline or on a second signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log);
-    tokio::runtime::Builder::new_multi_thread()
+    let deadline = Duration::from_secs(config.shutdown_deadline_secs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("could not start the async runtime")?
-        .block_on(async {
-            let signals = crate::shutdown::Signals::install()?;
-            let server = Server::start(config).await?;
-            signals.received().await;
-            server.stop().await
-        })
+        .context("could not start the async runtime")?;
+    let result = runtime.block_on(async {
+        let mut signals = crate::shutdown::Signals::install()?;
+        let server = Server::start(config).await?;
+        signals.received().await;
+        tokio::select! {
+            result = server.stop() => result,
+            () = tokio::time::sleep(deadline) => anyhow::bail!(
+                "the graceful shutdown did not finish within {} s (shutdown_deadline_secs); exiting without waiting further. Every acknowledged record is in the journal and is loaded on the next start",
+                deadline.as_secs()
+            ),
+            () = signals.received() => anyhow::bail!(
+                "a second signal: exiting without finishing the graceful shutdown. Every acknowledged record is in the journal and is loaded on the next start"
+            ),
+        }
+    });
+    // Requests and blocking tasks still running are abandoned rather than waited for.
+    runtime.shutdown_background();
+    result
 }
+
+/// A consumer's task: its result, and whether it had stopped on an error (rather than finished
+/// at shutdown).
+type ConsumerTask = JoinHandle<(anyhow::Result<()>, bool)>;
 
 /// A running sluice server.
 pub struct Server {
@@ -82,34 +103,55 @@ impl Server {
         );
 
         let consumers_stop = CancellationToken::new();
-        // Registered with the journal before the loader runs and commits, so that retention
-        // cannot delete what the lake has not archived yet.
+        // Every consumer holds its place in the journal from here on, before any of them reads
+        // or commits and before traffic is accepted, so that retention never deletes what one
+        // has not processed: the store loader's offset is read once the store answers, which
+        // may be much later (PostgreSQL down), so until then the loader holds everything retained.
+        journal.hold(store_loader::CONSUMER);
         let lake = if config.lake.enabled {
             let lake = Lake::open(&config.lake, &config.lake_dir())
                 .context("cannot open the lake (set lake.enabled = false to run without one)")?;
-            let writer = LakeWriter::register(journal.clone(), lake, &config.lake, &config.lake_checkpoint_path())?;
+            journal.hold(lake_writer::CONSUMER);
+            let (lake_config, checkpoint) = (config.lake.clone(), config.lake_checkpoint_path());
+            let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint));
             let status = Arc::new(LakeStatus::default());
-            let (stop, running) = (consumers_stop.clone(), status.clone());
+            let (stop, running, journal) = (consumers_stop.clone(), status.clone(), journal.clone());
             let task = tokio::spawn(async move {
-                // Logged when it happens, not at shutdown: ingest goes on without the lake, and
-                // the operator should learn why it stopped (also shown by /readyz).
-                if let Err(e) = writer.run(stop, running).await {
-                    tracing::error!(error = format!("{e:#}"), "the lake writer stopped");
-                }
+                let result = supervise(&running, &stop, || {
+                    let writer = registered.take().unwrap_or_else(|| {
+                        LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint)
+                    });
+                    let (stop, running) = (stop.clone(), running.clone());
+                    async move { writer?.run(stop, running).await }
+                })
+                .await;
+                (result, running.stopped_reason().is_some())
             });
             Some((task, status))
         } else {
             None
         };
         let loader_status = Arc::new(store_loader::new_status());
-        let loader = tokio::spawn(store_loader::run(
-            journal.clone(),
-            target.clone(),
-            config.store.loader(),
-            consumers_stop.clone(),
-            loader_status.clone(),
-            dead_letters.clone(),
-        ));
+        let loader = {
+            let (journal, target, loader_config) = (journal.clone(), target.clone(), config.store.loader());
+            let dead_letters = dead_letters.clone();
+            let (stop, status) = (consumers_stop.clone(), loader_status.clone());
+            tokio::spawn(async move {
+                let result = supervise(&status, &stop, || {
+                    store_loader::run(
+                        journal.clone(),
+                        target.clone(),
+                        loader_config,
+                        stop.clone(),
+                        status.clone(),
+                        dead_letters.clone(),
+                    )
+                })
+                .await;
+                (result, status.stopped_reason().is_some())
+            })
+        };
+        let mut consumers: Vec<(&str, ConsumerTask)> = vec![("store loader", loader)];
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
@@ -131,10 +173,9 @@ impl Server {
             readers,
             telemetry::metrics(),
         );
-        let mut lake_writer = None;
         if let Some((task, status)) = lake {
             state = state.with_lake(status);
-            lake_writer = Some(task);
+            consumers.push(("lake writer", task));
         }
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
@@ -143,19 +184,31 @@ impl Server {
             api::server::serve(listener, api::router(state), http, stopped).await;
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             consumers_stop.cancel();
-            match loader.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "the store loader stopped with an error"),
-                Err(e) => tracing::error!(error = %e, "the store loader panicked"),
-            }
-            if let Some(task) = lake_writer
-                && let Err(e) = task.await
-            {
-                tracing::error!(error = %e, "the lake writer panicked");
+            let mut stopped = Vec::new();
+            for (name, task) in consumers {
+                match task.await {
+                    Ok((Ok(()), _)) => {}
+                    Ok((Err(e), true)) => {
+                        tracing::error!(error = format!("{e:#}"), "the {name} had stopped before shutdown");
+                        stopped.push(name);
+                    }
+                    Ok((Err(e), false)) => tracing::error!(error = format!("{e:#}"), "the {name} could not finish"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the {name} panicked");
+                        stopped.push(name);
+                    }
+                }
             }
             journal.close().await;
             drop(lock);
-            tracing::info!(next_offset = journal.stats().next_offset, "sluice stopped cleanly");
+            let next_offset = journal.stats().next_offset;
+            if !stopped.is_empty() {
+                anyhow::bail!(
+                    "sluice stopped, but the {} had stopped before (see the log); what it did not process stays in the journal (next offset {next_offset}) for the next start",
+                    stopped.join(" and the ")
+                );
+            }
+            tracing::info!(next_offset, "sluice stopped cleanly");
             Ok(())
         });
         Ok(Server { addr, http_stop, task })
@@ -171,7 +224,7 @@ impl Server {
 /// Two servers appending to one journal would interleave and corrupt it, and `sluice journal
 /// repair` must not rewrite segments under a server: hold an exclusive lock on
 /// `<data-dir>/sluice.lock` for as long as either runs (the OS drops it if we die).
-pub(super) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("sluice.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

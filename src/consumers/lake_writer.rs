@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, ConsumerStatus};
+use super::{Backoff, ConsumerStatus, NeedsOperator};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
 use crate::lake::store::object_name;
@@ -88,6 +88,10 @@ struct Checkpoint {
     lake: String,
     /// Every journal offset below it is in the lake.
     offset: u64,
+    /// The id of the journal the offset is in; absent in checkpoints written before journals had
+    /// one (adopted if the offset fits in the journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal: Option<String>,
 }
 
 /// A lake writer registered with the journal, ready to [`run`](LakeWriter::run).
@@ -117,6 +121,25 @@ impl LakeWriter {
         let layout = Layout::parse(&config.layout)?;
         let saved = read_checkpoint(checkpoint_path)?;
         let stats = journal.stats();
+        if let Some(c) = &saved {
+            let what = if let Some(other) = c.journal.as_deref().filter(|other| *other != journal.id()) {
+                Some(format!("belongs to journal {other}, but this data directory's journal is {}", journal.id()))
+            } else if c.offset > stats.next_offset {
+                Some(format!(
+                    "is at offset {}, past the end of this data directory's journal (offset {}), which lost records or is not the one the lake was written from",
+                    c.offset, stats.next_offset
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(NeedsOperator(format!(
+                    "the lake writer will not start: the lake checkpoint {} {what}, so the lake's object names would clash with this journal's offsets. Point lake.url at an empty prefix and delete the checkpoint, or restore the data directory that wrote the lake",
+                    checkpoint_path.display()
+                ))
+                .into());
+            }
+        }
         let (fresh, from) = match saved {
             Some(c) if c.lake == lake.description() => (false, c.offset),
             Some(c) => {
@@ -234,7 +257,7 @@ impl Run {
                     self.w.checkpoint_path.display()
                 );
                 self.status.failing(&LakeError::Config(message.clone()));
-                anyhow::bail!(message);
+                return Err(NeedsOperator(message).into());
             }
         }
         self.save_checkpoint(self.w.committed).await?;
@@ -414,7 +437,11 @@ impl Run {
     }
 
     async fn save_checkpoint(&mut self, offset: u64) -> anyhow::Result<()> {
-        let checkpoint = Checkpoint { lake: self.w.lake.description().to_owned(), offset };
+        let checkpoint = Checkpoint {
+            lake: self.w.lake.description().to_owned(),
+            offset,
+            journal: Some(self.w.journal.id().to_owned()),
+        };
         let path = self.w.checkpoint_path.clone();
         tokio::task::spawn_blocking(move || write_checkpoint(&path, &checkpoint))
             .await

@@ -9,6 +9,12 @@ restarting, busy, disk full), is retried with backoff until it answers: a batch 
 and ingest goes on into the journal meanwhile. A store that refuses a record itself (a constraint
 it breaks, a value the database cannot hold) would refuse it forever: that one record is found,
 moved to the dead-letter area with the database's reason, and loading goes on past it.
+
+
+The store keeps the journal's id beside the offset. At start the loader resumes only from an
+offset of this journal that the journal has reached; an offset of another journal (a new or
+restored data directory) or one past this journal's end would skip acknowledged records, so the
+loader refuses to start and says how to go on (`sluice store adopt-journal`).
 */
 
 use std::ops::Range;
@@ -18,14 +24,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, ConsumerStatus};
+use super::{Backoff, ConsumerStatus, NeedsOperator};
 
 use serde_json::value::RawValue;
 
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
 use crate::sources::dead_letter::{DeadLetters, Rejection};
-use crate::store::{self, LoadOutcome, Store, StoreError, StoreTarget};
+use crate::store::{self, ConsumerPosition, LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
@@ -66,7 +72,7 @@ pub async fn run(
     status: Arc<LoaderStatus>,
     dead_letters: Arc<DeadLetters>,
 ) -> anyhow::Result<()> {
-    let (mut store, offset) = open_until_ready(target, &shutdown, &status).await?;
+    let (mut store, offset) = open_until_ready(target, journal.as_ref(), &shutdown, &status).await?;
     status.committed(offset);
     let mut reader = journal
         .reader(CONSUMER, offset)
@@ -94,11 +100,13 @@ pub async fn run(
     }
 }
 
-/// Opens the store and reads the loader's offset, retrying with backoff while the database is
-/// unreachable (a PostgreSQL server that is down when sluice starts). A store that answers but
+/// Opens the store and reads the loader's position, retrying with backoff while the database is
+/// unreachable (a PostgreSQL server that is down when sluice starts), and returns the offset to
+/// resume from once it is one of `journal`'s (see [`resume_from`]). A store that answers but
 /// cannot be used (a schema from a newer sluice, a failed migration) is an error at once.
 async fn open_until_ready(
     target: StoreTarget,
+    journal: &dyn Journal,
     shutdown: &CancellationToken,
     status: &LoaderStatus,
 ) -> anyhow::Result<(Store, u64)> {
@@ -106,19 +114,47 @@ async fn open_until_ready(
     let mut backoff = Backoff::default();
     loop {
         let t = target.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(Store, u64), StoreError> {
+        let result = tokio::task::spawn_blocking(move || -> Result<(Store, Option<ConsumerPosition>), StoreError> {
             let mut store = Store::open(&t)?;
-            let offset = store.consumer_offset(CONSUMER)?;
-            Ok((store, offset))
+            let position = store.consumer_position(CONSUMER)?;
+            Ok((store, position))
         })
         .await
         .context("the store loader's start-up task panicked")?;
         match result {
-            Ok(opened) => {
+            Ok((mut store, position)) => {
                 if status.recovered() {
                     tracing::info!(store = %target, "store loader reached the store");
                 }
-                return Ok(opened);
+                let stats = journal.stats();
+                let resume = resume_from(position.as_ref(), journal.id(), stats.first_offset, stats.next_offset)
+                    .map_err(|reason| {
+                        let error = NeedsOperator(format!(
+                            "the store loader will not start: {reason}. To load this data directory's journal into the store from its oldest record, stop sluice and run `sluice store adopt-journal` with the same --data-dir and --store (records already stored are recognised and not stored twice); or start sluice with the data directory whose journal the store was loading"
+                        ));
+                        status.failing(&error);
+                        error
+                    })?;
+                let offset = resume.offset;
+                if position.as_ref() != Some(&resume) {
+                    if let Some(old) = &position {
+                        tracing::info!(
+                            offset = old.offset,
+                            journal = journal.id(),
+                            "store loader: the store's offset predates journal identities; it is adopted for this journal"
+                        );
+                    }
+                    store = tokio::task::spawn_blocking(move || -> Result<Store, StoreError> {
+                        store.set_consumer_position(CONSUMER, &resume)?;
+                        Ok(store)
+                    })
+                    .await
+                    .context("the store loader's start-up task panicked")?
+                    .with_context(|| {
+                        format!("store loader: cannot record the journal's id in the store at {target}")
+                    })?;
+                }
+                return Ok((store, offset));
             }
             Err(e) if e.is_unavailable() => {
                 if status.failing(&e) {
@@ -133,6 +169,39 @@ async fn open_until_ready(
             Err(e) => return Err(e).with_context(|| format!("store loader: cannot open the store at {target}")),
         }
     }
+}
+
+/// Where the loader resumes in the journal `journal_id` (retaining `first..end`), given the
+/// position the store holds; `Err` says why resuming would skip or misplace records. An offset
+/// written before journals had ids is adopted if it fits in this journal; a store that never
+/// loaded starts at the oldest retained record.
+fn resume_from(
+    position: Option<&ConsumerPosition>,
+    journal_id: &str,
+    first: u64,
+    end: u64,
+) -> Result<ConsumerPosition, String> {
+    let here = |offset| ConsumerPosition { offset, journal_id: Some(journal_id.to_owned()) };
+    let Some(position) = position else { return Ok(here(first)) };
+    if let Some(other) = position.journal_id.as_deref().filter(|other| *other != journal_id) {
+        return Err(format!(
+            "the store's offset {} belongs to journal {other}, but this data directory's journal is {journal_id} (a new or replaced data directory?), whose offsets are other records",
+            position.offset
+        ));
+    }
+    if position.offset > end {
+        return Err(format!(
+            "the store has loaded up to offset {}, but this data directory's journal (id {journal_id}) ends at offset {end}: it is not the journal the store was loading from, or it lost records; loading from the store's offset would skip records the journal acknowledged",
+            position.offset
+        ));
+    }
+    if position.offset < first {
+        return Err(format!(
+            "the store has loaded up to offset {}, but the journal's oldest record is at offset {first}: records {}..{first} were deleted before they were loaded and cannot be loaded any more",
+            position.offset, position.offset
+        ));
+    }
+    Ok(here(position.offset))
 }
 
 /// Loads one batch, retrying with exponential backoff and jitter until the store takes it.
@@ -279,4 +348,29 @@ fn dead_letter(dead_letters: &DeadLetters, entry: &Entry, reason: &str) -> std::
         entry.received_at_ms,
         &[Rejection { index, field: None, reason: &reason, record: &record }],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64, journal: Option<&str>) -> ConsumerPosition {
+        ConsumerPosition { offset, journal_id: journal.map(str::to_owned) }
+    }
+
+    #[test]
+    fn the_loader_resumes_only_from_an_offset_of_this_journal_within_it() {
+        assert_eq!(resume_from(None, "j1", 3, 10), Ok(at(3, Some("j1"))), "a store that never loaded");
+        assert_eq!(resume_from(Some(&at(7, Some("j1"))), "j1", 3, 10), Ok(at(7, Some("j1"))));
+        assert_eq!(resume_from(Some(&at(10, Some("j1"))), "j1", 3, 10), Ok(at(10, Some("j1"))), "at the end");
+        assert_eq!(resume_from(Some(&at(7, None)), "j1", 3, 10), Ok(at(7, Some("j1"))), "adopted");
+        let other = resume_from(Some(&at(7, Some("j0"))), "j1", 3, 10).unwrap_err();
+        assert!(other.contains("belongs to journal j0"), "{other}");
+        let ahead = resume_from(Some(&at(11, Some("j1"))), "j1", 3, 10).unwrap_err();
+        assert!(ahead.contains("ends at offset 10"), "{ahead}");
+        let ahead_unknown = resume_from(Some(&at(11, None)), "j1", 3, 10).unwrap_err();
+        assert!(ahead_unknown.contains("ends at offset 10"), "{ahead_unknown}");
+        let gone = resume_from(Some(&at(2, Some("j1"))), "j1", 3, 10).unwrap_err();
+        assert!(gone.contains("deleted before they were loaded"), "{gone}");
+    }
 }

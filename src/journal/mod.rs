@@ -56,7 +56,8 @@ pub struct JournalStats {
     pub disk_bytes: u64,
     /// Number of segment files.
     pub segments: usize,
-    /// Each registered consumer and the offset it has committed (everything below is processed).
+    /// Each registered consumer and the offset it has committed (everything below is processed);
+    /// consumers only holding their place ([`Journal::hold`]) are not listed.
     pub consumers: Vec<(String, u64)>,
     /// Set once a write or fsync failed: the journal refuses appends until restarted.
     pub poisoned: bool,
@@ -123,8 +124,20 @@ pub trait Journal: Send + Sync + 'static {
     /// Concurrent calls are group-committed: one fsync serves many callers.
     async fn append(&self, records: Vec<Record>) -> Result<Range<u64>, JournalError>;
 
+    /// The journal's identity: a random id written when its storage was created. A consumer
+    /// keeps it beside its offset, so that it can tell its own journal from another one (a new
+    /// or restored data directory) whose offsets mean different records.
+    fn id(&self) -> &str;
+
+    /// Holds consumer `name`'s place before it reads: retention keeps every record from the
+    /// oldest one retained now, until the consumer registers its real offset with
+    /// [`reader`](Journal::reader). For a consumer whose offset is not known yet (its store is
+    /// unreachable); call it for every such consumer before accepting traffic. A held place
+    /// does not count as lag, since the consumer may well be further on.
+    fn hold(&self, name: &str);
+
     /// Registers consumer `name` at `from` (the offset it has committed) and returns a reader
-    /// positioned there. Retention keeps everything at or after the lowest registered offset.
+    /// positioned there. Retention keeps everything at or after the lowest registered or held offset.
     fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError>;
 
     /// Records that consumer `name` has durably processed every offset below `offset`.

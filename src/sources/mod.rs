@@ -290,6 +290,10 @@ mod tests {
         async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
             Err(JournalError::Poisoned("No space left on device".into()))
         }
+        fn id(&self) -> &str {
+            "failing"
+        }
+        fn hold(&self, _: &str) {}
         fn reader(&self, _: &str, _: u64) -> Result<Box<dyn crate::journal::JournalReader>, JournalError> {
             Err(JournalError::Poisoned("not for reading".into()))
         }

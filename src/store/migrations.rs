@@ -148,6 +148,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX events_previous_id ON events (previous_id) WHERE previous_id IS NOT NULL;
     ",
     },
+    Migration {
+        version: 3,
+        description: "the journal each consumer offset belongs to",
+        // NULL for offsets written before journals had an identity: the loader adopts them for
+        // the journal it finds, if they fit in it.
+        sqlite: "ALTER TABLE consumer_offsets ADD COLUMN journal_id TEXT;",
+        postgres: "ALTER TABLE consumer_offsets ADD COLUMN journal_id text;",
+    },
 ];
 
 /// The schema version this binary writes and reads.

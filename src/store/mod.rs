@@ -84,6 +84,15 @@ impl fmt::Display for StoreTarget {
     }
 }
 
+/// A consumer's place as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerPosition {
+    /// Every journal offset below it is loaded.
+    pub offset: u64,
+    /// The id of the journal those offsets are in; `None` when written before journals had one.
+    pub journal_id: Option<String>,
+}
+
 /// An open store, on either backend.
 #[derive(Debug)]
 pub enum Store {
@@ -115,6 +124,23 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.consumer_offset(consumer),
             Store::Postgres(s) => s.consumer_offset(consumer),
+        }
+    }
+
+    /// Where `consumer` is: its offset and the journal it belongs to; `None` if it never loaded.
+    pub fn consumer_position(&mut self, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.consumer_position(consumer),
+            Store::Postgres(s) => s.consumer_position(consumer),
+        }
+    }
+
+    /// Sets `consumer`'s offset and the journal it belongs to (a load keeps the journal and
+    /// moves the offset).
+    pub fn set_consumer_position(&mut self, consumer: &str, position: &ConsumerPosition) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_consumer_position(consumer, position),
+            Store::Postgres(s) => s.set_consumer_position(consumer, position),
         }
     }
 

@@ -14,7 +14,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction
 
 use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations};
+use super::{
+    ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations,
+};
 use crate::journal::Entry;
 use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
@@ -54,6 +56,9 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
 
 const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES (?1, ?2)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+
+const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES (?1, ?2, ?3)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -106,6 +111,23 @@ impl SqliteStore {
             .query_row("SELECT next_offset FROM consumer_offsets WHERE consumer = ?1", [consumer], |r| r.get(0))
             .optional()?;
         Ok(offset.unwrap_or(0))
+    }
+
+    /// Where `consumer` is: its offset and the journal it belongs to; `None` if it never loaded.
+    pub fn consumer_position(&self, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
+        let position = self
+            .conn
+            .query_row("SELECT next_offset, journal_id FROM consumer_offsets WHERE consumer = ?1", [consumer], |r| {
+                Ok(ConsumerPosition { offset: r.get(0)?, journal_id: r.get(1)? })
+            })
+            .optional()?;
+        Ok(position)
+    }
+
+    /// Sets `consumer`'s offset and the journal it belongs to.
+    pub fn set_consumer_position(&mut self, consumer: &str, position: &ConsumerPosition) -> Result<(), StoreError> {
+        self.conn.execute(SET_POSITION, (consumer, position.offset, &position.journal_id))?;
+        Ok(())
     }
 
     /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,

@@ -224,6 +224,37 @@ fn an_offset_beyond_the_store_fails_the_load_and_stores_nothing(b: Backend) {
     assert_eq!(store.consumer_offset("store").unwrap(), 0);
 }
 
+fn a_consumer_position_keeps_its_journal_while_loads_move_the_offset(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    assert_eq!(store.consumer_position("store").unwrap(), None);
+    store.load("store", &[entry(0, &impression("a", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    let before_ids = ConsumerPosition { offset: 1, journal_id: None };
+    assert_eq!(store.consumer_position("store").unwrap(), Some(before_ids), "an offset without a journal id");
+    let adopted = ConsumerPosition { offset: 1, journal_id: Some("j1".into()) };
+    store.set_consumer_position("store", &adopted).unwrap();
+    store.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    let moved = ConsumerPosition { offset: 2, journal_id: Some("j1".into()) };
+    assert_eq!(store.consumer_position("store").unwrap(), Some(moved));
+    assert_eq!(store.consumer_offset("store").unwrap(), 2);
+}
+
+#[test]
+fn the_postgres_loader_session_commits_synchronously_whatever_the_connection_default() {
+    let Some(schema) = TestSchema::create() else { return };
+    // As a server, role or URL configured with synchronous_commit off would have it.
+    let url = format!("{}%20-csynchronous_commit%3Doff", schema.url);
+    let target = StoreTarget::parse(Some(&url), PathBuf::new(), 10_000).unwrap();
+    let show = |store: Store| match store {
+        Store::Postgres(mut pg) => {
+            pg.client().unwrap().query_one("SHOW synchronous_commit", &[]).unwrap().get::<_, String>(0)
+        }
+        Store::Sqlite(_) => unreachable!("a postgres:// target"),
+    };
+    assert_eq!(show(Store::open(&target).unwrap()), "on", "the loader's session");
+    assert_eq!(show(Store::open_read_only(&target).unwrap()), "off", "the URL's setting reaches other sessions");
+}
+
 fn exact_dedup_stores_identical_impressions_once(b: Backend) {
     let Some(f) = Fixture::new(b) else { return };
     let mut store = f.open();
@@ -497,6 +528,7 @@ suite!(
     an_empty_load_reports_the_committed_offset,
     an_offset_beyond_the_store_fails_the_load_and_stores_nothing,
     exact_dedup_stores_identical_impressions_once,
+    a_consumer_position_keeps_its_journal_while_loads_move_the_offset,
     per_version_dedup_keeps_the_first_impression,
     unparseable_entries_are_counted_and_the_rest_load,
     rows_come_out_ordered_by_time_then_arrival,

@@ -218,6 +218,27 @@ impl Binary {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (a `libc::SIG*`) to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// Waits up to `limit` for the server to exit; its exit code (`Some(-1)` for a signal), or
+    /// `None` if it is still running.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit and returns its status code.
     pub fn terminate(mut self) -> Option<i32> {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.

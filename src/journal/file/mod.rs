@@ -102,9 +102,17 @@ Between groups, once the active segment holds at least
 other than the active one is deleted once every registered consumer has committed past its
 last entry, and either it was last written more than
 [`replay_window_secs`](FileJournalConfig::replay_window_secs) ago or the journal is over half
-its [`max_bytes`](FileJournalConfig::max_bytes). With no consumer registered nothing is deleted.
-Consumers are registered in memory only, by [`Journal::reader`]; after a restart, register
+its [`max_bytes`](FileJournalConfig::max_bytes). With no consumer registered nothing is deleted, and no segment holding a record some
+registered consumer has not committed is ever deleted, however full the disk: ingest answers 503
+at [`max_bytes`](FileJournalConfig::max_bytes) instead.
+Consumers are registered in memory only, by [`Journal::reader`], or held at the oldest retained
+offset by [`Journal::hold`] while their offset is unknown; after a restart, register or hold
 every consumer before accepting traffic, or retention may delete what a late one still needs.
+
+# Identity
+The file `journal.id` holds a random id (32 hex digits), written and fsynced with its directory
+when the journal is created (or first opened by a sluice that has identities). Consumers store
+it beside their offsets, so that an offset is never applied to another journal's records.
 */
 
 mod format;
@@ -136,6 +144,9 @@ use writer::{AppendRequest, Command};
 /// The largest payload one record may have (16 MiB); larger appends are refused.
 pub const MAX_RECORD_BYTES: usize = 16 << 20;
 
+/// The file holding the journal's identity.
+const ID_FILE: &str = "journal.id";
+
 /// Append requests that may wait for the writer before `append` itself waits (backpressure).
 const COMMAND_QUEUE: usize = 1024;
 
@@ -162,6 +173,7 @@ impl Default for FileJournalConfig {
 
 /// The embedded [`Journal`]: segment files in one directory, written by a dedicated thread.
 pub struct FileJournal {
+    id: String,
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
 }
@@ -173,8 +185,8 @@ struct Shared {
     /// Retained segments, oldest first; the last one is the active segment. Only the writer
     /// thread adds or removes entries.
     segments: Mutex<VecDeque<Segment>>,
-    /// Registered consumers and their committed offsets.
-    consumers: Mutex<BTreeMap<String, u64>>,
+    /// Registered (or held) consumers and their places.
+    consumers: Mutex<BTreeMap<String, Place>>,
     /// One past the newest durable offset; readers wait on it.
     durable: watch::Sender<u64>,
     /// True until the writer thread has ended.
@@ -190,10 +202,25 @@ struct Shared {
     fail_next_sync: AtomicBool,
 }
 
+/// Where a consumer is in the journal.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// Everything below it is processed (or, held, may be: retention keeps it all).
+    offset: u64,
+    /// False while the place is only held, the consumer's real offset not yet known.
+    known: bool,
+}
+
 impl FileJournal {
     /// Opens (creating if needed) the journal in `dir`, repairs a torn tail and starts the writer thread.
     pub fn open(dir: &Path, config: FileJournalConfig) -> Result<FileJournal, JournalError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The new directory's entry must be durable before anything in it is acknowledged.
+            sync_dir(parent)?;
+        }
+        let id = read_or_create_id(dir)?;
         let recovered = recovery::recover(dir)?;
         let next_offset = recovered.next_offset;
         let active = recovered.active;
@@ -216,7 +243,7 @@ impl FileJournal {
             fail_next_sync: AtomicBool::new(false),
         });
         writer::Writer::new(Arc::clone(&shared), queue, file, path, bytes, next_offset).spawn()?;
-        Ok(FileJournal { shared, commands })
+        Ok(FileJournal { id, shared, commands })
     }
 
     /// Stops accepting appends, completes every append already queued, and waits for the writer thread to end.
@@ -247,17 +274,27 @@ impl Journal for FileJournal {
         answer.await.map_err(|_| self.shared.stopped())?
     }
 
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn hold(&self, name: &str) {
+        let mut consumers = lock(&self.shared.consumers);
+        let first = self.shared.first_offset();
+        consumers.entry(name.to_owned()).or_insert(Place { offset: first, known: false });
+    }
+
     fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError> {
         let first = self.shared.first_offset();
         if from < first {
             return Err(JournalError::OffsetGone { requested: from, first });
         }
-        lock(&self.shared.consumers).insert(name.to_owned(), from);
+        lock(&self.shared.consumers).insert(name.to_owned(), Place { offset: from, known: true });
         Ok(Box::new(reader::FileReader::new(Arc::clone(&self.shared), from)))
     }
 
     fn commit(&self, name: &str, offset: u64) {
-        lock(&self.shared.consumers).insert(name.to_owned(), offset);
+        lock(&self.shared.consumers).insert(name.to_owned(), Place { offset, known: true });
         // Wake the writer for a retention pass even when no append is coming. If the queue is
         // full the writer is busy with appends and runs retention after each group anyway.
         if !self.shared.retention_queued.swap(true, Ordering::AcqRel)
@@ -268,7 +305,11 @@ impl Journal for FileJournal {
     }
 
     fn stats(&self) -> JournalStats {
-        let consumers = lock(&self.shared.consumers).iter().map(|(name, offset)| (name.clone(), *offset)).collect();
+        let consumers = lock(&self.shared.consumers)
+            .iter()
+            .filter(|(_, place)| place.known)
+            .map(|(name, place)| (name.clone(), place.offset))
+            .collect();
         let segments = lock(&self.shared.segments);
         JournalStats {
             first_offset: segments.front().map_or(0, |segment| segment.base),
@@ -300,6 +341,35 @@ impl Shared {
 /// panic inside one cannot leave the data half-updated: a poisoned mutex is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads the journal's id from `dir`, creating it (durably) if the journal has none yet.
+fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
+    let path = dir.join(ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        // An empty file is a creation cut short by a crash: nothing can have used it yet.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&path)(e)),
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    let tmp = dir.join(format!("{ID_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    tracing::info!(journal = %dir.display(), id, "journal: created its identity");
+    Ok(id)
+}
+
+/// Makes the entries of directory `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
 }
 
 /// Wraps an I/O error with the path it happened on.

@@ -11,7 +11,7 @@ use super::{FileJournalConfig, Shared, lock};
 /// Deletes the segments retention allows. Runs on the writer thread, the only one that changes
 /// the segment list, so the list cannot change under it.
 pub(super) fn enforce(shared: &Shared) {
-    let committed = lock(&shared.consumers).values().min().copied();
+    let committed = lock(&shared.consumers).values().map(|place| place.offset).min();
     let doomed: Vec<_> = {
         let segments = lock(&shared.segments);
         let count = deletable_prefix(&segments, committed, &shared.config, SystemTime::now());

@@ -30,7 +30,7 @@ use ::postgres::{Client, Row, Transaction};
 use self::connect::{Tls, TlsMode};
 use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
+use super::{ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
 use crate::journal::Entry;
 use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
@@ -103,6 +103,9 @@ const EVENTS: CopyTarget = CopyTarget {
 
 const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES ($1, $2)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+
+const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES ($1, $2, $3)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
 
 /// How to reach the database: parsed once from the store URL.
 #[derive(Clone)]
@@ -232,7 +235,12 @@ impl PgStore {
                 })?;
                 if self.writer {
                     // A statement that hangs (a lock, a half-dead server) must fail and be retried.
-                    client.batch_execute(&format!("SET statement_timeout = {}", self.settings.statement_timeout_ms))?;
+                    // "Offset committed" must mean "rows durable", even on a server (or a role, or a
+                    // URL's options) configured with synchronous_commit off.
+                    client.batch_execute(&format!(
+                        "SET statement_timeout = {}; SET synchronous_commit = on",
+                        self.settings.statement_timeout_ms
+                    ))?;
                 }
                 client
             }
@@ -246,6 +254,22 @@ impl PgStore {
             self.client()?.query_opt("SELECT next_offset FROM consumer_offsets WHERE consumer = $1", &[&consumer])?;
         // Offsets are written from u64 values that fit i64, so they are never negative.
         Ok(row.map_or(0, |r| r.get::<_, i64>(0).unsigned_abs()))
+    }
+
+    /// Where `consumer` is: its offset and the journal it belongs to; `None` if it never loaded.
+    pub fn consumer_position(&mut self, consumer: &str) -> Result<Option<ConsumerPosition>, StoreError> {
+        let row = self
+            .client()?
+            .query_opt("SELECT next_offset, journal_id FROM consumer_offsets WHERE consumer = $1", &[&consumer])?;
+        // Offsets are written from u64 values that fit i64, so they are never negative.
+        Ok(row.map(|r| ConsumerPosition { offset: r.get::<_, i64>(0).unsigned_abs(), journal_id: r.get(1) }))
+    }
+
+    /// Sets `consumer`'s offset and the journal it belongs to.
+    pub fn set_consumer_position(&mut self, consumer: &str, position: &ConsumerPosition) -> Result<(), StoreError> {
+        let offset = i64::try_from(position.offset).map_err(|_| StoreError::OffsetTooLarge(position.offset))?;
+        self.client()?.execute(SET_POSITION, &[&consumer, &offset, &position.journal_id])?;
+        Ok(())
     }
 
     /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,

@@ -3,6 +3,7 @@ Behaviour tests of [`FileJournal`] against real files in temporary directories, 
 */
 
 mod append;
+mod identity;
 mod props;
 mod reader;
 mod recovery;

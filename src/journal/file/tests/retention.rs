@@ -97,3 +97,19 @@ async fn a_commit_alone_wakes_retention_on_an_idle_journal() {
     assert_eq!(bases_on_disk(dir.path()).len(), 1);
     assert_eq!(journal.stats().first_offset, bases_on_disk(dir.path())[0]);
 }
+
+#[tokio::test]
+async fn a_held_consumer_keeps_every_segment_and_does_not_count_as_lag_until_it_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_with_segments(dir.path(), 0, 0).await;
+    journal.hold("loader");
+    journal.reader("lake", 0).unwrap();
+    journal.commit("lake", 40);
+    journal.append(records(40..41)).await.unwrap(); // retention runs after every group
+    let bases = bases_on_disk(dir.path());
+    assert_eq!(bases[0], 0, "over budget, yet nothing the held consumer may need went");
+    assert_eq!(journal.stats().consumers, [("lake".to_owned(), 40)], "a held place is not an offset");
+    journal.reader("loader", bases[2]).unwrap();
+    journal.close().await;
+    assert_eq!(bases_on_disk(dir.path()), bases[2..], "once registered, the consumer's real offset counts");
+}
