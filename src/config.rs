@@ -158,11 +158,14 @@ pub struct HttpConfig {
     pub header_read_timeout_ms: u64,
     /// Longest time to receive a whole ingest request body, in milliseconds; over it → 408.
     pub body_read_timeout_ms: u64,
+    /// Most client connections open at once; further clients wait in the listen backlog until
+    /// one closes (each connection costs a task, buffers and a file descriptor).
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { header_read_timeout_ms: 30_000, body_read_timeout_ms: 60_000 }
+        HttpConfig { header_read_timeout_ms: 30_000, body_read_timeout_ms: 60_000, max_connections: 4096 }
     }
 }
 
@@ -358,6 +361,7 @@ impl Config {
             self.http.header_read_timeout_ms > 0 && self.http.body_read_timeout_ms > 0,
             "http.header_read_timeout_ms and http.body_read_timeout_ms must be above 0"
         );
+        anyhow::ensure!(self.http.max_connections > 0, "http.max_connections must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         self.store_target()?;

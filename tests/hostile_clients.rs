@@ -203,6 +203,29 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_bounded_and_a_closed_one_lets_the_next_in() {
+    let s = InProcess::start_with(|c| {
+        c.http.max_connections = 2;
+        c.http.header_read_timeout_ms = 60_000;
+    })
+    .await;
+    let addr = s.server.addr.to_string();
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut socket = TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_answer(&mut socket, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        idle.push(socket);
+    }
+    let third = s.client.get(s.url("/healthz")).timeout(Duration::from_secs(1)).send().await;
+    assert!(third.is_err(), "a third connection was served while two were open: {third:?}");
+    drop(idle);
+    let fourth = s.client.get(s.url("/healthz")).timeout(Duration::from_secs(5)).send().await.unwrap();
+    assert_eq!(fourth.status(), 200, "once the idle connections closed, the next one is served");
+}
+
 #[tokio::test]
 async fn credentials_in_headers_are_checked_before_the_body_is_read() {
     let s = InProcess::start_with(|c| {

@@ -5,10 +5,12 @@ The HTTP server loop: accept, serve each connection with HTTP/1.1 and timeouts, 
 connection (and its task) forever by sending nothing, or a header a byte a minute. Here hyper is
 driven directly, as axum's own "serve-with-hyper" example does, with a Tokio timer and
 `http.header_read_timeout_ms`. hyper starts that timer whenever it waits for a request head, so
-it also closes keep-alive connections left idle between requests. Body reads have their own
+it also closes keep-alive connections left idle between requests. At most `http.max_connections`
+are open at once. Body reads have their own
 deadline in [`crate::sources::body::read_limited`], where a late body can be answered with 408.
 */
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::add_extension::AddExtension;
 
@@ -29,7 +32,14 @@ pub async fn serve(listener: TcpListener, router: Router, http: HttpConfig, stop
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(http.header_read_timeout());
+    // A permit per open connection: at the limit, new clients wait in the kernel's listen
+    // backlog (they cost us nothing there) until a connection closes.
+    let connections = Arc::new(Semaphore::new(http.max_connections));
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+            () = stop.cancelled() => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -44,6 +54,7 @@ pub async fn serve(listener: TcpListener, router: Router, http: HttpConfig, stop
         let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(remote)));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = connection.await {
                 // Timeouts, resets and malformed requests: the client's business, not an alarm.
                 tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
