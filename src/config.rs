@@ -299,6 +299,8 @@ impl Config {
         anyhow::ensure!(l.max_concurrent_requests > 0, "limits.max_concurrent_requests must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
+        anyhow::ensure!(self.attribution.max_cluster_ids > 0, "attribution.max_cluster_ids must be above 0");
+        anyhow::ensure!(self.attribution.max_events > 0, "attribution.max_events must be above 0");
         self.store_target()?;
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");

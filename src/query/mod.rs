@@ -12,7 +12,7 @@ mod filter;
 mod format;
 
 pub use events::{EventFormat, EventQuery, write_events};
-pub use filter::{ImpressionQuery, ParamError};
+pub use filter::{AnyOf, ImpressionQuery, ParamError};
 pub(crate) use format::write_object;
 pub use format::{OutputFormat, write_impressions};
 
