@@ -23,7 +23,8 @@ use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::journal::Journal;
 use crate::sources::dead_letter::DeadLetters;
-use crate::store::Readers;
+use crate::store::{Reader, Readers, StoreError};
+use error::AppError;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -58,6 +59,17 @@ impl AppState {
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, lake: None }
+    }
+
+    /// A store connection for a query; 503 with `Retry-After` when the pool stays busy.
+    pub async fn reader(&self) -> Result<Reader, AppError> {
+        self.readers.get().await.map_err(|e| match e {
+            StoreError::PoolBusy { .. } => AppError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: self.config.backpressure.retry_after_secs,
+            },
+            e => AppError::Internal(e.into()),
+        })
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.

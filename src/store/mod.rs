@@ -178,6 +178,46 @@ impl Store {
         }
     }
 
+    /// Runs `query` with every statement bounded by `timeout` (`None`: unbounded); a statement
+    /// that runs longer is cancelled and the call answers [`QueryError::TimedOut`]. For answers
+    /// computed before they are sent: a streamed export is bounded by its client instead.
+    pub fn with_timeout<T>(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+        query: impl FnOnce(&mut Store) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        let Some(timeout) = timeout else { return query(self) };
+        let result = match self {
+            Store::Sqlite(s) => {
+                // SQLite has no statement timeout; a watchdog interrupts the connection instead.
+                let handle = s.conn.get_interrupt_handle();
+                let (done, wait) = std::sync::mpsc::channel::<()>();
+                let watchdog = std::thread::spawn(move || {
+                    // An interrupt only stops the statements running at that moment: past the
+                    // deadline, keep interrupting until the answer gives up.
+                    let mut wait_for = timeout;
+                    while wait.recv_timeout(wait_for) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                        handle.interrupt();
+                        wait_for = std::time::Duration::from_millis(10);
+                    }
+                });
+                let result = query(self);
+                drop(done);
+                let _ = watchdog.join();
+                result
+            }
+            Store::Postgres(p) => {
+                p.set_statement_timeout(timeout)?;
+                let result = query(self);
+                if let Store::Postgres(p) = self {
+                    p.set_statement_timeout(std::time::Duration::ZERO)?;
+                }
+                result
+            }
+        };
+        result.map_err(|e| if e.is_cancelled() { QueryError::TimedOut(timeout) } else { e })
+    }
+
     /// False once the connection is known to be broken, so a pool drops it instead of reusing it.
     fn is_reusable(&self) -> bool {
         match self {
@@ -385,6 +425,17 @@ pub enum StoreError {
         description: &'static str,
         /// What PostgreSQL said.
         source: ::postgres::Error,
+    },
+    /// Every query connection stayed in use for as long as a query may wait for one.
+    #[error(
+        "all {pool_size} store connections for queries are in use (waited {} ms); retry later, or raise store.pool_size (or store.pool_wait_ms) if this is the normal load",
+        waited.as_millis()
+    )]
+    PoolBusy {
+        /// `store.pool_size`.
+        pool_size: usize,
+        /// `store.pool_wait_ms`.
+        waited: std::time::Duration,
     },
     /// A journal offset is beyond what the store's signed 64-bit columns hold.
     #[error("journal offset {0} is too large for the store; the journal is damaged or was not written by sluice")]

@@ -326,6 +326,20 @@ impl PgStore {
         Ok(out)
     }
 
+    /// Sets this session's `statement_timeout` (zero: none). Resetting a connection that broke
+    /// meanwhile is skipped: its replacement starts without one.
+    pub fn set_statement_timeout(&mut self, timeout: Duration) -> Result<(), QueryError> {
+        let sql = format!("SET statement_timeout = {}", timeout.as_millis());
+        if timeout.is_zero() {
+            if let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) {
+                client.batch_execute(&sql).map_err(StoreError::from)?;
+            }
+            return Ok(());
+        }
+        self.client()?.batch_execute(&sql).map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// Runs `sql` with `clause`'s values and hands each row to `row`, reading the socket only as
     /// fast as `row` returns, so memory stays flat.
     fn stream(
