@@ -148,6 +148,26 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX events_previous_id ON events (previous_id) WHERE previous_id IS NOT NULL;
     ",
     },
+    // Version 3 is the consumers' journal identity (merged from another branch).
+    Migration {
+        version: 4,
+        description: "indexes for the key and split filters and the alias search",
+        // `?key=` and `?split=` read only their rows, in time order for one value (the index
+        // ends with the time, then the rowid / arrival). The alias indexes hold only `alias`
+        // events, so the identity search follows links without reading a user's other events.
+        sqlite: "
+        CREATE INDEX impressions_key ON impressions (key, time);
+        CREATE INDEX impressions_split ON impressions (split, time);
+        CREATE INDEX events_alias_user_id ON events (user_id) WHERE type = 'alias';
+        CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';
+    ",
+        postgres: "
+        CREATE INDEX impressions_key ON impressions (key, time, journal_offset);
+        CREATE INDEX impressions_split ON impressions (split, time, journal_offset);
+        CREATE INDEX events_alias_user_id ON events (user_id) WHERE type = 'alias';
+        CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';
+    ",
+    },
 ];
 
 /// The schema version this binary writes and reads.
