@@ -32,7 +32,8 @@ pub const IDS_PER_QUERY: usize = 10_000;
 pub struct Truncated {
     /// The user's cluster had more than `attribution.max_cluster_ids` ids; the rest are left out.
     pub ids: bool,
-    /// There were more than `attribution.max_events` events; the latest are left out.
+    /// There were more than `attribution.max_events` events; the latest are left out (of each
+    /// group of [`IDS_PER_QUERY`] devices, for a cluster configured to hold more).
     pub events: bool,
 }
 
