@@ -1,5 +1,5 @@
 #!/bin/bash
-# Migration 4 on PostgreSQL (BENCHMARKS.md), in schema bench_m4b: index upkeep per index, and a rare split (100 rows in 1M).
+# Candidate key/split indexes on PostgreSQL (BENCHMARKS.md, "Store migration 4"), in schema bench_m4b: index upkeep per index, and a rare split (100 rows in 1M).
 set -e
 PSQL="psql ${PSQL_ARGS:--h 127.0.0.1 -U postgres -d test} -qAt"
 Q="SET search_path = bench_m4b;"

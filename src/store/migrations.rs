@@ -151,19 +151,17 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // Version 3 is the consumers' journal identity (merged from another branch).
     Migration {
         version: 4,
-        description: "indexes for the key and split filters and the alias search",
-        // `?key=` and `?split=` read only their rows, in time order for one value (the index
-        // ends with the time, then the rowid / arrival). The alias indexes hold only `alias`
-        // events, so the identity search follows links without reading a user's other events.
+        description: "indexes for the alias search",
+        // They hold only `alias` events, so the identity search follows links without reading a
+        // user's other events, at no cost to loading impressions. Indexes for `?key=` and
+        // `?split=` were measured and left out: each costs a fifth to a half of the load rate,
+        // and a key index, inserted at random places, collapses it once it outgrows the cache
+        // (BENCHMARKS.md, "Store migration 4").
         sqlite: "
-        CREATE INDEX impressions_key ON impressions (key, time);
-        CREATE INDEX impressions_split ON impressions (split, time);
         CREATE INDEX events_alias_user_id ON events (user_id) WHERE type = 'alias';
         CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';
     ",
         postgres: "
-        CREATE INDEX impressions_key ON impressions (key, time, journal_offset);
-        CREATE INDEX impressions_split ON impressions (split, time, journal_offset);
         CREATE INDEX events_alias_user_id ON events (user_id) WHERE type = 'alias';
         CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';
     ",
