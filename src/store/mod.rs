@@ -189,21 +189,14 @@ impl Store {
         let Some(timeout) = timeout else { return query(self) };
         let result = match self {
             Store::Sqlite(s) => {
-                // SQLite has no statement timeout; a watchdog interrupts the connection instead.
-                let handle = s.conn.get_interrupt_handle();
-                let (done, wait) = std::sync::mpsc::channel::<()>();
-                let watchdog = std::thread::spawn(move || {
-                    // An interrupt only stops the statements running at that moment: past the
-                    // deadline, keep interrupting until the answer gives up.
-                    let mut wait_for = timeout;
-                    while wait.recv_timeout(wait_for) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-                        handle.interrupt();
-                        wait_for = std::time::Duration::from_millis(10);
-                    }
-                });
+                // SQLite has no statement timeout: a progress handler, called every few thousand
+                // virtual machine steps of any statement, interrupts once the deadline passed.
+                let deadline = std::time::Instant::now() + timeout;
+                s.conn.progress_handler(PROGRESS_STEPS, Some(move || std::time::Instant::now() >= deadline));
                 let result = query(self);
-                drop(done);
-                let _ = watchdog.join();
+                if let Store::Sqlite(s) = self {
+                    s.conn.progress_handler(0, None::<fn() -> bool>);
+                }
                 result
             }
             Store::Postgres(p) => {
@@ -295,6 +288,9 @@ pub struct EventView<'r> {
     /// The whole event as journaled.
     pub raw: &'r str,
 }
+
+/// How many SQLite virtual machine steps pass between two checks of a query's deadline.
+const PROGRESS_STEPS: std::ffi::c_int = 1_000;
 
 /// The alias search of [`Store::alias_reach`], with `$1` the start and `$2` the bound; the
 /// `{inner}`/`{outer}` slots take the LIMIT, which SQLite wants inside the recursion (it then
