@@ -182,7 +182,8 @@ pub struct StoreConfig {
     /// Longest a query waits for one of those connections before answering 503 with
     /// `Retry-After`, in milliseconds.
     pub pool_wait_ms: u64,
-    /// Longest an attribution answer's statement may run before it is cancelled, in milliseconds
+    /// Longest an attribution answer may spend in the database before it is cancelled (SQLite:
+    /// the whole answer; PostgreSQL: each statement, as `statement_timeout`), in milliseconds
     /// (0: no limit). Exports are not bounded by it: they run as long as their client reads.
     pub query_timeout_ms: u64,
     /// An export whose client accepts no data for this long is dropped, ending its read
