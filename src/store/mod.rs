@@ -178,9 +178,10 @@ impl Store {
         }
     }
 
-    /// Runs `query` with every statement bounded by `timeout` (`None`: unbounded); a statement
-    /// that runs longer is cancelled and the call answers [`QueryError::TimedOut`]. For answers
-    /// computed before they are sent: a streamed export is bounded by its client instead.
+    /// Runs `query` bounded by `timeout` (`None`: unbounded) — on SQLite the whole call, on
+    /// PostgreSQL each statement (`statement_timeout`); what runs longer is cancelled and the call
+    /// answers [`QueryError::TimedOut`]. For answers computed before they are sent: a streamed
+    /// export is bounded by its client instead.
     pub fn with_timeout<T>(
         &mut self,
         timeout: Option<std::time::Duration>,
