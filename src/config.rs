@@ -11,6 +11,7 @@ as well as `SLUICE_STORE__URL`.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use figment::Figment;
@@ -232,6 +233,16 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Most database connections that queries and exports hold at once (the loader has its own).
     pub pool_size: usize,
+    /// Longest a query waits for one of those connections before answering 503 with
+    /// `Retry-After`, in milliseconds.
+    pub pool_wait_ms: u64,
+    /// Longest an attribution answer may spend in the database before it is cancelled (SQLite:
+    /// the whole answer; PostgreSQL: each statement, as `statement_timeout`), in milliseconds
+    /// (0: no limit). Exports are not bounded by it: they run as long as their client reads.
+    pub query_timeout_ms: u64,
+    /// An export whose client accepts no data for this long is dropped, ending its read
+    /// transaction and freeing its connection, in milliseconds.
+    pub export_write_timeout_ms: u64,
     /// PostgreSQL only: longest a loader statement may run before it fails and is retried, in
     /// milliseconds (0: no limit).
     pub statement_timeout_ms: u64,
@@ -250,6 +261,9 @@ impl Default for StoreConfig {
         StoreConfig {
             url: None,
             pool_size: 8,
+            pool_wait_ms: 5_000,
+            query_timeout_ms: 30_000,
+            export_write_timeout_ms: 30_000,
             statement_timeout_ms: 60_000,
             batch_rows: loader.batch_rows,
             dedup: loader.dedup,
@@ -259,6 +273,21 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// `pool_wait_ms` as a duration.
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_millis(self.pool_wait_ms)
+    }
+
+    /// `query_timeout_ms` as a duration; `None` for no limit.
+    pub fn query_timeout(&self) -> Option<Duration> {
+        (self.query_timeout_ms > 0).then(|| Duration::from_millis(self.query_timeout_ms))
+    }
+
+    /// `export_write_timeout_ms` as a duration.
+    pub fn export_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.export_write_timeout_ms)
+    }
+
     /// The loader's part.
     pub fn loader(&self) -> LoaderConfig {
         LoaderConfig { batch_rows: self.batch_rows, dedup: self.dedup, idle_ms: self.idle_ms }
@@ -364,6 +393,10 @@ impl Config {
         anyhow::ensure!(self.http.max_connections > 0, "http.max_connections must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
+        anyhow::ensure!(self.store.pool_wait_ms > 0, "store.pool_wait_ms must be above 0");
+        anyhow::ensure!(self.store.export_write_timeout_ms > 0, "store.export_write_timeout_ms must be above 0");
+        anyhow::ensure!(self.attribution.max_cluster_ids > 0, "attribution.max_cluster_ids must be above 0");
+        anyhow::ensure!(self.attribution.max_events > 0, "attribution.max_events must be above 0");
         self.store_target()?;
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");

@@ -226,7 +226,128 @@ async fn alias_chains_and_several_devices_resolve_through_the_store_without_merg
     assert_eq!(get_json(&s, "/api/user/old-account").await["anonymousIds"], user["anonymousIds"]);
 }
 
+/// `(status, body)` of `sluice ARGS…` run against the store `s` used, after it stopped.
+fn cli(dir: &std::path::Path, schema: Option<&common::TestSchema>, args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["--data-dir", dir.to_str().unwrap()];
+    if let Some(schema) = schema {
+        argv.extend(["--store", schema.url.as_str()]);
+    }
+    argv.extend(args);
+    common::sluice(&argv, &[])
+}
+
+async fn an_id_with_no_devices_answers_nothing_not_other_peoples_sessions(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
+    let events = vec![
+        page("someone-elses-laptop", "p1", "2026-11-01T10:00:00.000Z", "https://shop.test/", "https://duckduckgo.com/"),
+        page("another-phone", "p2", "2026-11-02T10:00:00.000Z", "https://shop.test/", "https://chatgpt.com/"),
+        json!({"type": "identify", "userId": "someone", "anonymousId": "someone-elses-laptop", "messageId": "i1",
+               "timestamp": "2026-11-01T10:01:00.000Z"}),
+        // A user seen only server-side: a userId, never an anonymousId.
+        json!({"type": "track", "event": "Invoice Paid", "userId": "server-only", "messageId": "t1",
+               "timestamp": "2026-11-03T10:00:00.000Z"}),
+    ];
+    assert_eq!(s.post("/v1/batch", json!({"batch": events}).to_string().into_bytes(), &[]).await.0, 200);
+    s.wait_loaded().await;
+
+    let nothing = json!({"anonymousIds": [], "sessions": [], "userIds": [], "firstTouch": null, "lastTouch": null});
+    assert_eq!(get_json(&s, "/api/user/unknown").await, nothing);
+    let server_only = get_json(&s, "/api/user/server-only").await;
+    assert_eq!(
+        (&server_only["anonymousIds"], &server_only["sessions"], &server_only["firstTouch"], &server_only["lastTouch"]),
+        (&json!([]), &json!([]), &Value::Null, &Value::Null),
+        "{server_only}"
+    );
+    assert_eq!(get_json(&s, "/api/anonymous/unknown").await, json!({"sessions": []}));
+    // The exports: an unknown value matches nothing, an empty one is refused, never "everything".
+    assert_eq!(s.get("/api/events?anonymousId=unknown").await, (200, String::new()));
+    assert_eq!(s.get("/api/events?userId=").await.0, 400);
+    assert_eq!(s.get("/api/impressions?key=").await.0, 400);
+    assert_eq!(s.get("/api/impressions?key=unknown&format=ndjson").await, (200, String::new()));
+
+    let (dir, schema) = s.stop().await;
+    let (code, out, err) = cli(dir.path(), schema.as_ref(), &["user", "unknown"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), nothing);
+    let (code, out, err) = cli(dir.path(), schema.as_ref(), &["user", "server-only"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["firstTouch"], Value::Null);
+    let (code, out, _) = cli(dir.path(), schema.as_ref(), &["export", "events", "--anonymous-id", "unknown"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, _, err) = cli(dir.path(), schema.as_ref(), &["export", "impressions", "--key", ""]);
+    assert_ne!(code, 0, "an empty --key is refused: {err}");
+}
+
+/// Posts `events` to `/v1/batch` in requests of at most 2,000 (Segment's 500 KB per batch).
+async fn post_all(s: &InProcess, events: Vec<Value>) {
+    for chunk in events.chunks(2_000) {
+        let (status, answer) = s.post("/v1/batch", json!({"batch": chunk}).to_string().into_bytes(), &[]).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    s.wait_loaded().await;
+}
+
+fn identify(user: &str, anonymous: &str, id: &str) -> Value {
+    json!({"type": "identify", "userId": user, "anonymousId": anonymous, "messageId": id,
+           "timestamp": "2026-11-01T09:00:00.000Z"})
+}
+
+async fn a_user_with_more_devices_than_the_databases_bind_limits_is_answered(b: Backend) {
+    // 70,000 ids: over SQLite's 32,766 and PostgreSQL's 65,535 values per statement.
+    let Some(s) = InProcess::start_on(b, |c| {
+        c.attribution.max_cluster_ids = 100_000;
+        c.attribution.max_events = 100_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let n = 70_000;
+    post_all(&s, (0..n).map(|i| identify("big", &format!("device-{i:05}"), &format!("i{i}"))).collect()).await;
+    let user = get_json(&s, "/api/user/big").await;
+    let devices = user["anonymousIds"].as_array().unwrap();
+    assert_eq!(devices.len(), n);
+    assert_eq!((devices[0].as_str(), devices[n - 1].as_str()), (Some("device-00000"), Some("device-69999")));
+    assert_eq!(user["truncated"], Value::Null, "nothing was cut");
+}
+
+async fn a_cluster_anyone_can_inflate_is_cut_at_the_bounds_and_says_so(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| {
+        c.attribution.max_cluster_ids = 50;
+        c.attribution.max_events = 10;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut events: Vec<Value> = (0..100).map(|i| identify("victim", &format!("d{i:03}"), &format!("i{i}"))).collect();
+    // A chain of 200 aliases: one query, not one per link, and cut at the bound.
+    events.extend((0..200).map(|i| {
+        json!({"type": "alias", "previousId": format!("chain{i}"), "userId": format!("chain{}", i + 1),
+               "messageId": format!("a{i}"), "timestamp": "2026-11-01T09:00:00.000Z"})
+    }));
+    events.extend((0..30).map(|i| {
+        page("d000", &format!("p{i}"), &format!("2026-11-02T{:02}:00:00.000Z", i % 24), "https://shop.test/", "")
+    }));
+    post_all(&s, events).await;
+
+    let user = get_json(&s, "/api/user/victim").await;
+    let ids = user["anonymousIds"].as_array().unwrap().len() + user["userIds"].as_array().unwrap().len();
+    assert_eq!(ids, 50, "{user}");
+    assert_eq!(user["truncated"], json!({"ids": true, "events": true}));
+    let chain = get_json(&s, "/api/user/chain100").await;
+    assert_eq!(chain["userIds"].as_array().unwrap().len(), 50);
+    assert_eq!(chain["truncated"], json!({"ids": true, "events": false}));
+    let device = get_json(&s, "/api/anonymous/d000").await;
+    assert_eq!(device["truncated"], json!({"ids": false, "events": true}));
+    let small = get_json(&s, "/api/anonymous/d001").await;
+    assert_eq!(small["truncated"], Value::Null, "an answer within the bounds has no `truncated`");
+}
+
 common::on_both_backends!(
+    a_user_with_more_devices_than_the_databases_bind_limits_is_answered,
+    a_cluster_anyone_can_inflate_is_cut_at_the_bounds_and_says_so,
+    an_id_with_no_devices_answers_nothing_not_other_peoples_sessions,
     the_seeds_flow_gives_the_seeds_answers,
     alias_chains_and_several_devices_resolve_through_the_store_without_merging_shared_devices,
     late_and_out_of_order_events_give_the_sessions_of_a_full_recomputation,

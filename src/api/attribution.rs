@@ -35,10 +35,17 @@ async fn answer<T: Send + 'static>(
     id: String,
     query: fn(&mut Store, &str, &AttributionSettings) -> Result<T, QueryError>,
 ) -> Result<Json<T>, AppError> {
-    let mut store = state.readers.get().await.map_err(|e| AppError::Internal(e.into()))?;
-    let answer = tokio::task::spawn_blocking(move || query(&mut store, &id, &state.config.attribution))
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
-        .map_err(|e| AppError::Internal(e.into()))?;
+    let mut store = state.reader().await?;
+    let retry_after_secs = state.config.backpressure.retry_after_secs;
+    let answer = tokio::task::spawn_blocking(move || {
+        let config = &state.config;
+        store.with_timeout(config.store.query_timeout(), |store| query(store, &id, &config.attribution))
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.into()))?
+    .map_err(|e| match e {
+        QueryError::TimedOut(_) => AppError::Unavailable { message: e.to_string(), retry_after_secs },
+        e => AppError::Internal(e.into()),
+    })?;
     Ok(Json(answer))
 }

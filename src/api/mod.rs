@@ -25,7 +25,8 @@ use crate::consumers::store_loader::LoaderStatus;
 use crate::journal::Journal;
 use crate::sources::body::ByteBudget;
 use crate::sources::dead_letter::DeadLetters;
-use crate::store::Readers;
+use crate::store::{Reader, Readers, StoreError};
+use error::AppError;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -64,6 +65,17 @@ impl AppState {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
         AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, body_bytes, lake: None }
+    }
+
+    /// A store connection for a query; 503 with `Retry-After` when the pool stays busy.
+    pub async fn reader(&self) -> Result<Reader, AppError> {
+        self.readers.get().await.map_err(|e| match e {
+            StoreError::PoolBusy { .. } => AppError::Unavailable {
+                message: e.to_string(),
+                retry_after_secs: self.config.backpressure.retry_after_secs,
+            },
+            e => AppError::Internal(e.into()),
+        })
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.

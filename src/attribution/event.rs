@@ -5,7 +5,7 @@ already validated at ingest and attribution must still say something about odd o
 */
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::record::segment;
 
@@ -70,11 +70,67 @@ pub(crate) fn referrer(event: &Value) -> Option<&str> {
     segment::first_str(event.as_object()?, segment::REFERRER_PATHS)
 }
 
+/// The event cut down to the fields attribution reads (see the module docs of `attribution`), so
+/// that an answer holds a few hundred bytes per event however much each one carried.
+pub fn for_attribution(mut event: Value) -> Value {
+    let Some(whole) = event.as_object_mut() else { return event };
+    let mut slim = Map::new();
+    for key in
+        ["type", "messageId", "anonymousId", "userId", "previousId", "timestamp", "originalTimestamp", "receivedAt"]
+    {
+        if let Some(value) = whole.remove(key) {
+            slim.insert(key.to_owned(), value);
+        }
+    }
+    // Only objects are read below these keys; anything else reads as missing either way.
+    let mut keep = |key: &str, fields: Option<&[&str]>| -> Option<Map<String, Value>> {
+        let Some(Value::Object(mut object)) = whole.remove(key) else { return None };
+        if let Some(fields) = fields {
+            object.retain(|k, _| fields.contains(&k.as_str()));
+        }
+        Some(object)
+    };
+    if let Some(properties) = keep("properties", Some(&["url", "referrer"])) {
+        slim.insert("properties".to_owned(), Value::Object(properties));
+    }
+    if let Some(mut context) = keep("context", Some(&["page", "referrer", "campaign"])) {
+        for (key, fields) in [("page", ["url", "referrer"]), ("referrer", ["url", "link"])] {
+            if let Some(Value::Object(object)) = context.get_mut(key) {
+                object.retain(|k, _| fields.contains(&k.as_str()));
+            }
+        }
+        slim.insert("context".to_owned(), Value::Object(context));
+    }
+    Value::Object(slim)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_attribution_cut_keeps_what_sessions_read_and_drops_the_rest() {
+        let event = json!({
+            "type": "page", "messageId": "m", "anonymousId": "a", "userId": "u", "timestamp": "2026-11-01T10:00:00Z",
+            "context": {"page": {"url": "https://s/", "referrer": "https://r/", "title": "big"},
+                        "campaign": {"source": "news"}, "referrer": {"link": "https://l/", "type": "x"},
+                        "userAgent": "big", "library": {"name": "analytics.js"}},
+            "properties": {"url": "https://s/", "referrer": "https://r/", "cart": [1, 2, 3]},
+            "traits": {"email": "big"}, "integrations": {},
+        });
+        assert_eq!(
+            for_attribution(event),
+            json!({
+                "type": "page", "messageId": "m", "anonymousId": "a", "userId": "u", "timestamp": "2026-11-01T10:00:00Z",
+                "context": {"page": {"url": "https://s/", "referrer": "https://r/"}, "campaign": {"source": "news"},
+                            "referrer": {"link": "https://l/"}},
+                "properties": {"url": "https://s/", "referrer": "https://r/"},
+            })
+        );
+        assert_eq!(for_attribution(json!({"context": "odd", "type": "track"})), json!({"type": "track"}));
+    }
 
     #[test]
     fn referrer_is_read_from_page_properties_or_context() {

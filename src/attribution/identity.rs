@@ -16,8 +16,9 @@ device, a leaf. So two people who log in on one shared laptop are **not** merged
 laptop's anonymousId, and neither lists the other. An id that was seen as neither a `userId` nor
 an `anonymousId`, only as a `previousId`, is taken to be an anonymousId.
 
-The store-backed caller cannot load every event; [`user_cluster_with`] drives it with "events
-touching these ids" queries until nothing new is found (the algorithm is in its docs).
+The store-backed caller cannot load every event: `query::attribution::cluster` runs the same
+search in SQL (one recursive query over the alias links, one for the devices), and its tests
+check that it finds what [`user_cluster`] finds over all the events.
 */
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -117,40 +118,6 @@ pub fn user_cluster(user_id: &str, links: &Links) -> UserCluster {
     UserCluster { user_ids: users.into_iter().collect(), anonymous_ids: anonymous.into_iter().collect() }
 }
 
-/// [`user_cluster`] for a caller that fetches events on demand (from the store).
-///
-/// `fetch(ids)` must return every event whose `userId` **or** `previousId` is one of `ids` (the
-/// only events that can link those ids to anything; returning more is harmless). The algorithm:
-///
-/// 1. `ids = {user_id}`, `asked = {}`, `events = []`;
-/// 2. fetch the events for `ids − asked`, append them, `asked ∪= ids`;
-/// 3. compute the cluster over all fetched events; `ids` = its userIds plus every alias neighbour
-///    of them (an alias `previousId` may be a userId whose own events are not fetched yet);
-/// 4. repeat from 2 until `ids ⊆ asked`.
-///
-/// Each round costs one query; a cluster of n aliased userIds needs at most n + 1 rounds.
-pub fn user_cluster_with<E>(
-    user_id: &str,
-    mut fetch: impl FnMut(&[String]) -> Result<Vec<Value>, E>,
-) -> Result<UserCluster, E> {
-    let mut asked: BTreeSet<String> = BTreeSet::new();
-    let mut wanted: BTreeSet<String> = BTreeSet::from([user_id.to_owned()]);
-    let mut links = Links::default();
-    loop {
-        let ask: Vec<String> = wanted.difference(&asked).cloned().collect();
-        if ask.is_empty() {
-            return Ok(user_cluster(user_id, &links));
-        }
-        for event in fetch(&ask)? {
-            links.add(&event);
-        }
-        asked.extend(ask);
-        let (users, leaves) = links.reach(user_id);
-        wanted.extend(users);
-        wanted.extend(leaves);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -225,30 +192,5 @@ mod tests {
         assert_eq!(user_cluster("nobody", &links), UserCluster::default());
         assert_eq!(user_cluster("laptop", &links), UserCluster::default());
         assert!(links.users_of_anonymous("nowhere").is_empty());
-    }
-
-    #[test]
-    fn the_store_driven_search_finds_what_the_full_graph_finds() {
-        let all = vec![
-            identify("old@x", "a1"),
-            alias("old@x", "new@x"),
-            identify("new@x", "a2"),
-            alias("kiosk", "new@x"),
-            alias("kiosk", "stranger"),
-            identify("stranger", "s1"),
-            identify("other", "a2"),
-        ];
-        let mut rounds = 0;
-        let got = user_cluster_with("new@x", |ids: &[String]| {
-            rounds += 1;
-            let touches = |e: &&Value| {
-                [event::user_id(e), event::previous_id(e)].into_iter().flatten().any(|id| ids.iter().any(|i| i == id))
-            };
-            Ok::<_, std::convert::Infallible>(all.iter().filter(touches).cloned().collect())
-        })
-        .unwrap();
-        assert_eq!(got, user_cluster("new@x", &Links::from_events(&all)));
-        assert_eq!(got, cluster(&["new@x", "old@x"], &["a1", "a2", "kiosk"]));
-        assert!(rounds <= 3, "{rounds} rounds");
     }
 }

@@ -8,7 +8,7 @@ and serves the results (`GET /api/anonymous/{id}`, `GET /api/user/{id}` in the s
 
 ```text
 GET /api/anonymous/{id}  →  {"sessions": sessions(events_of(id), None, settings)}
-GET /api/user/{id}       →  let c = user_cluster_with(id, fetch_events_touching)?;
+GET /api/user/{id}       →  let c = the cluster of id (query::attribution searches the store);
                             {"anonymousIds": c.anonymous_ids,
                              "sessions": [sessions(events_of(a), Some(id), settings) for a in c.anonymous_ids]}
 ```
@@ -41,7 +41,8 @@ pub mod sessions;
 mod cases;
 
 pub use channel::Channel;
-pub use identity::{Links, UserCluster, user_cluster, user_cluster_with};
+pub use event::for_attribution;
+pub use identity::{Links, UserCluster, user_cluster};
 pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
 pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
 
@@ -55,6 +56,11 @@ pub struct AttributionSettings {
     pub referral_exclusions: Vec<String>,
     /// Inactivity after which the next page starts a new session, in milliseconds.
     pub session_timeout_ms: u64,
+    /// Most ids (userIds and anonymousIds together) one user's answer gathers; anyone who can
+    /// post events can link ids to a user, so a larger cluster is cut here and marked truncated.
+    pub max_cluster_ids: usize,
+    /// Most events one answer reads; beyond them the answer is marked truncated.
+    pub max_events: usize,
 }
 
 impl Default for AttributionSettings {
@@ -64,6 +70,8 @@ impl Default for AttributionSettings {
             own_domains: Vec::new(),
             referral_exclusions: Vec::new(),
             session_timeout_ms: 30 * 60 * 1000,
+            max_cluster_ids: 1_000,
+            max_events: 20_000,
         }
     }
 }

@@ -164,7 +164,7 @@ impl Server {
             );
         }
 
-        let readers = Readers::new(target, config.store.pool_size);
+        let readers = Readers::new(target, config.store.pool_size, config.store.pool_wait());
         let mut state = AppState::new(
             Arc::new(config),
             journal.clone(),

@@ -5,24 +5,52 @@ Attribution answers from the store: what `GET /api/anonymous/{id}`, `GET /api/us
 Nothing derived is stored: every answer is computed by [`crate::attribution`] from the raw
 events the store holds, on each request. So late or out-of-order events, a changed classifier or
 changed `[attribution]` settings show in the very next answer, exactly as a full recomputation
-would give them, with no reprocessing step; the price is a few indexed queries per request (one
-for the events of the devices asked about, and one per round of the identity search).
+would give them, with no reprocessing step.
+
+What one answer costs is bounded, because anyone who can post events can attach ids and events
+to someone else's user: the identity search is one recursive query over the alias links plus
+one query for the devices, both stopped at `attribution.max_cluster_ids`; the events are read
+one row at a time, each cut down to the fields attribution reads, and at most
+`attribution.max_events` of them. An answer that hit a bound says so in `truncated`. Id lists
+go to the database in chunks of [`IDS_PER_QUERY`], below both backends' limits on bound values.
 */
 
-use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{EventQuery, QueryError};
-use crate::attribution::{self, AttributionSettings, Session};
+use crate::attribution::{self, AttributionSettings, Session, UserCluster};
 use crate::store::Store;
+
+/// Most ids bound in one query: SQLite allows 32,766 values per statement, PostgreSQL 65,535.
+pub const IDS_PER_QUERY: usize = 10_000;
+
+/// Which bounds an answer hit; left out of the JSON when it hit none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Truncated {
+    /// The user's cluster had more than `attribution.max_cluster_ids` ids; the rest are left out.
+    pub ids: bool,
+    /// There were more than `attribution.max_events` events; the latest are left out (of each
+    /// group of [`IDS_PER_QUERY`] devices, for a cluster configured to hold more).
+    pub events: bool,
+}
+
+impl Truncated {
+    fn is_none(&self) -> bool {
+        !self.ids && !self.events
+    }
+}
 
 /// `GET /api/anonymous/{id}`: the device's sessions, oldest first.
 #[derive(Debug, Serialize)]
 pub struct AnonymousAnswer {
     /// One per visit.
     pub sessions: Vec<Session>,
+    /// Present when the answer is incomplete because it hit a bound.
+    #[serde(skip_serializing_if = "Truncated::is_none")]
+    pub truncated: Truncated,
 }
 
 /// `GET /api/user/{id}`: the user's devices and each one's sessions (the seed's shape), plus the
@@ -40,19 +68,25 @@ pub struct UserAnswer {
     pub first_touch: Option<Session>,
     /// The latest session of any device.
     pub last_touch: Option<Session>,
+    /// Present when the answer is incomplete because it hit a bound.
+    #[serde(skip_serializing_if = "Truncated::is_none")]
+    pub truncated: Truncated,
 }
 
 /// The sessions of anonymousId `id`; an unknown id has none.
 pub fn anonymous(store: &mut Store, id: &str, settings: &AttributionSettings) -> Result<AnonymousAnswer, QueryError> {
-    let events = events(store, &EventQuery { anonymous_ids: vec![id.to_owned()], ..EventQuery::default() })?;
-    Ok(AnonymousAnswer { sessions: attribution::sessions(&events, None, settings) })
+    let (events, truncated_events) = events(store, &[id.to_owned()], settings.max_events)?;
+    Ok(AnonymousAnswer {
+        sessions: attribution::sessions(&events, None, settings),
+        truncated: Truncated { ids: false, events: truncated_events },
+    })
 }
 
 /// The devices and sessions of userId `id`; an unknown id has none.
 pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Result<UserAnswer, QueryError> {
-    let cluster = attribution::user_cluster_with(id, |ids| links(store, ids))?;
-    // One query for every device; `sessions` keeps each device's sessions apart.
-    let events = events(store, &EventQuery { anonymous_ids: cluster.anonymous_ids.clone(), ..EventQuery::default() })?;
+    let (cluster, truncated_ids) = cluster(store, id, settings.max_cluster_ids)?;
+    // A user with no devices has no events to read: an empty list, never "no filter".
+    let (events, truncated_events) = events(store, &cluster.anonymous_ids, settings.max_events)?;
     let all = attribution::sessions(&events, Some(id), settings);
     let (first_touch, last_touch) = (attribution::first_touch(&all).cloned(), attribution::last_touch(&all).cloned());
     let mut by_device: HashMap<String, Vec<Session>> = HashMap::new();
@@ -66,44 +100,88 @@ pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Resu
         anonymous_ids: cluster.anonymous_ids,
         user_ids: cluster.user_ids,
         sessions,
+        truncated: Truncated { ids: truncated_ids, events: truncated_events },
     })
 }
 
-/// The identity links of every event naming one of `ids` as its userId, anonymousId or previousId
-/// (a superset of what the identity search asks for: userId or previousId). Only the id columns
-/// are read, and each distinct link is returned once, as a minimal event: a user with a million
-/// tracked events costs a scan of the index, not a million parsed events.
-fn links(store: &mut Store, ids: &[String]) -> Result<Vec<Value>, QueryError> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    store.query_events(&EventQuery { any_ids: ids.to_vec(), ..EventQuery::default() }, &mut |e| {
-        let alias = e.event_type == "alias";
-        let owned = |v: Option<&str>| v.map(str::to_owned);
-        let link = (alias, owned(e.user_id), owned(e.anonymous_id), owned(if alias { e.previous_id } else { None }));
-        if link.1.is_some() && seen.insert(link.clone()) {
-            let (_, user_id, anonymous_id, previous_id) = link;
-            out.push(json!({
-                "type": e.event_type, "userId": user_id, "anonymousId": anonymous_id, "previousId": previous_id,
-            }));
+/// The cluster of userId `id` (the rules are in [`crate::attribution::identity`]), with at most
+/// `max_ids` ids, and whether it had more.
+///
+/// One recursive query follows the alias links from `id` through userIds only and says of each
+/// id reached whether it is a userId; one more (per [`IDS_PER_QUERY`] userIds) finds the devices
+/// those userIds were seen on. So an alias chain of any length costs two queries, not one per link.
+pub fn cluster(store: &mut Store, id: &str, max_ids: usize) -> Result<(UserCluster, bool), QueryError> {
+    let limit = max_ids.max(1);
+    let reached = store.alias_reach(id, limit + 1)?;
+    let is_user = reached.iter().any(|(reached, user)| reached == id && *user);
+    if reached.len() <= 1 && !is_user {
+        // Neither a userId nor linked by any alias: nobody.
+        return Ok((UserCluster::default(), false));
+    }
+    let mut truncated = reached.len() > limit;
+    let mut users = BTreeSet::new();
+    let mut anonymous = BTreeSet::new();
+    for (reached_id, user) in reached.into_iter().take(limit) {
+        // The id asked for is the user; the others are userIds or, if not, devices. An id asked
+        // for that is not a userId (an aliased anonymousId) is both: its alias names it a device.
+        if reached_id == id {
+            if !user {
+                anonymous.insert(reached_id.clone());
+            }
+            users.insert(reached_id);
+        } else if user {
+            users.insert(reached_id);
+        } else {
+            anonymous.insert(reached_id);
         }
-        Ok(())
-    })?;
-    Ok(out)
+    }
+    let user_list: Vec<String> = users.iter().cloned().collect();
+    for chunk in user_list.chunks(IDS_PER_QUERY) {
+        anonymous.extend(store.devices_of(chunk, limit + 1)?);
+        if users.len() + anonymous.len() > limit {
+            while users.len() + anonymous.len() > limit {
+                anonymous.pop_last();
+            }
+            truncated = true;
+            break;
+        }
+    }
+    Ok((
+        UserCluster { user_ids: users.into_iter().collect(), anonymous_ids: anonymous.into_iter().collect() },
+        truncated,
+    ))
 }
 
-/// The events `q` matches, parsed.
-fn events(store: &mut Store, q: &EventQuery) -> Result<Vec<Value>, QueryError> {
+/// The events of the devices `anonymous_ids`, each cut down to what attribution reads, at most
+/// `max_events` of them (oldest first within each chunk of devices), and whether there were more.
+fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Result<(Vec<Value>, bool), QueryError> {
+    let max_events = max_events.max(1);
     let mut out = Vec::new();
-    store.query_events(q, &mut |e| {
-        // Every stored event passed `record::segment::accept`; one that does not parse means a
-        // damaged store, and leaving it out beats refusing every answer for that user.
-        match serde_json::from_str(e.raw) {
-            Ok(event) => out.push(event),
-            Err(err) => {
-                tracing::error!(message_id = e.message_id, error = %err, "a stored event is not valid JSON; left out")
+    let mut truncated = false;
+    for chunk in anonymous_ids.chunks(IDS_PER_QUERY) {
+        let room = max_events - out.len();
+        let q =
+            EventQuery { anonymous_ids: Some(chunk.to_vec()), limit: Some(room as u64 + 1), ..EventQuery::default() };
+        let mut read = 0;
+        store.query_events(&q, &mut |e| {
+            read += 1;
+            if read > room {
+                truncated = true;
+                return Ok(());
             }
+            // Every stored event passed `record::segment::accept`; one that does not parse means
+            // a damaged store, and leaving it out beats refusing every answer for that user.
+            match serde_json::from_str(e.raw) {
+                Ok(event) => out.push(attribution::for_attribution(event)),
+                Err(err) => {
+                    tracing::error!(message_id = e.message_id, error = %err, "a stored event is not valid JSON; left out")
+                }
+            }
+            Ok(())
+        })?;
+        if truncated {
+            break;
         }
-        Ok(())
-    })?;
-    Ok(out)
+    }
+    Ok((out, truncated))
 }

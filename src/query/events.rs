@@ -8,27 +8,24 @@ plus Segment's processing fields and sluice's `sluice` object.
 
 use std::io::Write;
 
-use super::filter::{check_window, limit_param, once, push, time_param};
+use super::filter::{AnyOf, check_window, limit_param, once, push, time_param};
 use super::{ParamError, QueryError};
 use crate::store::{EventView, Store};
 
-/// Which events to return. Each list means "any of" and an empty list filters nothing; lists
-/// and bounds combine with AND, except `any_id`.
+/// Which events to return. Each list is an [`AnyOf`]: `None` filters nothing, `Some(values)`
+/// matches any of them (`Some(vec![])` matches nothing); lists and bounds combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
     /// `messageId`s.
-    pub message_ids: Vec<String>,
+    pub message_ids: AnyOf,
     /// Call types (`track`, `page`…).
-    pub types: Vec<String>,
+    pub types: AnyOf,
     /// `track` event names.
-    pub events: Vec<String>,
+    pub events: AnyOf,
     /// `userId`s.
-    pub user_ids: Vec<String>,
+    pub user_ids: AnyOf,
     /// `anonymousId`s.
-    pub anonymous_ids: Vec<String>,
-    /// Ids matched against `userId`, `anonymousId` and `previousId` alike: every event that
-    /// links or mentions one of them.
-    pub any_ids: Vec<String>,
+    pub anonymous_ids: AnyOf,
     /// Earliest `timestamp`, inclusive, epoch milliseconds.
     pub from: Option<i64>,
     /// Latest `timestamp`, exclusive, epoch milliseconds.
@@ -153,8 +150,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(f, EventFormat::Ndjson);
-        assert_eq!(q.anonymous_ids, ["a1", "a2"]);
-        assert_eq!((q.user_ids.len(), q.types.len(), q.events.len(), q.message_ids.len()), (1, 1, 1, 1));
+        assert_eq!(q.anonymous_ids, Some(vec!["a1".into(), "a2".into()]));
+        let len = |l: &AnyOf| l.as_ref().map(Vec::len);
+        assert_eq!([len(&q.user_ids), len(&q.types), len(&q.events), len(&q.message_ids)], [Some(1); 4]);
         assert_eq!((q.from, q.limit), (Some(1_793_491_200_000), Some(5)));
         assert_eq!(parse(&[("format", "json")]).unwrap().1, EventFormat::Json);
     }

@@ -8,19 +8,20 @@ use super::OutputFormat;
 
 /// Which impressions to return.
 ///
-/// Each list means "any of" and an empty list filters nothing; lists and bounds combine with AND.
+/// Each list is an [`AnyOf`]: `None` filters nothing, `Some(values)` matches any of the values
+/// and so `Some(vec![])` matches nothing. Lists and bounds combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImpressionQuery {
     /// Environment names or ids (an impression matches on either).
-    pub environments: Vec<String>,
+    pub environments: AnyOf,
     /// Feature flag names.
-    pub splits: Vec<String>,
+    pub splits: AnyOf,
     /// User keys.
-    pub keys: Vec<String>,
+    pub keys: AnyOf,
     /// Treatments.
-    pub treatments: Vec<String>,
+    pub treatments: AnyOf,
     /// Labels (the rule that decided).
-    pub labels: Vec<String>,
+    pub labels: AnyOf,
     /// Earliest impression time, inclusive, epoch milliseconds.
     pub from: Option<i64>,
     /// Latest impression time, exclusive, epoch milliseconds.
@@ -28,6 +29,11 @@ pub struct ImpressionQuery {
     /// At most this many rows.
     pub limit: Option<u64>,
 }
+
+/// A list filter: `None` is "no filter", `Some(values)` is "any of `values`", so an empty set
+/// matches nothing. Two distinct states, so that a caller with nothing to look for (a user with
+/// no devices) can never ask for everything by accident.
+pub type AnyOf = Option<Vec<String>>;
 
 /// A query parameter that was not understood, with what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,12 +121,12 @@ pub(super) fn check_window(from: Option<i64>, to: Option<i64>) -> Result<(), Par
     }
 }
 
-/// Adds one value of a list parameter.
-pub(super) fn push(list: &mut Vec<String>, name: &str, value: &str) -> Result<(), ParamError> {
+/// Adds one value of a list parameter (the first one turns the filter on).
+pub(super) fn push(list: &mut AnyOf, name: &str, value: &str) -> Result<(), ParamError> {
     if value.is_empty() {
         return Err(ParamError { param: name.to_owned(), reason: "must not be empty".into() });
     }
-    list.push(value.to_owned());
+    list.get_or_insert_default().push(value.to_owned());
     Ok(())
 }
 
@@ -203,11 +209,11 @@ mod tests {
         assert_eq!(
             q,
             ImpressionQuery {
-                environments: vec!["Production".into()],
-                splits: vec!["a".into(), "b".into()],
-                keys: vec!["k".into()],
-                treatments: vec!["on".into()],
-                labels: vec!["default rule".into()],
+                environments: Some(vec!["Production".into()]),
+                splits: Some(vec!["a".into(), "b".into()]),
+                keys: Some(vec!["k".into()]),
+                treatments: Some(vec!["on".into()]),
+                labels: Some(vec!["default rule".into()]),
                 from: Some(1_793_491_200_000),
                 to: Some(1_794_092_400_000),
                 limit: Some(10),

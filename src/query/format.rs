@@ -478,7 +478,7 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
     #[test]
     fn the_query_filters_the_export() {
         let (_dir, mut store) = store_with(&[ALPHONSO, BOB]);
-        let q = ImpressionQuery { treatments: vec!["on".into()], ..Default::default() };
+        let q = ImpressionQuery { treatments: Some(vec!["on".into()]), ..Default::default() };
         let mut out = Vec::new();
         let rows = write_impressions(&mut store, &q, &OutputFormat::Csv { all_columns: false }, &mut out, &mut |_| {})
             .unwrap();

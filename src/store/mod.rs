@@ -188,6 +188,66 @@ impl Store {
         }
     }
 
+    /// The ids reached from userId `start` through alias links, followed only through userIds
+    /// (the rules are in `attribution::identity`), each with whether it is a userId: `start`
+    /// first, at most `limit` in all. One recursive query, however long the chain.
+    pub fn alias_reach(&mut self, start: &str, limit: usize) -> Result<Vec<(String, bool)>, QueryError> {
+        match self {
+            Store::Sqlite(s) => s.alias_reach(start, limit),
+            Store::Postgres(s) => s.alias_reach(start, limit),
+        }
+    }
+
+    /// The distinct anonymousIds seen on an event with one of `user_ids`, sorted, at most `limit`.
+    /// An empty `user_ids` has none.
+    pub fn devices_of(&mut self, user_ids: &[String], limit: usize) -> Result<Vec<String>, QueryError> {
+        let q = EventQuery { user_ids: Some(user_ids.to_vec()), ..EventQuery::default() };
+        let mut clause = where_clause::WhereClause::for_events(&q);
+        let limit = clause.limit(Some(limit as u64));
+        let sql = format!(
+            "SELECT DISTINCT anonymous_id FROM events{} AND anonymous_id IS NOT NULL ORDER BY anonymous_id{limit}",
+            clause.sql
+        );
+        match self {
+            Store::Sqlite(s) => s.strings(&sql, &clause),
+            Store::Postgres(s) => s.strings(&sql, &clause),
+        }
+    }
+
+    /// Runs `query` bounded by `timeout` (`None`: unbounded) — on SQLite the whole call, on
+    /// PostgreSQL each statement (`statement_timeout`); what runs longer is cancelled and the call
+    /// answers [`QueryError::TimedOut`]. For answers computed before they are sent: a streamed
+    /// export is bounded by its client instead.
+    pub fn with_timeout<T>(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+        query: impl FnOnce(&mut Store) -> Result<T, QueryError>,
+    ) -> Result<T, QueryError> {
+        let Some(timeout) = timeout else { return query(self) };
+        let result = match self {
+            Store::Sqlite(s) => {
+                // SQLite has no statement timeout: a progress handler, called every few thousand
+                // virtual machine steps of any statement, interrupts once the deadline passed.
+                let deadline = std::time::Instant::now() + timeout;
+                s.conn.progress_handler(PROGRESS_STEPS, Some(move || std::time::Instant::now() >= deadline));
+                let result = query(self);
+                if let Store::Sqlite(s) = self {
+                    s.conn.progress_handler(0, None::<fn() -> bool>);
+                }
+                result
+            }
+            Store::Postgres(p) => {
+                p.set_statement_timeout(timeout)?;
+                let result = query(self);
+                if let Store::Postgres(p) = self {
+                    p.set_statement_timeout(std::time::Duration::ZERO)?;
+                }
+                result
+            }
+        };
+        result.map_err(|e| if e.is_cancelled() { QueryError::TimedOut(timeout) } else { e })
+    }
+
     /// False once the connection is known to be broken, so a pool drops it instead of reusing it.
     fn is_reusable(&self) -> bool {
         match self {
@@ -264,6 +324,28 @@ pub struct EventView<'r> {
     pub timestamp: i64,
     /// The whole event as journaled.
     pub raw: &'r str,
+}
+
+/// How many SQLite virtual machine steps pass between two checks of a query's deadline.
+const PROGRESS_STEPS: std::ffi::c_int = 1_000;
+
+/// The alias search of [`Store::alias_reach`], with `$1` the start and `$2` the bound; the
+/// `{inner}`/`{outer}` slots take the LIMIT, which SQLite wants inside the recursion (it then
+/// stops adding rows) and PostgreSQL outside (it refuses it inside, and stops evaluating the
+/// recursion once the outer query has its rows). `is_user` of a reached id: it is the userId of
+/// the alias that reached it, or some event carries it as userId.
+fn alias_reach_sql(inner: &str, outer: &str) -> String {
+    format!(
+        "WITH RECURSIVE reach(id, is_user) AS (
+            SELECT CAST($1 AS TEXT), EXISTS (SELECT 1 FROM events WHERE user_id = $1)
+            UNION
+            SELECT CASE WHEN e.user_id = r.id THEN e.previous_id ELSE e.user_id END,
+                   e.user_id <> r.id OR EXISTS (SELECT 1 FROM events u WHERE u.user_id = e.previous_id)
+            FROM reach r JOIN events e ON e.user_id = r.id OR e.previous_id = r.id
+            WHERE (r.is_user OR r.id = $1) AND e.type = 'alias' AND e.user_id <> e.previous_id{inner}
+        )
+        SELECT id, is_user FROM reach{outer}"
+    )
 }
 
 /// The columns both backends' event readers read, in [`EventView`]'s order.
@@ -377,6 +459,17 @@ pub enum StoreError {
         description: &'static str,
         /// What PostgreSQL said.
         source: ::postgres::Error,
+    },
+    /// Every query connection stayed in use for as long as a query may wait for one.
+    #[error(
+        "all {pool_size} store connections for queries are in use (waited {} ms); retry later, or raise store.pool_size (or store.pool_wait_ms) if this is the normal load",
+        waited.as_millis()
+    )]
+    PoolBusy {
+        /// `store.pool_size`.
+        pool_size: usize,
+        /// `store.pool_wait_ms`.
+        waited: std::time::Duration,
     },
     /// A journal offset is beyond what the store's signed 64-bit columns hold.
     #[error("journal offset {0} is too large for the store; the journal is damaged or was not written by sluice")]

@@ -4,11 +4,13 @@ Store connections for queries: at most `pool_size` at once, reused between reque
 An SQLite read connection is cheap to open, a PostgreSQL one is not (a TCP and maybe TLS
 handshake, authentication, a backend process), so idle connections are kept for the next
 query. The bound is also what keeps many concurrent exports from exhausting the database's
-`max_connections`: a request waits for a free connection instead.
+`max_connections`: a request waits for a free connection instead, for at most `pool_wait`, so
+that a pool held by slow exports answers "busy, come back" rather than hanging every query.
 */
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -20,12 +22,17 @@ pub struct Readers {
     target: StoreTarget,
     idle: Mutex<Vec<Store>>,
     permits: Arc<Semaphore>,
+    pool_size: usize,
+    pool_wait: Duration,
 }
 
 impl Readers {
-    /// A pool of at most `pool_size` (at least 1) connections to `target`.
-    pub fn new(target: StoreTarget, pool_size: usize) -> Arc<Readers> {
-        Arc::new(Readers { target, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(pool_size.max(1))) })
+    /// A pool of at most `pool_size` (at least 1) connections to `target`, each waited for at
+    /// most `pool_wait`.
+    pub fn new(target: StoreTarget, pool_size: usize, pool_wait: Duration) -> Arc<Readers> {
+        let pool_size = pool_size.max(1);
+        let permits = Arc::new(Semaphore::new(pool_size));
+        Arc::new(Readers { target, idle: Mutex::new(Vec::new()), permits, pool_size, pool_wait })
     }
 
     /// Where the store is.
@@ -33,9 +40,14 @@ impl Readers {
         &self.target
     }
 
-    /// A connection: an idle one, or a new one once fewer than `pool_size` are in use.
+    /// A connection: an idle one, or a new one once fewer than `pool_size` are in use;
+    /// [`StoreError::PoolBusy`] when none came free within `pool_wait`.
     pub async fn get(self: &Arc<Self>) -> Result<Reader, StoreError> {
-        let permit = self.permits.clone().acquire_owned().await.expect("the readers' semaphore is never closed");
+        let busy = || StoreError::PoolBusy { pool_size: self.pool_size, waited: self.pool_wait };
+        let permit = tokio::time::timeout(self.pool_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .expect("the readers' semaphore is never closed");
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let store = match idle {
             Some(store) => store,

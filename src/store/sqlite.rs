@@ -208,6 +208,24 @@ impl SqliteStore {
         self.stream(&sql, &clause, &mut |r| row(&event_view(r)?))
     }
 
+    /// See [`super::Store::alias_reach`].
+    pub fn alias_reach(&self, start: &str, limit: usize) -> Result<Vec<(String, bool)>, QueryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare(&super::alias_reach_sql(" LIMIT $2", ""))?;
+        let rows = stmt.query_map(params![start, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The text of each row's first column.
+    pub fn strings(&self, sql: &str, clause: &WhereClause<'_>) -> Result<Vec<String>, QueryError> {
+        let mut out = Vec::new();
+        self.stream(sql, clause, &mut |r| {
+            out.push(r.get(0)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Runs `sql` with `clause`'s values and hands each row to `row`, one at a time.
     fn stream(
         &self,

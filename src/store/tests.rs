@@ -88,8 +88,8 @@ fn loaded(f: &Fixture) -> Store {
     store
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+fn strings(v: &[&str]) -> crate::query::AnyOf {
+    Some(v.iter().map(|s| s.to_string()).collect())
 }
 
 fn open_creates_the_schema_and_reopening_changes_nothing(b: Backend) {
@@ -487,11 +487,6 @@ fn event_queries_filter_by_ids_type_and_time_in_timestamp_order(b: Backend) {
         message_ids(&mut store, &q(|q| q.user_ids = strings(&["user-1", "user-2"]))),
         ["m-ident", "m-alias", "m-track"]
     );
-    assert_eq!(message_ids(&mut store, &q(|q| q.any_ids = strings(&["anon-2"]))), ["m-alias"]);
-    assert_eq!(
-        message_ids(&mut store, &q(|q| q.any_ids = strings(&["user-2", "anon-1"]))),
-        ["m-page1", "m-page2", "m-ident", "m-track"]
-    );
     assert_eq!(message_ids(&mut store, &q(|q| q.types = strings(&["page"]))), ["m-page1", "m-page2"]);
     assert_eq!(message_ids(&mut store, &q(|q| q.events = strings(&["Clicked"]))), ["m-track"]);
     assert_eq!(
@@ -505,6 +500,71 @@ fn event_queries_filter_by_ids_type_and_time_in_timestamp_order(b: Backend) {
         ["m-page2", "m-ident"]
     );
     assert_eq!(message_ids(&mut store, &q(|q| q.limit = Some(2))), ["m-page1", "m-page2"]);
+}
+
+fn an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everything(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = loaded(&f);
+    assert_eq!(keys(&mut store, &ImpressionQuery::default()).len(), 4);
+    let fields: [fn(&mut ImpressionQuery) -> &mut crate::query::AnyOf; 5] =
+        [|q| &mut q.environments, |q| &mut q.splits, |q| &mut q.keys, |q| &mut q.treatments, |q| &mut q.labels];
+    for field in fields {
+        let mut q = ImpressionQuery::default();
+        *field(&mut q) = Some(Vec::new());
+        assert_eq!(keys(&mut store, &q), Vec::<String>::new(), "{q:?}");
+    }
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = events_loaded(&f);
+    assert_eq!(message_ids(&mut store, &EventQuery::default()).len(), 5);
+    let fields: [fn(&mut EventQuery) -> &mut crate::query::AnyOf; 5] =
+        [|q| &mut q.message_ids, |q| &mut q.types, |q| &mut q.events, |q| &mut q.user_ids, |q| &mut q.anonymous_ids];
+    for field in fields {
+        let mut q = EventQuery::default();
+        *field(&mut q) = Some(Vec::new());
+        assert_eq!(message_ids(&mut store, &q), Vec::<String>::new(), "{q:?}");
+    }
+}
+
+fn the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound(b: Backend) {
+    use crate::attribution::{Links, user_cluster};
+    use crate::query::attribution::cluster;
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    // (messageId, type, anonymousId — the previousId of an alias —, userId)
+    let mut events = vec![
+        ("i1", "identify", "a1", "old@x"),
+        ("l1", "alias", "old@x", "new@x"),
+        ("i2", "identify", "a2", "new@x"),
+        ("l2", "alias", "kiosk", "new@x"),
+        ("l3", "alias", "kiosk", "stranger"),
+        ("i3", "identify", "s1", "stranger"),
+        ("i4", "identify", "a2", "other"),
+        ("p1", "page", "a1", ""),
+    ]
+    .into_iter()
+    .map(|(m, t, a, u)| (m.to_owned(), t, a.to_owned(), u.to_owned()))
+    .collect::<Vec<_>>();
+    // A long alias chain with a device at its start.
+    events.push(("c-dev".into(), "identify", "chain-dev".into(), "chain0".into()));
+    for i in 0..300 {
+        events.push((format!("c{i}"), "alias", format!("chain{i}"), format!("chain{}", i + 1)));
+    }
+    let raw: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (m, t, a, u))| segment_event(m, t, Some(a), (!u.is_empty()).then_some(u.as_str()), i as i64))
+        .collect();
+    let entries: Vec<_> = raw.iter().enumerate().map(|(i, e)| event_entry(i as u64, e)).collect();
+    store.load("store", &entries, DedupMode::Exact).unwrap();
+    let all: Vec<serde_json::Value> = raw.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let links = Links::from_events(&all);
+    for start in ["new@x", "old@x", "stranger", "kiosk", "other", "a2", "nobody", "chain0", "chain150", "chain300"] {
+        assert_eq!(cluster(&mut store, start, 10_000).unwrap(), (user_cluster(start, &links), false), "{start}");
+    }
+    let (cut, truncated) = cluster(&mut store, "chain150", 20).unwrap();
+    assert!(truncated);
+    assert_eq!(cut.user_ids.len() + cut.anonymous_ids.len(), 20);
+    assert!(cut.user_ids.contains(&"chain150".to_owned()), "the id asked for is kept: {cut:?}");
 }
 
 macro_rules! suite {
@@ -540,4 +600,6 @@ suite!(
     events_and_impressions_load_together_with_every_typed_column,
     a_resent_event_is_stored_once_for_ever,
     event_queries_filter_by_ids_type_and_time_in_timestamp_order,
+    an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everything,
+    the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound,
 );

@@ -10,7 +10,10 @@ backends as long as placeholders are numbered in the order they first occur, whi
 
 use std::fmt::Write as _;
 
-use crate::query::{EventQuery, ImpressionQuery};
+use crate::query::{AnyOf, EventQuery, ImpressionQuery};
+
+/// The condition an empty "any of" set becomes: false on both backends.
+pub const NOTHING: &str = "1 = 0";
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,23 +34,20 @@ pub struct WhereClause<'q> {
 }
 
 impl<'q> WhereClause<'q> {
-    /// Builds the conditions for `q` over the `impressions` table: lists are "any of", lists and
+    /// Builds the conditions for `q` over the `impressions` table: lists are "any of" (an empty
+    /// set matches nothing), lists and
     /// bounds combine with AND, an environment matches either its name or its id.
     pub fn for_impressions(q: &'q ImpressionQuery) -> Self {
         let mut clause = WhereClause::default();
         let mut conditions: Vec<String> = Vec::new();
-        if !q.environments.is_empty() {
-            // Both columns share one set of placeholders: the values are bound once.
-            let list = clause.bind_list(&q.environments);
-            conditions.push(format!("(environment IN ({list}) OR environment_id IN ({list}))"));
-        }
+        // Both columns share one set of placeholders: the values are bound once.
+        clause.any_of(&mut conditions, &q.environments, |list| {
+            format!("(environment IN ({list}) OR environment_id IN ({list}))")
+        });
         for (column, values) in
             [("split", &q.splits), ("key", &q.keys), ("treatment", &q.treatments), ("label", &q.labels)]
         {
-            if !values.is_empty() {
-                let list = clause.bind_list(values);
-                conditions.push(format!("{column} IN ({list})"));
-            }
+            clause.any_of(&mut conditions, values, |list| format!("{column} IN ({list})"));
         }
         if let Some(from) = q.from {
             conditions.push(format!("time >= {}", clause.bind(SqlValue::Integer(from))));
@@ -62,7 +62,7 @@ impl<'q> WhereClause<'q> {
     }
 
     /// Builds the conditions for `q` over the `events` table: lists are "any of" and combine
-    /// with AND; `any_ids` matches an id in any of the three id columns.
+    /// with AND (an empty set matches nothing).
     pub fn for_events(q: &'q EventQuery) -> Self {
         let mut clause = WhereClause::default();
         let mut conditions: Vec<String> = Vec::new();
@@ -73,14 +73,7 @@ impl<'q> WhereClause<'q> {
             ("user_id", &q.user_ids),
             ("anonymous_id", &q.anonymous_ids),
         ] {
-            if !values.is_empty() {
-                let list = clause.bind_list(values);
-                conditions.push(format!("{column} IN ({list})"));
-            }
-        }
-        if !q.any_ids.is_empty() {
-            let list = clause.bind_list(&q.any_ids);
-            conditions.push(format!("(user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))"));
+            clause.any_of(&mut conditions, values, |list| format!("{column} IN ({list})"));
         }
         if let Some(from) = q.from {
             conditions.push(format!("timestamp >= {}", clause.bind(SqlValue::Integer(from))));
@@ -92,6 +85,20 @@ impl<'q> WhereClause<'q> {
             clause.sql = format!(" WHERE {}", conditions.join(" AND "));
         }
         clause
+    }
+
+    /// Adds the condition for one "any of" filter: nothing for no filter, [`NOTHING`] for the
+    /// empty set (an empty `IN ()` is not SQL, and leaving the condition out would match
+    /// everything), otherwise `condition(list of placeholders)`.
+    fn any_of(&mut self, conditions: &mut Vec<String>, values: &'q AnyOf, condition: impl FnOnce(&str) -> String) {
+        match values.as_deref() {
+            None => {}
+            Some([]) => conditions.push(NOTHING.to_owned()),
+            Some(values) => {
+                let list = self.bind_list(values);
+                conditions.push(condition(&list));
+            }
+        }
     }
 
     /// ` LIMIT $n` for `limit`, or nothing.
@@ -125,8 +132,39 @@ impl<'q> WhereClause<'q> {
 mod tests {
     use super::*;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn strings(v: &[&str]) -> AnyOf {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn an_empty_set_matches_nothing_in_every_impression_filter() {
+        let fields: [fn(&mut ImpressionQuery) -> &mut AnyOf; 5] =
+            [|q| &mut q.environments, |q| &mut q.splits, |q| &mut q.keys, |q| &mut q.treatments, |q| &mut q.labels];
+        for field in fields {
+            let mut q = ImpressionQuery::default();
+            *field(&mut q) = Some(Vec::new());
+            let c = WhereClause::for_impressions(&q);
+            assert_eq!(c.sql, " WHERE 1 = 0", "{q:?}");
+            assert!(c.params.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_empty_set_matches_nothing_in_every_event_filter() {
+        let fields: [fn(&mut EventQuery) -> &mut AnyOf; 5] = [
+            |q| &mut q.message_ids,
+            |q| &mut q.types,
+            |q| &mut q.events,
+            |q| &mut q.user_ids,
+            |q| &mut q.anonymous_ids,
+        ];
+        for field in fields {
+            let mut q = EventQuery { from: Some(1), ..EventQuery::default() };
+            *field(&mut q) = Some(Vec::new());
+            let c = WhereClause::for_events(&q);
+            assert_eq!(c.sql, " WHERE 1 = 0 AND timestamp >= $1", "{q:?}");
+        }
+        assert_eq!(WhereClause::for_events(&EventQuery::default()), WhereClause::default(), "no filter: no WHERE");
     }
 
     #[test]

@@ -337,6 +337,40 @@ impl PgStore {
         self.stream(&sql, &clause, &mut |r| row(&event_view(r).map_err(StoreError::from)?))
     }
 
+    /// See [`super::Store::alias_reach`].
+    pub fn alias_reach(&mut self, start: &str, limit: usize) -> Result<Vec<(String, bool)>, QueryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()?
+            .query(&super::alias_reach_sql("", " LIMIT $2"), &[&start, &limit])
+            .map_err(StoreError::from)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The text of each row's first column.
+    pub fn strings(&mut self, sql: &str, clause: &WhereClause<'_>) -> Result<Vec<String>, QueryError> {
+        let mut out = Vec::new();
+        self.stream(sql, clause, &mut |r| {
+            out.push(r.try_get(0).map_err(StoreError::from)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Sets this session's `statement_timeout` (zero: none). Resetting a connection that broke
+    /// meanwhile is skipped: its replacement starts without one.
+    pub fn set_statement_timeout(&mut self, timeout: Duration) -> Result<(), QueryError> {
+        let sql = format!("SET statement_timeout = {}", timeout.as_millis());
+        if timeout.is_zero() {
+            if let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) {
+                client.batch_execute(&sql).map_err(StoreError::from)?;
+            }
+            return Ok(());
+        }
+        self.client()?.batch_execute(&sql).map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// Runs `sql` with `clause`'s values and hands each row to `row`, reading the socket only as
     /// fast as `row` returns, so memory stays flat.
     fn stream(
