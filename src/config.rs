@@ -159,6 +159,9 @@ pub struct HttpConfig {
     pub header_read_timeout_ms: u64,
     /// Longest time to receive a whole ingest request body, in milliseconds; over it → 408.
     pub body_read_timeout_ms: u64,
+    /// Longest time a response may wait for the client to accept any of its bytes, in
+    /// milliseconds; then the connection is dropped (a client that stopped reading).
+    pub write_timeout_ms: u64,
     /// Most client connections open at once; further clients wait in the listen backlog until
     /// one closes (each connection costs a task, buffers and a file descriptor).
     pub max_connections: usize,
@@ -166,7 +169,12 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { header_read_timeout_ms: 30_000, body_read_timeout_ms: 60_000, max_connections: 4096 }
+        HttpConfig {
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
+            max_connections: 4096,
+        }
     }
 }
 
@@ -174,6 +182,11 @@ impl HttpConfig {
     /// `header_read_timeout_ms` as a duration.
     pub fn header_read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// `write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.write_timeout_ms)
     }
 
     /// `body_read_timeout_ms` as a duration.
@@ -391,6 +404,7 @@ impl Config {
             "http.header_read_timeout_ms and http.body_read_timeout_ms must be above 0"
         );
         anyhow::ensure!(self.http.max_connections > 0, "http.max_connections must be above 0");
+        anyhow::ensure!(self.http.write_timeout_ms > 0, "http.write_timeout_ms must be above 0");
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         anyhow::ensure!(self.store.pool_wait_ms > 0, "store.pool_wait_ms must be above 0");

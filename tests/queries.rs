@@ -151,3 +151,27 @@ common::on_both_backends!(
     a_query_that_cannot_get_a_connection_answers_503_naming_the_pool_size,
     an_attribution_statement_over_the_query_timeout_is_cancelled_and_the_connection_stays_usable,
 );
+
+/// The export's own timeout ends its query, but a client that reads nothing keeps hyper waiting
+/// to write what is already buffered: the connection itself must be dropped, or stalled clients
+/// pile up until `http.max_connections` is reached and nobody else gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_is_disconnected_at_the_write_timeout() {
+    let s = InProcess::start_with(|c| {
+        c.http.max_connections = 2;
+        c.http.header_read_timeout_ms = 500;
+        c.http.write_timeout_ms = 1_000;
+        c.store.pool_size = 2;
+        c.store.export_write_timeout_ms = 1_000;
+    })
+    .await;
+    load_impressions(&s, 40_000).await;
+    // The test client's idle keep-alive connections are closed by the header timeout.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stalled = [stalled_export(&s).await, stalled_export(&s).await];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fresh = reqwest::Client::new();
+    let answer = fresh.get(s.url("/healthz")).timeout(Duration::from_secs(5)).send().await;
+    assert!(answer.is_ok_and(|a| a.status() == 200), "both connections are still held by clients that read nothing");
+    drop(stalled);
+}

@@ -6,7 +6,8 @@ connection (and its task) forever by sending nothing, or a header a byte a minut
 driven directly, as axum's own "serve-with-hyper" example does, with a Tokio timer and
 `http.header_read_timeout_ms`. hyper starts that timer whenever it waits for a request head, so
 it also closes keep-alive connections left idle between requests. At most `http.max_connections`
-are open at once. Body reads have their own
+are open at once, and one whose client accepts no bytes of a response for
+`http.write_timeout_ms` is dropped. Body reads have their own
 deadline in [`crate::sources::body::read_limited`], where a late body can be answered with 408.
 */
 
@@ -21,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower_http::add_extension::AddExtension;
 
@@ -52,7 +54,11 @@ pub async fn serve(listener: TcpListener, router: Router, http: HttpConfig, stop
         };
         // Handlers may ask who is calling (`ConnectInfo<SocketAddr>`), as with axum::serve.
         let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(remote)));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        // A response the client accepts nothing of would keep its task and buffers for ever:
+        // hyper has no write timeout, so the socket gets one.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(http.write_timeout()));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = connection.await {
