@@ -222,3 +222,73 @@ async fn a_full_journal_with_the_store_down_answers_503_and_deletes_nothing_unlo
     s.wait_loaded().await;
     s.stop().await;
 }
+
+/// Posts one impression per key to the server at `base`, expecting 200 each time.
+async fn post_keys(client: &reqwest::Client, base: &str, keys: std::ops::Range<i64>) {
+    for i in keys {
+        let batch = Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)]);
+        let resp = client.post(format!("{base}/v1/split/impressions")).body(batch.to_string()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+/// A journal restored from an older copy keeps its identity but ends before the store's offset.
+/// When the store is down at start, new records take those offsets before the loader can compare:
+/// the journal's end must be the one it had at start, or the loader would skip the new records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_store_answers() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the restored-journal test")).await.unwrap()
+    else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let (dir, backup) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let client = reqwest::Client::new();
+    let mut config = common::test_config(dir.path());
+    config.store.url = Some(cluster.url());
+    let copy_journal = |from: &std::path::Path, to: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(to.join("journal"));
+        std::fs::create_dir_all(to.join("journal")).unwrap();
+        for entry in std::fs::read_dir(from.join("journal")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+
+    let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    post_keys(&client, &base, 0..5).await;
+    common::wait_loaded(&client, &base).await;
+    server.stop().await.unwrap();
+    copy_journal(dir.path(), backup.path());
+    let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    post_keys(&client, &base, 5..10).await;
+    common::wait_loaded(&client, &base).await;
+    server.stop().await.unwrap();
+
+    // The older copy comes back (journal ends at 5, the store is at 10), with the store down.
+    copy_journal(backup.path(), dir.path());
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
+    let server = sluice::cli::serve::Server::start(config).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    post_keys(&client, &base, 10..20).await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
+
+    let started = Instant::now();
+    let ready = loop {
+        let ready: Value = client.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+        if !ready["store"]["stopped"].is_null() || started.elapsed() > Duration::from_secs(20) {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = ready["store"]["stopped"].as_str().unwrap_or_default();
+    assert!(reason.contains("ends at offset 5"), "the loader refuses the restored journal: {ready}");
+    assert!(wait_stored(&cluster, 11, Duration::from_millis(500)).await <= 10, "nothing was loaded past the gap");
+    assert!(server.stop().await.is_err(), "shutdown reports the stopped loader");
+}

@@ -135,6 +135,8 @@ impl Server {
         let loader = {
             let (journal, target, loader_config) = (journal.clone(), target.clone(), config.store.loader());
             let dead_letters = dead_letters.clone();
+            // Taken before any request is accepted: see `store_loader::run`.
+            let start_end = journal.stats().next_offset;
             let (stop, status) = (consumers_stop.clone(), loader_status.clone());
             tokio::spawn(async move {
                 let result = supervise(&status, &stop, || {
@@ -145,6 +147,7 @@ impl Server {
                         stop.clone(),
                         status.clone(),
                         dead_letters.clone(),
+                        start_end,
                     )
                 })
                 .await;

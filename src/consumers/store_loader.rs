@@ -63,7 +63,9 @@ pub fn new_status() -> LoaderStatus {
 }
 
 /// Loads the journal into the store at `target` until `shutdown` is cancelled, then finishes
-/// what the journal already holds (until a read comes back empty) and returns.
+/// what the journal already holds (until a read comes back empty) and returns. `start_end` is
+/// the journal's end when sluice started, before it accepted anything: a store offset past it
+/// (and past what this loader committed itself) belongs to records this journal never had.
 pub async fn run(
     journal: Arc<dyn Journal>,
     target: StoreTarget,
@@ -71,8 +73,9 @@ pub async fn run(
     shutdown: CancellationToken,
     status: Arc<LoaderStatus>,
     dead_letters: Arc<DeadLetters>,
+    start_end: u64,
 ) -> anyhow::Result<()> {
-    let (mut store, offset) = open_until_ready(target, journal.as_ref(), &shutdown, &status).await?;
+    let (mut store, offset) = open_until_ready(target, journal.as_ref(), start_end, &shutdown, &status).await?;
     status.committed(offset);
     let mut reader = journal
         .reader(CONSUMER, offset)
@@ -107,6 +110,7 @@ pub async fn run(
 async fn open_until_ready(
     target: StoreTarget,
     journal: &dyn Journal,
+    start_end: u64,
     shutdown: &CancellationToken,
     status: &LoaderStatus,
 ) -> anyhow::Result<(Store, u64)> {
@@ -126,8 +130,13 @@ async fn open_until_ready(
                 if status.recovered() {
                     tracing::info!(store = %target, "store loader reached the store");
                 }
-                let stats = journal.stats();
-                let resume = resume_from(position.as_ref(), journal.id(), stats.first_offset, stats.next_offset)
+                // The journal's end when sluice started, not now: records acknowledged since
+                // (while the store was down) would otherwise cover for a journal that lost its
+                // end, and the loader would resume past them. Offsets this loader committed
+                // itself are past it legitimately.
+                let end = start_end.max(status.committed_offset());
+                let first = journal.stats().first_offset;
+                let resume = resume_from(position.as_ref(), journal.id(), first, end)
                     .map_err(|reason| {
                         let error = NeedsOperator(format!(
                             "the store loader will not start: {reason}. To load this data directory's journal into the store from its oldest record, stop sluice and run `sluice store adopt-journal` with the same --data-dir and --store (records already stored are recognised and not stored twice); or start sluice with the data directory whose journal the store was loading"
