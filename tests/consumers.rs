@@ -117,9 +117,54 @@ async fn a_store_offset_past_the_end_of_its_journal_is_refused(backend: Backend)
     assert!(second.stop().await.is_err());
 }
 
+async fn a_running_loader_stops_when_another_journal_adopts_its_store(backend: Backend) {
+    let (d1, d2, store_dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((url, schema)) = shared_store(backend, store_dir.path()) else { return };
+    let client = reqwest::Client::new();
+    let config = |dir: &Path| {
+        let mut c = test_config(dir);
+        c.store.url = Some(url.clone());
+        c
+    };
+    let running = Server::start(config(d1.path())).await.unwrap();
+    post_keys(&client, running.addr, 0..5).await;
+    common::wait_loaded(&client, &format!("http://{}", running.addr)).await;
+
+    // Another data directory takes 7 records; its loader refuses the store, which is not its own.
+    let other = Server::start(config(d2.path())).await.unwrap();
+    post_keys(&client, other.addr, 5..12).await;
+    wait_store_stopped(&client, other.addr).await;
+    assert!(other.stop().await.is_err());
+    let d2_arg = d2.path().display().to_string();
+    let (code, out, err) = common::sluice(&["store", "adopt-journal", "--data-dir", &d2_arg, "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The first server, still running, must not move the adopted journal's offset.
+    post_keys(&client, running.addr, 12..15).await;
+    let (status, body) = wait_store_stopped(&client, running.addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["store"]["stopped"].as_str().unwrap_or_default().contains("adopt-journal"),
+        "the reason says another journal took the store: {body}"
+    );
+    assert!(running.stop().await.is_err(), "shutdown reports the stopped loader");
+
+    let adopted = Server::start(config(d2.path())).await.unwrap();
+    common::wait_loaded(&client, &format!("http://{}", adopted.addr)).await;
+    let sql = "SELECT COUNT(*) FROM impressions WHERE key IN ('k5','k6','k7','k8','k9','k10','k11')";
+    assert_eq!(
+        store_scalar(store_dir.path(), schema.as_ref(), sql).await,
+        7,
+        "every record of the adopted journal is stored"
+    );
+    adopted.stop().await.unwrap();
+}
+
 on_both_backends!(
     a_store_offset_from_another_journal_is_refused_until_the_journal_is_adopted,
     a_store_offset_past_the_end_of_its_journal_is_refused,
+    a_running_loader_stops_when_another_journal_adopts_its_store,
 );
 
 /// Flips a payload byte of the oldest journal segment's first entry.

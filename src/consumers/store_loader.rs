@@ -145,6 +145,7 @@ async fn open_until_ready(
                         error
                     })?;
                 let offset = resume.offset;
+                store.bind_journal(journal.id());
                 if position.as_ref() != Some(&resume) {
                     if let Some(old) = &position {
                         tracing::info!(
@@ -326,6 +327,7 @@ async fn retrying<T: Send + 'static>(
                 return Ok((store, Ok(value)));
             }
             Err(e) if e.is_refusal_of_data() => return Ok((store, Err(e))),
+            Err(e @ StoreError::JournalChanged { .. }) => return Err(NeedsOperator(e.to_string()).into()),
             Err(e) => {
                 let first = waiting.first().map_or(0, |e| e.offset);
                 if status.failing(&e) {

@@ -144,6 +144,17 @@ impl Store {
         }
     }
 
+    /// From now on, commits `consumer` offsets only while the store's row names journal `id`:
+    /// should another journal take the store over (`sluice store adopt-journal` for another data
+    /// directory), a commit fails with [`StoreError::JournalChanged`] instead of moving that
+    /// journal's offset with this one's.
+    pub fn bind_journal(&mut self, id: &str) {
+        match self {
+            Store::Sqlite(s) => s.bind_journal(id),
+            Store::Postgres(s) => s.bind_journal(id),
+        }
+    }
+
     /// Stores the impressions among `entries` and commits `consumer`'s offset past the last entry,
     /// all in one durable transaction: either both happen or neither does.
     pub fn load(&mut self, consumer: &str, entries: &[Entry], mode: DedupMode) -> Result<LoadOutcome, StoreError> {
@@ -470,6 +481,16 @@ pub enum StoreError {
         pool_size: usize,
         /// `store.pool_wait_ms`.
         waited: std::time::Duration,
+    },
+    /// The store's offset row was taken over by another journal while this loader ran.
+    #[error(
+        "the store's offset for `{consumer}` now belongs to another journal than this one ({journal}): `sluice store adopt-journal` was run for another data directory, or another sluice with another data directory loads this store. This loader stopped rather than mix the two journals' offsets; run one sluice per store, with the data directory the store now follows"
+    )]
+    JournalChanged {
+        /// The consumer whose offset was taken over.
+        consumer: String,
+        /// This loader's journal.
+        journal: String,
     },
     /// A journal offset is beyond what the store's signed 64-bit columns hold.
     #[error("journal offset {0} is too large for the store; the journal is damaged or was not written by sluice")]

@@ -54,8 +54,11 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
         source, raw, journal_offset
     ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
-const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES (?1, ?2)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+/// Moves a consumer's offset, but only within the journal the row names (see
+/// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES (?1, ?2, ?3)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset
+    WHERE consumer_offsets.journal_id IS excluded.journal_id";
 
 const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES (?1, ?2, ?3)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
@@ -63,6 +66,8 @@ const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset,
 /// The embedded SQLite store.
 pub struct SqliteStore {
     pub(super) conn: Connection,
+    /// The journal whose offsets this connection commits, once bound.
+    journal: Option<String>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -87,7 +92,7 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         migrations::migrate(&mut conn, path)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, journal: None })
     }
 
     /// Opens an existing store for queries; works while `sluice serve` is writing to it.
@@ -101,7 +106,7 @@ impl SqliteStore {
         configure(&conn, READER_CACHE_KIB).map_err(open_err)?;
         conn.pragma_update(None, "mmap_size", MMAP_BYTES).map_err(open_err)?;
         migrations::check_current(&conn, path)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, journal: None })
     }
 
     /// The offset `consumer` committed with its last load (0 if it never loaded).
@@ -171,15 +176,19 @@ impl SqliteStore {
             // batch must not commit with rows missing.
             parser.join().map_err(|_| StoreError::ParserPanicked)
         })?;
-        tx.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, outcome.next_offset])?;
+        commit_offset(&tx, self.journal.as_deref(), consumer, outcome.next_offset)?;
         tx.commit()?;
         Ok(outcome)
     }
 
     /// Commits `consumer`'s offset as `next_offset` without storing anything.
     pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
-        self.conn.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, next_offset])?;
-        Ok(())
+        commit_offset(&self.conn, self.journal.as_deref(), consumer, next_offset)
+    }
+
+    /// Binds this connection's offset commits to the journal `id`.
+    pub fn bind_journal(&mut self, id: &str) {
+        self.journal = Some(id.to_owned());
     }
 
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
@@ -348,6 +357,18 @@ impl ToSql for SqlValue<'_> {
             SqlValue::Integer(i) => ValueRef::Integer(i),
         }))
     }
+}
+
+/// Moves `consumer`'s offset on `conn` (a transaction, or the store's connection), refusing when
+/// the row belongs to another journal than `journal`, the bound one.
+fn commit_offset(conn: &Connection, journal: Option<&str>, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+    if conn.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, next_offset, journal])? == 0 {
+        return Err(StoreError::JournalChanged {
+            consumer: consumer.to_owned(),
+            journal: journal.unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

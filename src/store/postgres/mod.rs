@@ -101,8 +101,11 @@ const EVENTS: CopyTarget = CopyTarget {
     ],
 };
 
-const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset) VALUES ($1, $2)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset";
+/// Moves a consumer's offset, but only within the journal the row names (see
+/// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES ($1, $2, $3)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset
+    WHERE consumer_offsets.journal_id IS NOT DISTINCT FROM excluded.journal_id";
 
 const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES ($1, $2, $3)
     ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
@@ -180,6 +183,8 @@ pub struct PgStore {
     /// Whether this is the loader's connection (which gets the statement timeout and staging table).
     writer: bool,
     client: Option<Client>,
+    /// The journal whose offsets this connection commits, once bound.
+    journal: Option<String>,
 }
 
 impl fmt::Debug for PgStore {
@@ -204,14 +209,14 @@ impl Drop for PgStore {
 impl PgStore {
     /// Connects and brings the schema up to date; several processes may do this at once.
     pub fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        let mut store = PgStore { settings: settings.clone(), writer: true, client: None };
+        let mut store = PgStore { settings: settings.clone(), writer: true, client: None, journal: None };
         migrate::migrate(store.client()?, &settings.to_string())?;
         Ok(store)
     }
 
     /// Connects for queries and checks that the schema is the one this binary reads.
     pub fn open_read_only(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        let mut store = PgStore { settings: settings.clone(), writer: false, client: None };
+        let mut store = PgStore { settings: settings.clone(), writer: false, client: None, journal: None };
         migrate::check_current(store.client()?, &settings.to_string())?;
         Ok(store)
     }
@@ -291,6 +296,7 @@ impl PgStore {
                 None => outcome.unparseable += 1,
             }
         }
+        let journal = self.journal.clone();
         let mut tx = self.client()?.transaction()?;
         for inserted in [
             load_table(&mut tx, &IMPRESSIONS, &impressions, write_impression)?,
@@ -299,7 +305,9 @@ impl PgStore {
             outcome.inserted += inserted;
         }
         outcome.duplicates = (impressions.len() + events.len()) as u64 - outcome.inserted;
-        tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
+        if tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal])? == 0 {
+            return Err(journal_changed(consumer, journal));
+        }
         tx.commit()?;
         Ok(outcome)
     }
@@ -307,8 +315,16 @@ impl PgStore {
     /// Commits `consumer`'s offset as `next_offset` without storing anything.
     pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
         let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
-        self.client()?.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql])?;
+        let journal = self.journal.clone();
+        if self.client()?.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal])? == 0 {
+            return Err(journal_changed(consumer, journal));
+        }
         Ok(())
+    }
+
+    /// Binds this connection's offset commits to the journal `id`.
+    pub fn bind_journal(&mut self, id: &str) {
+        self.journal = Some(id.to_owned());
     }
 
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns
@@ -576,4 +592,9 @@ fn view(r: &Row) -> Result<ImpressionView<'_>, ::postgres::Error> {
         extra: r.try_get(14)?,
         received_at: r.try_get(15)?,
     })
+}
+
+/// The error for an offset commit that found its row taken over by another journal.
+fn journal_changed(consumer: &str, journal: Option<String>) -> StoreError {
+    StoreError::JournalChanged { consumer: consumer.to_owned(), journal: journal.unwrap_or_default() }
 }
