@@ -25,6 +25,9 @@ use crate::lake::LakeConfig;
 use crate::record::{DedupMode, FieldLimits};
 use crate::store::StoreTarget;
 
+/// The most permits a concurrency limit may have (connections, requests, pooled connections).
+const MAX_PERMITS: usize = 1_000_000;
+
 /// The whole validated configuration of a sluice process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -405,6 +408,31 @@ impl Config {
         );
         anyhow::ensure!(self.http.max_connections > 0, "http.max_connections must be above 0");
         anyhow::ensure!(self.http.write_timeout_ms > 0, "http.write_timeout_ms must be above 0");
+        // Above these a semaphore's permit count overflows (a panic at start), and no machine
+        // could use them anyway.
+        for (key, value) in [
+            ("store.pool_size", self.store.pool_size),
+            ("limits.max_concurrent_requests", l.max_concurrent_requests),
+            ("http.max_connections", self.http.max_connections),
+        ] {
+            anyhow::ensure!(value <= MAX_PERMITS, "{key} ({value}) must be at most {MAX_PERMITS}");
+        }
+        anyhow::ensure!(
+            self.shutdown_deadline_secs > 0,
+            "shutdown_deadline_secs must be above 0, or every stop would give up at once and exit non-zero"
+        );
+        // PostgreSQL's statement_timeout is a 32-bit number of milliseconds.
+        for (key, value) in [
+            ("store.statement_timeout_ms", self.store.statement_timeout_ms),
+            ("store.query_timeout_ms", self.store.query_timeout_ms),
+        ] {
+            anyhow::ensure!(value <= i32::MAX as u64, "{key} ({value}) must be at most {} (about 24 days)", i32::MAX);
+        }
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.store.idle_ms),
+            "store.idle_ms ({}) must be from 1 to 60000: it is also how long a stopping loader waits for more records",
+            self.store.idle_ms
+        );
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         anyhow::ensure!(self.store.pool_wait_ms > 0, "store.pool_wait_ms must be above 0");
@@ -526,6 +554,27 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("flag"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn values_that_would_panic_or_wedge_are_refused_naming_their_key() {
+        let cases: [(&str, fn(&mut Config)); 8] = [
+            ("store.pool_size", |c| c.store.pool_size = usize::MAX / 2),
+            ("limits.max_concurrent_requests", |c| c.limits.max_concurrent_requests = usize::MAX / 2),
+            ("http.max_connections", |c| c.http.max_connections = usize::MAX / 2),
+            ("shutdown_deadline_secs", |c| c.shutdown_deadline_secs = 0),
+            ("store.statement_timeout_ms", |c| c.store.statement_timeout_ms = 1 << 31),
+            ("store.query_timeout_ms", |c| c.store.query_timeout_ms = 1 << 31),
+            ("store.idle_ms", |c| c.store.idle_ms = u64::MAX),
+            ("store.idle_ms", |c| c.store.idle_ms = 0),
+        ];
+        for (key, set) in cases {
+            let mut c = Config::default();
+            set(&mut c);
+            let err = c.validate().expect_err(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]
