@@ -292,3 +292,42 @@ async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_s
     assert!(wait_stored(&cluster, 11, Duration::from_millis(500)).await <= 10, "nothing was loaded past the gap");
     assert!(server.stop().await.is_err(), "shutdown reports the stopped loader");
 }
+
+/// Pooled query connections do not survive a database restart; the pool must notice before it
+/// hands one out, rather than fail (or cut short) the next query on each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_after_a_database_restart_get_fresh_connections() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the pooled-connection test")).await.unwrap()
+    else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let url = cluster.url();
+    let s = InProcess::start_with(|c| {
+        c.store.url = Some(url);
+        c.store.pool_size = 2;
+    })
+    .await;
+    post_keys(&s.client, &s.base, 0..3).await;
+    s.wait_loaded().await;
+    // Two pooled connections, both idle once answered.
+    let (a, b) = tokio::join!(s.get("/api/impressions?format=ndjson"), s.get("/api/user/someone"));
+    assert_eq!((a.0, b.0), (200, 200));
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.pg_ctl_stop();
+        c.pg_ctl_start();
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for path in ["/api/impressions?format=ndjson", "/api/user/someone", "/api/impressions?format=ndjson"] {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 200, "{path} after the restart: {body}");
+        if path.starts_with("/api/impressions") {
+            assert_eq!(body.lines().count(), 3, "{path} answered in full: {body}");
+        }
+    }
+    s.stop().await;
+}

@@ -266,6 +266,15 @@ impl Store {
             Store::Postgres(s) => s.is_connected(),
         }
     }
+
+    /// Asks the database whether the connection still works (a round trip for PostgreSQL, whose
+    /// server may have restarted since; nothing for an SQLite file).
+    fn is_alive(&mut self, timeout: std::time::Duration) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Postgres(s) => s.is_alive(timeout),
+        }
+    }
 }
 
 /// What one [`Store::load`] call did.

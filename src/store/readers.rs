@@ -10,17 +10,25 @@ that a pool held by slow exports answers "busy, come back" rather than hanging e
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Store, StoreError, StoreTarget};
 
+/// A connection idle this long is checked with a round trip before it is handed out again: the
+/// database may have restarted meanwhile, and a query on a dead connection fails (or, for a
+/// streamed export, breaks off after its headers). Busy pools reuse connections sooner, unchecked.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long that check may take before the connection counts as dead.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Hands out read-only store connections.
 #[derive(Debug)]
 pub struct Readers {
     target: StoreTarget,
-    idle: Mutex<Vec<Store>>,
+    /// Connections given back, with when: one idle for a while is checked before reuse.
+    idle: Mutex<Vec<(Store, Instant)>>,
     permits: Arc<Semaphore>,
     pool_size: usize,
     pool_wait: Duration,
@@ -49,6 +57,14 @@ impl Readers {
             .map_err(|_| busy())?
             .expect("the readers' semaphore is never closed");
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = match idle {
+            Some((mut store, since)) if since.elapsed() >= CHECK_IDLE_AFTER => {
+                let checked = tokio::task::spawn_blocking(move || store.is_alive(ALIVE_TIMEOUT).then_some(store));
+                checked.await.map_err(|e| StoreError::Join(e.to_string()))?
+            }
+            Some((store, _)) => Some(store),
+            None => None,
+        };
         let store = match idle {
             Some(store) => store,
             None => {
@@ -87,7 +103,7 @@ impl DerefMut for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(store) = self.store.take().filter(Store::is_reusable) {
-            self.readers.idle.lock().unwrap_or_else(PoisonError::into_inner).push(store);
+            self.readers.idle.lock().unwrap_or_else(PoisonError::into_inner).push((store, Instant::now()));
         }
     }
 }

@@ -226,6 +226,12 @@ impl PgStore {
         self.client.as_ref().is_some_and(|c| !c.is_closed())
     }
 
+    /// True when an empty query round-trips within `timeout`: a connection whose server
+    /// restarted looks open until it is used.
+    pub fn is_alive(&mut self, timeout: Duration) -> bool {
+        self.client.as_mut().is_some_and(|c| c.is_valid(timeout).is_ok())
+    }
+
     /// The live connection, re-opened first if there is none or it broke.
     pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
         let client = match self.client.take() {
