@@ -558,7 +558,8 @@ mod tests {
 
     #[test]
     fn values_that_would_panic_or_wedge_are_refused_naming_their_key() {
-        let cases: [(&str, fn(&mut Config)); 8] = [
+        type Case = (&'static str, fn(&mut Config));
+        let cases: [Case; 8] = [
             ("store.pool_size", |c| c.store.pool_size = usize::MAX / 2),
             ("limits.max_concurrent_requests", |c| c.limits.max_concurrent_requests = usize::MAX / 2),
             ("http.max_connections", |c| c.http.max_connections = usize::MAX / 2),

@@ -96,8 +96,9 @@ pub struct ConsumerPosition {
 /// An open store, on either backend.
 #[derive(Debug)]
 pub enum Store {
-    /// The embedded SQLite file.
-    Sqlite(SqliteStore),
+    /// The embedded SQLite file (boxed too: with its connection's statement cache it is large,
+    /// and a store moves between threads with every batch).
+    Sqlite(Box<SqliteStore>),
     /// A PostgreSQL database (boxed: its connection is much larger than SQLite's).
     Postgres(Box<PgStore>),
 }
@@ -106,7 +107,7 @@ impl Store {
     /// Opens the store for writing, creating it if needed and bringing its schema up to date.
     pub fn open(target: &StoreTarget) -> Result<Store, StoreError> {
         Ok(match target {
-            StoreTarget::Sqlite(path) => Store::Sqlite(SqliteStore::open(path)?),
+            StoreTarget::Sqlite(path) => Store::Sqlite(Box::new(SqliteStore::open(path)?)),
             StoreTarget::Postgres(pg) => Store::Postgres(Box::new(PgStore::open(pg)?)),
         })
     }
@@ -114,7 +115,7 @@ impl Store {
     /// Opens an existing, migrated store for queries; works while `sluice serve` writes to it.
     pub fn open_read_only(target: &StoreTarget) -> Result<Store, StoreError> {
         Ok(match target {
-            StoreTarget::Sqlite(path) => Store::Sqlite(SqliteStore::open_read_only(path)?),
+            StoreTarget::Sqlite(path) => Store::Sqlite(Box::new(SqliteStore::open_read_only(path)?)),
             StoreTarget::Postgres(pg) => Store::Postgres(Box::new(PgStore::open_read_only(pg)?)),
         })
     }
