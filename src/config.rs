@@ -23,7 +23,7 @@ use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::LakeConfig;
 use crate::record::{DedupMode, FieldLimits};
-use crate::store::StoreTarget;
+use crate::store::{FilterIndexes, StoreTarget};
 
 /// The most permits a concurrency limit may have (connections, requests, pooled connections).
 const MAX_PERMITS: usize = 1_000_000;
@@ -269,6 +269,19 @@ pub struct StoreConfig {
     pub dedup: DedupMode,
     /// How long to wait for new entries before loading a partial batch, in milliseconds.
     pub idle_ms: u64,
+    /// Optional impression indexes for `?key=` / `?split=` lookups (`["key", "split"]`): faster
+    /// lookups, slower loading (measured in BENCHMARKS.md); created by the loader at start.
+    pub filter_indexes: Vec<FilterIndex>,
+}
+
+/// An optional index on one impression filter.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterIndex {
+    /// `impressions (key, time)`: user-key lookups.
+    Key,
+    /// `impressions (split, time)`: one flag's exposures.
+    Split,
 }
 
 impl Default for StoreConfig {
@@ -284,6 +297,7 @@ impl Default for StoreConfig {
             batch_rows: loader.batch_rows,
             dedup: loader.dedup,
             idle_ms: loader.idle_ms,
+            filter_indexes: Vec::new(),
         }
     }
 }
@@ -306,7 +320,13 @@ impl StoreConfig {
 
     /// The loader's part.
     pub fn loader(&self) -> LoaderConfig {
-        LoaderConfig { batch_rows: self.batch_rows, dedup: self.dedup, idle_ms: self.idle_ms }
+        let wants = |index| self.filter_indexes.contains(&index);
+        LoaderConfig {
+            batch_rows: self.batch_rows,
+            dedup: self.dedup,
+            idle_ms: self.idle_ms,
+            filter_indexes: FilterIndexes { key: wants(FilterIndex::Key), split: wants(FilterIndex::Split) },
+        }
     }
 }
 

@@ -175,3 +175,24 @@ async fn a_client_that_reads_nothing_is_disconnected_at_the_write_timeout() {
     assert!(answer.is_ok_and(|a| a.status() == 200), "both connections are still held by clients that read nothing");
     drop(stalled);
 }
+
+#[tokio::test]
+async fn the_loader_creates_the_filter_indexes_the_configuration_asks_for() {
+    let s = InProcess::start_with(|c| {
+        c.store.filter_indexes = vec![sluice::config::FilterIndex::Key, sluice::config::FilterIndex::Split];
+    })
+    .await;
+    load_impressions(&s, 10).await;
+    let db = rusqlite::Connection::open(s.dir.path().join("store.sqlite")).unwrap();
+    let indexes: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('impressions_key', 'impressions_split') ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["impressions_key", "impressions_split"]);
+    let answer = get_within(&s, "/api/impressions?key=user-3&format=ndjson", Duration::from_secs(10)).await;
+    assert_eq!(answer.text().await.unwrap().lines().count(), 1);
+    s.stop().await;
+}

@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
 use crate::sources::dead_letter::{DeadLetters, Rejection};
-use crate::store::{self, ConsumerPosition, LoadOutcome, Store, StoreError, StoreTarget};
+use crate::store::{self, ConsumerPosition, FilterIndexes, LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
@@ -46,11 +46,18 @@ pub struct LoaderConfig {
     pub dedup: DedupMode,
     /// How long to wait for new entries before loading a partial batch, in milliseconds.
     pub idle_ms: u64,
+    /// The optional impression filter indexes the loader creates at start.
+    pub filter_indexes: FilterIndexes,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        LoaderConfig { batch_rows: 10_000, dedup: DedupMode::Exact, idle_ms: 200 }
+        LoaderConfig {
+            batch_rows: 10_000,
+            dedup: DedupMode::Exact,
+            idle_ms: 200,
+            filter_indexes: FilterIndexes::default(),
+        }
     }
 }
 
@@ -75,7 +82,8 @@ pub async fn run(
     dead_letters: Arc<DeadLetters>,
     start_end: u64,
 ) -> anyhow::Result<()> {
-    let (mut store, offset) = open_until_ready(target, journal.as_ref(), start_end, &shutdown, &status).await?;
+    let (mut store, offset) =
+        open_until_ready(target, journal.as_ref(), start_end, config.filter_indexes, &shutdown, &status).await?;
     status.committed(offset);
     let mut reader = journal
         .reader(CONSUMER, offset)
@@ -111,6 +119,7 @@ async fn open_until_ready(
     target: StoreTarget,
     journal: &dyn Journal,
     start_end: u64,
+    filter_indexes: FilterIndexes,
     shutdown: &CancellationToken,
     status: &LoaderStatus,
 ) -> anyhow::Result<(Store, u64)> {
@@ -120,6 +129,7 @@ async fn open_until_ready(
         let t = target.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<(Store, Option<ConsumerPosition>), StoreError> {
             let mut store = Store::open(&t)?;
+            store.ensure_filter_indexes(filter_indexes)?;
             let position = store.consumer_position(CONSUMER)?;
             Ok((store, position))
         })

@@ -161,9 +161,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "indexes for the alias search",
         // They hold only `alias` events, so the identity search follows links without reading a
         // user's other events, at no cost to loading impressions. Indexes for `?key=` and
-        // `?split=` were measured and left out: each costs a fifth to a half of the load rate,
-        // and a key index, inserted at random places, collapses it once it outgrows the cache
-        // (BENCHMARKS.md, "Store migration 4").
+        // `?split=` were measured and left out of the schema: each costs a fifth to a half of the
+        // load rate, and a key index, inserted at random places, collapses it once it outgrows
+        // the cache (BENCHMARKS.md, "Store migration 4"). `store.filter_indexes` adds them for
+        // those who want the lookups more.
         sqlite: "
         CREATE INDEX events_alias_user_id ON events (user_id) WHERE type = 'alias';
         CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';

@@ -145,6 +145,19 @@ impl Store {
         }
     }
 
+    /// Creates the optional filter indexes asked for that do not exist yet (it never drops one:
+    /// `DROP INDEX impressions_key` by hand undoes it). Building one over a large table takes a
+    /// while, during which loading waits.
+    pub fn ensure_filter_indexes(&mut self, which: FilterIndexes) -> Result<(), StoreError> {
+        for sql in which.statements() {
+            match self {
+                Store::Sqlite(s) => s.conn.execute_batch(sql)?,
+                Store::Postgres(s) => s.client()?.batch_execute(sql)?,
+            }
+        }
+        Ok(())
+    }
+
     /// From now on, commits `consumer` offsets only while the store's row names journal `id`:
     /// should another journal take the store over (`sluice store adopt-journal` for another data
     /// directory), a commit fails with [`StoreError::JournalChanged`] instead of moving that
@@ -275,6 +288,30 @@ impl Store {
             Store::Sqlite(_) => true,
             Store::Postgres(s) => s.is_alive(timeout),
         }
+    }
+}
+
+/// Optional indexes for the impression filters (`store.filter_indexes`). They make `?key=` and
+/// `?split=` lookups index scans instead of table scans, at a cost to loading that BENCHMARKS.md
+/// measures (a key index is inserted at random places: heavy once it outgrows the cache), so
+/// they are the operator's choice rather than part of the schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterIndexes {
+    /// `impressions (key, time)`.
+    pub key: bool,
+    /// `impressions (split, time)`.
+    pub split: bool,
+}
+
+impl FilterIndexes {
+    /// The statements creating the indexes asked for; both backends read them alike.
+    fn statements(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.key, "CREATE INDEX IF NOT EXISTS impressions_key ON impressions (key, time)"),
+            (self.split, "CREATE INDEX IF NOT EXISTS impressions_split ON impressions (split, time)"),
+        ]
+        .into_iter()
+        .filter_map(|(wanted, sql)| wanted.then_some(sql))
     }
 }
 

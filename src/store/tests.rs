@@ -577,6 +577,41 @@ fn the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound(b:
     assert!(cut.user_ids.contains(&"chain150".to_owned()), "the id asked for is kept: {cut:?}");
 }
 
+/// Whether the store has an index called `name`.
+fn has_index(store: &mut Store, name: &str) -> bool {
+    let sql = match store {
+        Store::Sqlite(_) => format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = '{name}'"),
+        Store::Postgres(_) => {
+            format!("SELECT COUNT(*) FROM pg_indexes WHERE indexname = '{name}' AND schemaname = current_schema()")
+        }
+    };
+    scalar(store, &sql) == 1
+}
+
+fn filter_indexes_exist_only_when_asked_for_and_serve_their_filter(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    store.ensure_filter_indexes(FilterIndexes::default()).unwrap();
+    assert!(!has_index(&mut store, "impressions_key") && !has_index(&mut store, "impressions_split"));
+    store.ensure_filter_indexes(FilterIndexes { key: true, split: false }).unwrap();
+    assert!(has_index(&mut store, "impressions_key") && !has_index(&mut store, "impressions_split"));
+    let both = FilterIndexes { key: true, split: true };
+    store.ensure_filter_indexes(both).unwrap();
+    store.ensure_filter_indexes(both).unwrap();
+    assert!(has_index(&mut store, "impressions_key") && has_index(&mut store, "impressions_split"));
+    if let Store::Sqlite(s) = &store {
+        for (filter, index) in [("key", "impressions_key"), ("split", "impressions_split")] {
+            let plan: String = s
+                .conn
+                .query_row(&format!("EXPLAIN QUERY PLAN SELECT * FROM impressions WHERE {filter} = 'x'"), [], |r| {
+                    r.get(3)
+                })
+                .unwrap();
+            assert!(plan.contains(index), "{filter}: {plan}");
+        }
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -612,4 +647,5 @@ suite!(
     event_queries_filter_by_ids_type_and_time_in_timestamp_order,
     an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everything,
     the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound,
+    filter_indexes_exist_only_when_asked_for_and_serve_their_filter,
 );
