@@ -26,6 +26,9 @@ async fn healthz() -> &'static str {
 /// Ready means: the journal accepts writes and has room, the store loader is healthy and every
 /// consumer within the lag limit (the conditions under which ingest does not push back), and no
 /// consumer has stopped (its records would pile up unprocessed).
+/// A journal whose last write failed (a full disk) shows `writable: false` and the error, but is
+/// still ready unless poisoned: it tries every append again, and only an append can find out
+/// that space came back, so an unready verdict that keeps traffic away would never clear.
 /// A failing lake is reported but does not make sluice unready: ingest goes on while the lake is
 /// down (that is the point of the journal), and the lake's lag still counts against the limit.
 ///
@@ -54,7 +57,8 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
     let mut body = json!({
         "ready": ready,
         "journal": {
-            "writable": !stats.poisoned,
+            "writable": !stats.poisoned && stats.write_error.is_none(),
+            "lastWriteError": stats.write_error,
             "diskBytes": stats.disk_bytes,
             "maxBytes": state.config.journal.max_bytes,
             "nextOffset": stats.next_offset,

@@ -59,8 +59,12 @@ pub struct JournalStats {
     /// Each registered consumer and the offset it has committed (everything below is processed);
     /// consumers only holding their place ([`Journal::hold`]) are not listed.
     pub consumers: Vec<(String, u64)>,
-    /// Set once a write or fsync failed: the journal refuses appends until restarted.
+    /// Set once an fsync failed (or a failed write could not be undone): the journal refuses
+    /// appends until restarted.
     pub poisoned: bool,
+    /// Why the last group's write failed (a full disk, say), until a later group is written.
+    /// The failed write was undone, so the journal is not poisoned: every append is tried again.
+    pub write_error: Option<String>,
 }
 
 impl JournalStats {
@@ -93,7 +97,17 @@ pub enum JournalError {
         /// What was found.
         reason: String,
     },
-    /// An earlier write or fsync failed, so nothing after it can be trusted to be durable.
+    /// Writing the batch failed (a full disk, say) and the journal cut what it had written back
+    /// off: nothing of the batch is in the journal, and a later append is tried again.
+    #[error("{}", unwritten_message(path, source))]
+    Unwritten {
+        /// The segment file (or, when starting a new segment failed, that file).
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An earlier fsync failed (or a failed write could not be undone), so nothing after it can
+    /// be trusted to be durable.
     #[error("the journal stopped accepting writes after an earlier I/O failure ({0}); fix the disk and restart sluice")]
     Poisoned(String),
     /// A record is larger than one journal entry may hold.
@@ -115,6 +129,21 @@ pub enum JournalError {
     /// The journal is shutting down.
     #[error("the journal is closed")]
     Closed,
+}
+
+/// What [`JournalError::Unwritten`] says: whether the disk is full matters to the operator,
+/// who must free space (or raise a quota) before retries can succeed.
+fn unwritten_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let path = path.display();
+    if matches!(source.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) {
+        format!(
+            "the disk holding the journal is full ({source}, writing {path}); nothing of this batch was kept, \
+             and appends succeed again once space is freed"
+        )
+    } else {
+        format!("could not write to the journal ({source}, writing {path}); nothing of this batch was kept")
+    }
 }
 
 /// The durable, ordered log that sits between sources and consumers.

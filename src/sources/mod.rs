@@ -316,6 +316,50 @@ mod tests {
         )
     }
 
+    /// A journal on a full disk: each append is refused and undone, the journal still tries.
+    struct FullDiskJournal;
+
+    #[async_trait::async_trait]
+    impl crate::journal::Journal for FullDiskJournal {
+        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+            let source = std::io::Error::from_raw_os_error(28); // ENOSPC
+            Err(JournalError::Unwritten { path: "journal/00000000000000000000.seg".into(), source })
+        }
+        fn id(&self) -> &str {
+            "full"
+        }
+        fn hold(&self, _: &str) {}
+        fn reader(&self, _: &str, _: u64) -> Result<Box<dyn crate::journal::JournalReader>, JournalError> {
+            Err(JournalError::Closed)
+        }
+        fn commit(&self, _: &str, _: u64) {}
+        fn stats(&self) -> JournalStats {
+            JournalStats { write_error: Some("the disk holding the journal is full".into()), ..JournalStats::default() }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_answers_503_saying_so_and_readyz_shows_the_journal_unwritable() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::api::router(state_with(dir.path(), Arc::new(FullDiskJournal), Config::default()));
+        let request = axum::http::Request::post("/v1/split/impressions")
+            .body(axum::body::Body::from(r#"[{"key":"k","split":"f","treatment":"on","time":1}]"#))
+            .unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("disk holding the journal is full"), "{body:?}");
+
+        let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+        let answer = app.oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(ready["journal"]["writable"], false, "{ready}");
+        assert_eq!(ready["journal"]["lastWriteError"], "the disk holding the journal is full");
+    }
+
     #[tokio::test]
     async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
         use tower::ServiceExt as _;

@@ -4,11 +4,25 @@ The embedded journal: segment files in one local directory, written by one threa
 # Durability
 [`FileJournal::append`] returns only after its records were written and `fdatasync`ed. Appends
 that arrive while the writer is busy are committed together: one `write` and one `fdatasync`
-serve every request queued at that moment. If a write or an fsync fails, the journal is
-poisoned: that group and every later append fail with [`JournalError::Poisoned`], because after
-a failed fsync the kernel may have dropped the dirty pages and nothing can be trusted until a
-restart re-reads the disk. Records of a failed group may still be found on disk after that
-restart; they were never acknowledged, so the sender retried them (at-least-once).
+serve every request queued at that moment. A group that fails is answered with an error as a
+whole, and nothing of it is ever acknowledged; what happens next depends on what failed:
+- the *write* (a full disk, `ENOSPC`, or a quota, `EDQUOT`, often after part of the group was
+  written): the writer truncates the active segment back to its length before the group and
+  fsyncs it. The earlier groups were synced and the kernel reported no loss, so the file is then
+  exactly what was acknowledged: the group gets [`JournalError::Unwritten`] (which says when the
+  disk is full), [`JournalStats::write_error`](crate::journal::JournalStats::write_error) holds
+  the reason until a group is written again, and every later append is tried again, so ingest
+  recovers by itself once space is freed. Starting a new segment that fails the same way
+  removes the half-created file, so the next attempt can create it. If the truncation (or its
+  fsync, or removing the half-created segment) fails too, the journal is poisoned as below;
+- the *fsync*: the journal is poisoned: that group and every later append fail with
+  [`JournalError::Poisoned`] until a restart re-reads the disk, because after a failed fsync the
+  kernel may have dropped the dirty pages and marked them clean, and a later fsync can succeed
+  without writing them (fsyncgate), so nothing written since the last good fsync can be
+  trusted. The writer still cuts the group off the segment, but only on a best-effort basis: a
+  successful truncation proves nothing about the disk either, so records of such a group may
+  be found after the restart. They were never acknowledged, so the sender retried them
+  (at-least-once).
 
 # On-disk format
 The directory holds segment files named after the offset of their first entry, written as
@@ -191,8 +205,11 @@ struct Shared {
     durable: watch::Sender<u64>,
     /// True until the writer thread has ended.
     writer_running: watch::Sender<bool>,
-    /// Why the journal stopped accepting appends, once a write or an fsync failed.
+    /// Why the journal stopped accepting appends, once an fsync failed or a failed write could
+    /// not be undone.
     poisoned: OnceLock<String>,
+    /// Why the last group's write failed, if it did (it was undone; appends go on being tried).
+    write_error: Mutex<Option<String>>,
     /// Data fsyncs done for appends since open.
     syncs: AtomicU64,
     /// A retention pass is already queued for the writer, so commits need not queue another.
@@ -200,6 +217,15 @@ struct Shared {
     /// Makes the writer's next fsync fail, to test poisoning.
     #[cfg(test)]
     fail_next_sync: AtomicBool,
+    /// Makes the writer's next group write half of its bytes, then fail as a full disk does.
+    #[cfg(test)]
+    fail_next_write: AtomicBool,
+    /// Makes the writer's next attempt to cut a failed write off the segment fail.
+    #[cfg(test)]
+    fail_next_truncate: AtomicBool,
+    /// Makes the writer's next new segment fail half-way through its header, as a full disk does.
+    #[cfg(test)]
+    fail_next_rotation: AtomicBool,
 }
 
 /// Where a consumer is in the journal.
@@ -237,10 +263,17 @@ impl FileJournal {
             durable: watch::Sender::new(next_offset),
             writer_running: watch::Sender::new(true),
             poisoned: OnceLock::new(),
+            write_error: Mutex::new(None),
             syncs: AtomicU64::new(0),
             retention_queued: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_write: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_truncate: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_rotation: AtomicBool::new(false),
         });
         writer::Writer::new(Arc::clone(&shared), queue, file, path, bytes, next_offset).spawn()?;
         Ok(FileJournal { id, shared, commands })
@@ -310,6 +343,7 @@ impl Journal for FileJournal {
             .filter(|(_, place)| place.known)
             .map(|(name, place)| (name.clone(), place.offset))
             .collect();
+        let write_error = lock(&self.shared.write_error).clone();
         let segments = lock(&self.shared.segments);
         JournalStats {
             first_offset: segments.front().map_or(0, |segment| segment.base),
@@ -318,6 +352,7 @@ impl Journal for FileJournal {
             segments: segments.len(),
             consumers,
             poisoned: self.shared.poisoned.get().is_some(),
+            write_error,
         }
     }
 }

@@ -76,13 +76,37 @@ pub(super) fn repair_leftovers(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Journa
 
 /// Creates the segment starting at `base`, with its header, durably; returns it open for appending.
 pub(super) fn create(dir: &Path, base: u64) -> Result<(File, Segment), JournalError> {
+    create_with(dir, base, |file| file.write_all(&encode_header(base)))
+}
+
+/// [`create`], with the header written by `write_header` (tests make it fail half-way).
+///
+/// If anything fails once the file exists (a full disk can refuse even the 16 header bytes),
+/// the file is removed again, so that a later attempt can create it: a half-created segment must
+/// not stay in the way of `create_new`. The removal is not made durable: after a crash, opening
+/// finds it as the newest segment, holding no entry (a torn header is rewritten), and its base
+/// is the offset appends continue at anyway.
+pub(super) fn create_with(
+    dir: &Path,
+    base: u64,
+    write_header: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(File, Segment), JournalError> {
     let path = dir.join(file_name(base));
     // `create_new`: an existing file of that name would hold entries we must not overwrite.
     let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(io_error(&path))?;
-    file.write_all(&encode_header(base)).map_err(io_error(&path))?;
-    file.sync_all().map_err(io_error(&path))?;
-    // fsync the directory so the new file's name is durable
-    File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(io_error(dir))?;
+    let init = || -> Result<(), JournalError> {
+        write_header(&mut file).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+        // fsync the directory so the new file's name is durable
+        File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(io_error(dir))
+    };
+    if let Err(error) = init() {
+        drop(file);
+        if let Err(remove) = std::fs::remove_file(&path) {
+            tracing::error!(path = %path.display(), error = %remove, "journal: could not remove a half-created segment");
+        }
+        return Err(error);
+    }
     Ok((file, Segment { base, path, bytes: HEADER_LEN, last_write: SystemTime::now() }))
 }
 

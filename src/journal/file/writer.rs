@@ -112,12 +112,30 @@ impl Writer {
     /// Makes the group durable and answers every request in it.
     fn commit(&mut self, group: Vec<AppendRequest>) {
         let outcome = match self.shared.poisoned.get() {
-            Some(reason) => Err(reason.clone()),
-            None => self.write_group(&group).map_err(|error| {
-                tracing::error!(%error, "journal: write failed; refusing every further append until restart");
-                self.shared.poisoned.get_or_init(|| error.to_string()).clone()
-            }),
+            Some(reason) => Err(Failure::Poisoned(reason.clone())),
+            None => self.write_group(&group),
         };
+        // A full disk fails every group until space is freed: log when writing stops and starts
+        // working again, not once per group.
+        match &outcome {
+            Ok(_) => {
+                if lock(&self.shared.write_error).take().is_some() {
+                    tracing::info!("journal: writing works again");
+                }
+            }
+            Err(Failure::Undone { path, source }) => {
+                let error = unwritten(path, source).to_string();
+                let before = lock(&self.shared.write_error).replace(error.clone());
+                if before.as_ref() != Some(&error) {
+                    tracing::error!(%error, "journal: a write failed and was undone; every append is tried again");
+                }
+            }
+            Err(Failure::Fatal(error)) => {
+                tracing::error!(%error, "journal: write failed; refusing every further append until restart");
+                let _ = self.shared.poisoned.set(error.to_string());
+            }
+            Err(Failure::Poisoned(_)) => {}
+        }
         // A send fails only when the appender stopped waiting; its records are durable all the same.
         match outcome {
             Ok(ranges) => {
@@ -125,7 +143,18 @@ impl Writer {
                     let _ = request.reply.send(Ok(range));
                 }
             }
-            Err(reason) => {
+            Err(Failure::Undone { path, source }) => {
+                for request in group {
+                    let _ = request.reply.send(Err(unwritten(&path, &source)));
+                }
+            }
+            Err(Failure::Fatal(error)) => {
+                let reason = error.to_string();
+                for request in group {
+                    let _ = request.reply.send(Err(JournalError::Poisoned(reason.clone())));
+                }
+            }
+            Err(Failure::Poisoned(reason)) => {
                 for request in group {
                     let _ = request.reply.send(Err(JournalError::Poisoned(reason.clone())));
                 }
@@ -135,7 +164,7 @@ impl Writer {
 
     /// Encodes the group into one buffer, writes it with one `write_all` and one `fdatasync`,
     /// then publishes the new durable end. Returns each request's offsets.
-    fn write_group(&mut self, group: &[AppendRequest]) -> Result<Vec<Range<u64>>, JournalError> {
+    fn write_group(&mut self, group: &[AppendRequest]) -> Result<Vec<Range<u64>>, Failure> {
         // Rotate only a segment holding entries, so a sealed segment is never empty.
         if self.active_bytes >= self.shared.config.segment_bytes && self.active_bytes > HEADER_LEN {
             self.rotate()?;
@@ -158,9 +187,14 @@ impl Writer {
             return Ok(ranges); // only empty appends: nothing to make durable
         }
 
-        self.file.write_all(&self.buf).map_err(io_error(&self.path))?;
+        if let Err(source) = self.write_buf() {
+            return Err(self.undo_write(source));
+        }
         let started = Instant::now();
-        self.sync_data()?;
+        if let Err(error) = self.sync_data() {
+            self.cut_after_failed_sync();
+            return Err(Failure::Fatal(error));
+        }
         metrics::histogram!("sluice_journal_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
 
@@ -178,15 +212,101 @@ impl Writer {
         Ok(ranges)
     }
 
+    /// After the group's write failed (`source`), possibly half-way: cuts the segment back to
+    /// its length before the group and makes that durable.
+    ///
+    /// A failed write, unlike a failed fsync, leaves no doubt about what the file holds: the
+    /// earlier groups were synced, and the kernel reported nothing lost. Once the truncation is
+    /// synced, the file is exactly as it was after the last acknowledged group, so the journal
+    /// can go on (a full disk then heals by itself once space is freed). If the truncation or
+    /// its sync fails, that is no longer known: poison.
+    fn undo_write(&mut self, source: std::io::Error) -> Failure {
+        match self.truncate_to(self.active_bytes) {
+            Ok(()) => Failure::Undone { path: self.path.clone(), source },
+            Err(undo) => Failure::Fatal(JournalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("{source}; cutting the partial write back off failed too: {undo}"),
+                ),
+            }),
+        }
+    }
+
+    /// After the group's fsync failed: cuts the group off the segment, on a best-effort basis.
+    ///
+    /// The journal is poisoned all the same. After a failed fsync the kernel may have dropped
+    /// dirty pages and marked them clean, and a later fsync can succeed without writing them
+    /// (fsyncgate), so a successful truncation proves nothing about the disk. Cutting still makes
+    /// it likelier that the refused group is not found again after the restart (and frees its
+    /// space), but nothing promises it: its records may be recovered then (at-least-once).
+    fn cut_after_failed_sync(&mut self) {
+        if let Err(error) = self.truncate_to(self.active_bytes) {
+            tracing::warn!(path = %self.path.display(), %error, "journal: could not cut a group whose fsync failed off the segment");
+        }
+    }
+
+    /// Truncates the active segment to `len` bytes and syncs it.
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.fail_next_truncate.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected truncate failure"));
+        }
+        // The file is opened for appending, so the next write lands at the new end.
+        self.file.set_len(len)?;
+        self.file.sync_all()
+    }
+
     /// Seals the active segment (already durable: the last group was synced) and starts the next.
-    fn rotate(&mut self) -> Result<(), JournalError> {
-        let (file, segment) = segment::create(&self.shared.dir, self.next_offset)?;
+    ///
+    /// If the new segment cannot be created (a full disk), it is removed again and nothing has
+    /// changed: the group is refused and a later one tries again. Only if a file of that name
+    /// remains (it could not be removed, or was there before) does the journal poison, since
+    /// every later attempt would fail the same way.
+    fn rotate(&mut self) -> Result<(), Failure> {
+        let created = segment::create_with(&self.shared.dir, self.next_offset, self.header_writer());
+        let (file, segment) = match created {
+            Ok(created) => created,
+            Err(error) => {
+                let path = self.shared.dir.join(segment::file_name(self.next_offset));
+                return Err(match error {
+                    JournalError::Io { path: failed, source } if std::fs::symlink_metadata(&path).is_err() => {
+                        Failure::Undone { path: failed, source }
+                    }
+                    other => Failure::Fatal(other),
+                });
+            }
+        };
         tracing::debug!(path = %segment.path.display(), "journal: started a new segment");
         self.file = file;
         self.path = segment.path.clone();
         self.active_bytes = segment.bytes;
         lock(&self.shared.segments).push_back(segment);
         Ok(())
+    }
+
+    /// Writes a new segment's header (in tests, when asked to, half of it and then fails).
+    fn header_writer(&self) -> HeaderWriter {
+        let header = format::encode_header(self.next_offset);
+        #[cfg(test)]
+        if self.shared.fail_next_rotation.swap(false, Ordering::AcqRel) {
+            return Box::new(move |file: &mut File| {
+                file.write_all(&header[..5])?;
+                Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+            });
+        }
+        Box::new(move |file: &mut File| file.write_all(&header))
+    }
+
+    /// Writes the encoded group to the end of the active segment.
+    fn write_buf(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.fail_next_write.swap(false, Ordering::AcqRel) {
+            // A full disk typically takes part of a write before refusing the rest.
+            self.file.write_all(&self.buf[..self.buf.len() / 2])?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.file.write_all(&self.buf)
     }
 
     fn sync_data(&self) -> Result<(), JournalError> {
@@ -199,6 +319,26 @@ impl Writer {
         }
         self.file.sync_data().map_err(io_error(&self.path))
     }
+}
+
+/// Writes a new segment's header into its file.
+type HeaderWriter = Box<dyn FnOnce(&mut File) -> std::io::Result<()>>;
+
+/// Why a group was not committed.
+enum Failure {
+    /// Nothing of the group is on disk: its write failed (`source`, on `path`) and was cut back
+    /// off durably, or it never started. The journal carries on.
+    Undone { path: PathBuf, source: std::io::Error },
+    /// What the disk holds is no longer known: the journal must be poisoned with this error.
+    Fatal(JournalError),
+    /// The journal was already poisoned, for this reason.
+    Poisoned(String),
+}
+
+/// The error each request of an undone group gets. `io::Error` is not `Clone`; its kind (which
+/// says whether the disk is full) and its text are what the appenders need.
+fn unwritten(path: &std::path::Path, source: &std::io::Error) -> JournalError {
+    JournalError::Unwritten { path: path.to_owned(), source: std::io::Error::new(source.kind(), source.to_string()) }
 }
 
 /// Reports the end of the writer thread, and poisons the journal if it ended by panicking.

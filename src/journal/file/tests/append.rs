@@ -149,3 +149,75 @@ async fn a_failed_fsync_poisons_the_group_and_every_later_append() {
     assert_eq!(stats.next_offset, 3, "the failed group never became durable for readers");
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..3));
 }
+
+#[tokio::test]
+async fn a_failed_write_leaves_nothing_of_its_group_and_later_appends_carry_on_densely() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+    assert_eq!(journal.append(records(0..3)).await.unwrap(), 0..3);
+    let size_before = segment_files(dir.path()).iter().map(|path| path.metadata().unwrap().len()).sum::<u64>();
+    journal.shared.fail_next_write.store(true, Ordering::Release);
+
+    let refused = journal.append(records(3..8)).await;
+    assert!(matches!(refused, Err(JournalError::Unwritten { .. })), "{refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("disk holding the journal is full"));
+    let on_disk = segment_files(dir.path()).iter().map(|path| path.metadata().unwrap().len()).sum::<u64>();
+    assert_eq!(on_disk, size_before, "the half-written group was cut off the segment");
+    let stats = journal.stats();
+    assert!(!stats.poisoned, "a write that was undone does not poison the journal");
+    assert!(stats.write_error.as_deref().is_some_and(|error| error.contains("full")), "{:?}", stats.write_error);
+    assert_eq!(stats.next_offset, 3);
+
+    // The next append is tried again, and takes the offsets the refused one did not.
+    assert_eq!(journal.append(records(8..10)).await.unwrap(), 3..5);
+    assert_eq!(journal.stats().write_error, None, "a successful group clears the error");
+    let acknowledged: Vec<_> = records(0..3).into_iter().chain(records(8..10)).collect();
+    assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &acknowledged);
+    journal.close().await;
+
+    // After a restart, exactly the acknowledged records: nothing of the refused batch.
+    let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+    assert_eq!(journal.stats().next_offset, 5);
+    assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &acknowledged);
+}
+
+#[tokio::test]
+async fn a_failed_write_that_cannot_be_undone_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+    journal.append(records(0..3)).await.unwrap();
+    journal.shared.fail_next_write.store(true, Ordering::Release);
+    journal.shared.fail_next_truncate.store(true, Ordering::Release);
+
+    let refused = journal.append(records(3..5)).await;
+    assert!(
+        matches!(&refused, Err(JournalError::Poisoned(reason)) if reason.contains("injected truncate")),
+        "{refused:?}"
+    );
+    assert!(matches!(journal.append(records(5..6)).await, Err(JournalError::Poisoned(_))));
+    assert!(journal.stats().poisoned);
+    assert_eq!(journal.stats().next_offset, 3);
+}
+
+#[tokio::test]
+async fn a_new_segment_that_cannot_be_created_is_removed_and_a_later_append_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
+    // One group over the segment size, so the next group starts a new segment.
+    assert_eq!(journal.append(records(0..8)).await.unwrap(), 0..8);
+    journal.shared.fail_next_rotation.store(true, Ordering::Release);
+
+    let refused = journal.append(records(8..10)).await;
+    assert!(matches!(&refused, Err(JournalError::Unwritten { .. })), "{refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("full"));
+    assert_eq!(bases_on_disk(dir.path()), [0], "the half-created segment was removed");
+    assert!(!journal.stats().poisoned);
+
+    assert_eq!(journal.append(records(10..12)).await.unwrap(), 8..10);
+    assert_eq!(bases_on_disk(dir.path()), [0, 8]);
+    journal.close().await;
+
+    let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
+    let acknowledged: Vec<_> = records(0..8).into_iter().chain(records(10..12)).collect();
+    assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &acknowledged);
+}
