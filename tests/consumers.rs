@@ -7,19 +7,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Backend, Binary, TestSchema, impression, on_both_backends, store_scalar, test_config};
+use common::{Backend, Binary, TestSchema, on_both_backends, store_scalar, test_config};
 use serde_json::Value;
 use sluice::cli::serve::Server;
-
-/// Posts `keys` to the Split webhook of the server at `addr`, one request each, expecting 200.
-async fn post_keys(client: &reqwest::Client, addr: std::net::SocketAddr, keys: std::ops::Range<i64>) {
-    for i in keys {
-        let batch = Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)]);
-        let resp =
-            client.post(format!("http://{addr}/v1/split/impressions")).body(batch.to_string()).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-}
 
 async fn readyz(client: &reqwest::Client, addr: std::net::SocketAddr) -> (u16, Value) {
     let resp = client.get(format!("http://{addr}/readyz")).send().await.unwrap();
@@ -61,13 +51,13 @@ async fn a_store_offset_from_another_journal_is_refused_until_the_journal_is_ado
     };
 
     let first = Server::start(config(d1.path())).await.unwrap();
-    post_keys(&client, first.addr, 0..5).await;
+    common::post_keys(&client, &format!("http://{}", first.addr), 0..5).await;
     common::wait_loaded(&client, &format!("http://{}", first.addr)).await;
     first.stop().await.unwrap();
 
     // A new data directory (lost, or started elsewhere) with the same store.
     let second = Server::start(config(d2.path())).await.unwrap();
-    post_keys(&client, second.addr, 5..8).await;
+    common::post_keys(&client, &format!("http://{}", second.addr), 5..8).await;
     let (status, body) = wait_store_stopped(&client, second.addr).await;
     assert_eq!(status, 503, "a store loader that refused to start makes sluice unready: {body}");
     let reason = body["store"]["stopped"].as_str().unwrap_or_default();
@@ -99,7 +89,7 @@ async fn a_store_offset_past_the_end_of_its_journal_is_refused(backend: Backend)
     let mut config = test_config(d1.path());
     config.store.url = Some(url.clone());
     let first = Server::start(config.clone()).await.unwrap();
-    post_keys(&client, first.addr, 0..5).await;
+    common::post_keys(&client, &format!("http://{}", first.addr), 0..5).await;
     common::wait_loaded(&client, &format!("http://{}", first.addr)).await;
     first.stop().await.unwrap();
     // The journal restored from an older copy: same identity, fewer records.
@@ -128,12 +118,12 @@ async fn a_running_loader_stops_when_another_journal_adopts_its_store(backend: B
         c
     };
     let running = Server::start(config(d1.path())).await.unwrap();
-    post_keys(&client, running.addr, 0..5).await;
+    common::post_keys(&client, &format!("http://{}", running.addr), 0..5).await;
     common::wait_loaded(&client, &format!("http://{}", running.addr)).await;
 
     // Another data directory takes 7 records; its loader refuses the store, which is not its own.
     let other = Server::start(config(d2.path())).await.unwrap();
-    post_keys(&client, other.addr, 5..12).await;
+    common::post_keys(&client, &format!("http://{}", other.addr), 5..12).await;
     wait_store_stopped(&client, other.addr).await;
     assert!(other.stop().await.is_err());
     let d2_arg = d2.path().display().to_string();
@@ -141,7 +131,7 @@ async fn a_running_loader_stops_when_another_journal_adopts_its_store(backend: B
     assert_eq!(code, 0, "{out}{err}");
 
     // The first server, still running, must not move the adopted journal's offset.
-    post_keys(&client, running.addr, 12..15).await;
+    common::post_keys(&client, &format!("http://{}", running.addr), 12..15).await;
     let (status, body) = wait_store_stopped(&client, running.addr).await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -187,7 +177,7 @@ async fn a_consumer_that_stops_makes_sluice_unready_is_counted_and_makes_shutdow
     let client = reqwest::Client::new();
     let env = [("SLUICE_JOURNAL__SEGMENT_BYTES", "256")];
     let b = Binary::start(dir.path(), &env).await;
-    post_keys(&client, b.addr, 0..6).await;
+    common::post_keys(&client, &format!("http://{}", b.addr), 0..6).await;
     common::wait_loaded(&client, &format!("http://{}", b.addr)).await;
     assert_eq!(b.terminate(), Some(0));
     // The store is lost and the journal damaged where the new store must start reading.

@@ -14,17 +14,6 @@ use common::{Binary, gzip, impression, wait_loaded};
 use rand::Rng as _;
 use serde_json::Value;
 
-/// Every key in the store with how many times it is there.
-async fn stored_keys(client: &reqwest::Client, b: &Binary) -> HashMap<String, usize> {
-    let body = client.get(b.url("/api/impressions?format=ndjson")).send().await.unwrap().text().await.unwrap();
-    let mut counts = HashMap::new();
-    for line in body.lines() {
-        let row: Value = serde_json::from_str(line).unwrap();
-        *counts.entry(row["key"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_impression_survives_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,7 +48,7 @@ async fn every_acknowledged_impression_survives_sigkill_exactly_once() {
 
     let b = Binary::start(dir.path(), &[]).await;
     wait_loaded(&client, &format!("http://{}", b.addr)).await;
-    let stored = stored_keys(&client, &b).await;
+    let stored = common::stored_keys(&client, &b.url("")).await;
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 1000, "the load was too light to prove anything: {} acknowledged", acked.len());
     for key in &acked {
@@ -101,7 +90,7 @@ async fn a_corrupt_journal_tail_is_cut_back_to_the_last_good_record() {
     let resp = client.post(b.url("/v1/split/impressions")).body(more.to_string()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     wait_loaded(&client, &format!("http://{}", b.addr)).await;
-    let stored = stored_keys(&client, &b).await;
+    let stored = common::stored_keys(&client, &b.url("")).await;
     assert_eq!(stored.len(), 150);
     assert!(stored.values().all(|&n| n == 1));
     assert_eq!(b.terminate(), Some(0));
@@ -247,7 +236,7 @@ async fn every_acknowledged_impression_survives_a_store_outage_with_aggressive_r
     phase(&b, "back", 1000).await;
 
     wait_loaded(&client, &format!("http://{}", b.addr)).await;
-    let stored = stored_keys(&client, &b).await;
+    let stored = common::stored_keys(&client, &b.url("")).await;
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 1000, "the load was too light to prove anything: {} acknowledged", acked.len());
     let missing: Vec<_> = acked.iter().filter(|k| !stored.contains_key(*k)).take(5).collect();

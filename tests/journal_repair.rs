@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,17 +98,6 @@ fn serve_must_refuse(data_dir: &Path, env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Every key in the store with how many times it is there.
-async fn stored_keys(client: &reqwest::Client, b: &Binary) -> HashMap<String, usize> {
-    let body = client.get(b.url("/api/impressions?format=ndjson")).send().await.unwrap().text().await.unwrap();
-    let mut counts = HashMap::new();
-    for line in body.lines() {
-        let row: Value = serde_json::from_str(line).unwrap();
-        *counts.entry(row["key"].as_str().unwrap().to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 #[tokio::test]
 async fn a_journal_damaged_mid_segment_is_refused_then_repaired_and_every_intact_record_is_stored_once_sqlite() {
     refused_then_repaired_then_every_intact_record_stored_once(Backend::Sqlite).await;
@@ -157,7 +145,7 @@ async fn refused_then_repaired_then_every_intact_record_stored_once(backend: Bac
 
     let b = Binary::start(dir.path(), &env).await;
     wait_loaded(&client, &format!("http://{}", b.addr)).await;
-    let stored = stored_keys(&client, &b).await;
+    let stored = common::stored_keys(&client, &b.url("")).await;
     for key in &keys {
         let expected = if lost_keys.contains(key) { None } else { Some(&1) };
         assert_eq!(stored.get(key), expected, "impression {key}");

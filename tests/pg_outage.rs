@@ -223,15 +223,6 @@ async fn a_full_journal_with_the_store_down_answers_503_and_deletes_nothing_unlo
     s.stop().await;
 }
 
-/// Posts one impression per key to the server at `base`, expecting 200 each time.
-async fn post_keys(client: &reqwest::Client, base: &str, keys: std::ops::Range<i64>) {
-    for i in keys {
-        let batch = Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)]);
-        let resp = client.post(format!("{base}/v1/split/impressions")).body(batch.to_string()).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-}
-
 /// A journal restored from an older copy keeps its identity but ends before the store's offset.
 /// When the store is down at start, new records take those offsets before the loader can compare:
 /// the journal's end must be the one it had at start, or the loader would skip the new records.
@@ -259,13 +250,13 @@ async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_s
 
     let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
     let base = format!("http://{}", server.addr);
-    post_keys(&client, &base, 0..5).await;
+    common::post_keys(&client, &base, 0..5).await;
     common::wait_loaded(&client, &base).await;
     server.stop().await.unwrap();
     copy_journal(dir.path(), backup.path());
     let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
     let base = format!("http://{}", server.addr);
-    post_keys(&client, &base, 5..10).await;
+    common::post_keys(&client, &base, 5..10).await;
     common::wait_loaded(&client, &base).await;
     server.stop().await.unwrap();
 
@@ -275,7 +266,7 @@ async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_s
     tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
     let server = sluice::cli::serve::Server::start(config).await.unwrap();
     let base = format!("http://{}", server.addr);
-    post_keys(&client, &base, 10..20).await;
+    common::post_keys(&client, &base, 10..20).await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
 
@@ -308,7 +299,7 @@ async fn queries_after_a_database_restart_get_fresh_connections() {
         c.store.pool_size = 2;
     })
     .await;
-    post_keys(&s.client, &s.base, 0..3).await;
+    common::post_keys(&s.client, &s.base, 0..3).await;
     s.wait_loaded().await;
     // Two pooled connections, both idle once answered.
     let (a, b) = tokio::join!(s.get("/api/impressions?format=ndjson"), s.get("/api/user/someone"));

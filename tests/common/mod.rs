@@ -315,3 +315,24 @@ macro_rules! on_both_backends {
 }
 #[allow(unused_imports, reason = "not every test binary uses it")]
 pub(crate) use on_both_backends;
+
+/// Posts one impression per key (`k0`, `k1`, …) to the Split webhook at `base`, one request
+/// each, expecting 200 every time.
+pub async fn post_keys(client: &reqwest::Client, base: &str, keys: std::ops::Range<i64>) {
+    for i in keys {
+        let batch = Value::Array(vec![impression(&format!("k{i}"), "f", "P", "on", "r", i)]);
+        let resp = client.post(format!("{base}/v1/split/impressions")).body(batch.to_string()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+/// Every impression key the server at `base` has stored, with how many times it is there.
+pub async fn stored_keys(client: &reqwest::Client, base: &str) -> std::collections::HashMap<String, usize> {
+    let body = client.get(format!("{base}/api/impressions?format=ndjson")).send().await.unwrap().text().await.unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for line in body.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        *counts.entry(row["key"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
