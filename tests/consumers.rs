@@ -151,10 +151,74 @@ async fn a_running_loader_stops_when_another_journal_adopts_its_store(backend: B
     adopted.stop().await.unwrap();
 }
 
+/// Copies the journal directory of data directory `from` into data directory `to`, replacing it.
+fn copy_journal(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to.join("journal"));
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for entry in std::fs::read_dir(from.join("journal")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// A journal restored from an older copy, whose new records then pass the store's offset: the
+/// offset now names other records, and a plain restart must not make the loader resume there.
+async fn a_restored_journal_stays_refused_after_its_new_records_pass_the_stores_offset(backend: Backend) {
+    let (dir, backup, store_dir) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((url, schema)) = shared_store(backend, store_dir.path()) else { return };
+    let client = reqwest::Client::new();
+    let mut config = test_config(dir.path());
+    config.store.url = Some(url.clone());
+    let base = |s: &Server| format!("http://{}", s.addr);
+
+    let server = Server::start(config.clone()).await.unwrap();
+    common::post_keys(&client, &base(&server), 0..5).await;
+    common::wait_loaded(&client, &base(&server)).await;
+    server.stop().await.unwrap();
+    copy_journal(dir.path(), backup.path());
+    let server = Server::start(config.clone()).await.unwrap();
+    common::post_keys(&client, &base(&server), 5..10).await;
+    common::wait_loaded(&client, &base(&server)).await;
+    server.stop().await.unwrap();
+
+    // The older copy comes back: refused, but it keeps acknowledging into the journal, past the
+    // store's offset (10).
+    copy_journal(backup.path(), dir.path());
+    let server = Server::start(config.clone()).await.unwrap();
+    wait_store_stopped(&client, server.addr).await;
+    common::post_keys(&client, &base(&server), 10..18).await;
+    assert!(server.stop().await.is_err());
+
+    let config_again = config.clone();
+    let server = Server::start(config).await.unwrap();
+    let (status, body) = wait_store_stopped(&client, server.addr).await;
+    assert_eq!(status, 503, "the restart must still refuse: {body}");
+    assert!(body["store"]["stopped"].as_str().unwrap_or_default().contains("sluice store adopt-journal"), "{body}");
+    let stored = store_scalar(store_dir.path(), schema.as_ref(), "SELECT COUNT(*) FROM impressions").await;
+    assert_eq!(stored, 10, "nothing was loaded from the reused offsets");
+    assert!(server.stop().await.is_err());
+
+    // The way forward it names loads every acknowledged record, each once.
+    let dir_arg = dir.path().display().to_string();
+    let (code, out, err) = common::sluice(&["store", "adopt-journal", "--data-dir", &dir_arg, "--store", &url], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let server = Server::start(config_again).await.unwrap();
+    common::wait_loaded(&client, &base(&server)).await;
+    let stored = store_scalar(store_dir.path(), schema.as_ref(), "SELECT COUNT(DISTINCT key) FROM impressions").await;
+    assert_eq!(stored, 18, "k0..k17 are all stored");
+    let total = store_scalar(store_dir.path(), schema.as_ref(), "SELECT COUNT(*) FROM impressions").await;
+    assert_eq!(total, 18, "and each once");
+    server.stop().await.unwrap();
+}
+
 on_both_backends!(
     a_store_offset_from_another_journal_is_refused_until_the_journal_is_adopted,
     a_store_offset_past_the_end_of_its_journal_is_refused,
     a_running_loader_stops_when_another_journal_adopts_its_store,
+    a_restored_journal_stays_refused_after_its_new_records_pass_the_stores_offset,
 );
 
 /// Flips a payload byte of the oldest journal segment's first entry.

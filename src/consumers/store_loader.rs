@@ -82,19 +82,48 @@ pub async fn run(
     dead_letters: Arc<DeadLetters>,
     start_end: u64,
 ) -> anyhow::Result<()> {
-    let (mut store, offset) =
+    let (mut store, offset, fingerprint) =
         open_until_ready(target, journal.as_ref(), start_end, config.filter_indexes, &shutdown, &status).await?;
     status.committed(offset);
+    // Where the journal still holds the last entry the store loaded, read it again and compare:
+    // a journal restored from an older copy keeps its id and may since have given that offset to
+    // another record, and resuming there would skip the records that took the store's offsets.
+    let check = fingerprint.filter(|_| offset > journal.stats().first_offset);
+    let from = if check.is_some() { offset - 1 } else { offset };
     let mut reader = journal
-        .reader(CONSUMER, offset)
-        .with_context(|| format!("store loader: opening the journal at offset {offset}"))?;
-    tracing::info!(offset, "store loader started");
+        .reader(CONSUMER, from)
+        .with_context(|| format!("store loader: opening the journal at offset {from}"))?;
     let idle = Duration::from_millis(config.idle_ms);
-    loop {
+    let mut first = Vec::new();
+    if let Some(expected) = check {
         let batch = reader
-            .next_batch(config.batch_rows.max(1), idle)
+            .next_batch(1, idle)
             .await
-            .with_context(|| format!("store loader: reading the journal after offset {}", status.committed_offset()))?;
+            .with_context(|| format!("store loader: reading journal entry {from} to check it"))?;
+        match batch.first() {
+            Some(entry) if entry.offset == from && entry.fingerprint() != expected => {
+                let error = NeedsOperator(format!(
+                    "the store loader will not start: the journal's record at offset {from} is not the one the store loaded there, so this journal (id {}) is an older copy or another journal under the same id, and its records from offset {from} on were never loaded; resuming at the store's offset {offset} would skip them. To load this data directory's journal into the store from its oldest record, stop sluice and run `sluice store adopt-journal` with the same --data-dir and --store (records already stored are recognised and not stored twice); or start sluice with the data directory whose journal the store was loading",
+                    journal.id()
+                ));
+                status.failing(&error);
+                return Err(error.into());
+            }
+            Some(entry) if entry.offset == from => {}
+            // The entry was recorded lost by `sluice journal repair`: nothing to compare, and
+            // what was read instead is the next to load.
+            _ => first = batch,
+        }
+    }
+    tracing::info!(offset, "store loader started");
+    loop {
+        let batch = if first.is_empty() {
+            reader.next_batch(config.batch_rows.max(1), idle).await.with_context(|| {
+                format!("store loader: reading the journal after offset {}", status.committed_offset())
+            })?
+        } else {
+            std::mem::take(&mut first)
+        };
         if batch.is_empty() {
             // Checked only between reads, never by abandoning one midway: shutdown waits at most
             // one idle period, and everything journaled before it is loaded first.
@@ -122,21 +151,23 @@ async fn open_until_ready(
     filter_indexes: FilterIndexes,
     shutdown: &CancellationToken,
     status: &LoaderStatus,
-) -> anyhow::Result<(Store, u64)> {
+) -> anyhow::Result<(Store, u64, Option<u32>)> {
     let target = Arc::new(target);
     let mut backoff = Backoff::default();
     loop {
         let t = target.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(Store, Option<ConsumerPosition>), StoreError> {
+        type Opened = (Store, Option<ConsumerPosition>, Option<u32>);
+        let result = tokio::task::spawn_blocking(move || -> Result<Opened, StoreError> {
             let mut store = Store::open(&t)?;
             store.ensure_filter_indexes(filter_indexes)?;
             let position = store.consumer_position(CONSUMER)?;
-            Ok((store, position))
+            let fingerprint = store.consumer_fingerprint(CONSUMER)?;
+            Ok((store, position, fingerprint))
         })
         .await
         .context("the store loader's start-up task panicked")?;
         match result {
-            Ok((mut store, position)) => {
+            Ok((mut store, position, mut fingerprint)) => {
                 if status.recovered() {
                     tracing::info!(store = %target, "store loader reached the store");
                 }
@@ -157,6 +188,8 @@ async fn open_until_ready(
                 let offset = resume.offset;
                 store.bind_journal(journal.id());
                 if position.as_ref() != Some(&resume) {
+                    // A new position: whatever fingerprint was kept belonged to the old one.
+                    fingerprint = None;
                     if let Some(old) = &position {
                         tracing::info!(
                             offset = old.offset,
@@ -174,7 +207,7 @@ async fn open_until_ready(
                         format!("store loader: cannot record the journal's id in the store at {target}")
                     })?;
                 }
-                return Ok((store, offset));
+                return Ok((store, offset, fingerprint));
             }
             Err(e) if e.is_unavailable() => {
                 if status.failing(&e) {
@@ -291,8 +324,9 @@ async fn load_until_stored(
                     .with_context(|| format!("store loader: dead-lettering journal entry {}", entry.offset))?;
                 let next_offset = entry.offset + 1;
                 let skipped;
+                let (all, at) = (entries.clone(), range.start);
                 (store, skipped) = retrying(store, shutdown, status, &entries[range.start..], move |s| {
-                    s.skip_to(CONSUMER, next_offset)
+                    s.skip_past(CONSUMER, &all[at])
                 })
                 .await?;
                 skipped.with_context(|| {

@@ -45,6 +45,17 @@ pub struct Entry {
     pub payload: Bytes,
 }
 
+impl Entry {
+    /// A checksum of what the entry holds (kind, arrival time, payload). A consumer keeps the
+    /// last one it processed beside its offset, to check on restart that the journal still holds
+    /// that record there: a journal restored from an older copy keeps its identity, and records
+    /// accepted since may hold offsets the consumer already processed.
+    pub fn fingerprint(&self) -> u32 {
+        let head = [&[self.kind.tag()][..], &self.received_at_ms.to_le_bytes()[..]].concat();
+        crc32c::crc32c_append(crc32c::crc32c(&head), &self.payload)
+    }
+}
+
 /// A point-in-time view of the journal for health checks, metrics and backpressure.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalStats {

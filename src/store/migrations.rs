@@ -174,6 +174,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         CREATE INDEX events_alias_previous_id ON events (previous_id) WHERE type = 'alias';
     ",
     },
+    Migration {
+        version: 5,
+        description: "a fingerprint of the last entry each consumer loaded",
+        // NULL where unknown (offsets written before, or set by `adopt-journal`): not checked.
+        sqlite: "ALTER TABLE consumer_offsets ADD COLUMN last_entry_crc INTEGER;",
+        postgres: "ALTER TABLE consumer_offsets ADD COLUMN last_entry_crc bigint;",
+    },
 ];
 
 /// The schema version this binary writes and reads.

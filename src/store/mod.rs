@@ -178,12 +178,21 @@ impl Store {
         }
     }
 
-    /// Commits `consumer`'s offset as `next_offset` without storing anything: how the loader
-    /// moves past a record the store refused, once that record is in the dead-letter area.
-    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+    /// Commits `consumer`'s offset past `entry` without storing anything: how the loader moves
+    /// past a record the store refused, once that record is in the dead-letter area.
+    pub fn skip_past(&mut self, consumer: &str, entry: &Entry) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.skip_to(consumer, next_offset),
-            Store::Postgres(s) => s.skip_to(consumer, next_offset),
+            Store::Sqlite(s) => s.skip_past(consumer, entry),
+            Store::Postgres(s) => s.skip_past(consumer, entry),
+        }
+    }
+
+    /// The fingerprint ([`Entry::fingerprint`]) of the last entry `consumer` committed, when
+    /// known: the loader checks on start that the journal still holds that entry there.
+    pub fn consumer_fingerprint(&mut self, consumer: &str) -> Result<Option<u32>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.consumer_fingerprint(consumer),
+            Store::Postgres(s) => s.consumer_fingerprint(consumer),
         }
     }
 

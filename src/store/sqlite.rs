@@ -56,12 +56,15 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
 
 /// Moves a consumer's offset, but only within the journal the row names (see
 /// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
-const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES (?1, ?2, ?3)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id, last_entry_crc)
+    VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, last_entry_crc = excluded.last_entry_crc
     WHERE consumer_offsets.journal_id IS excluded.journal_id";
 
-const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES (?1, ?2, ?3)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
+const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id, last_entry_crc)
+    VALUES (?1, ?2, ?3, NULL)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id,
+        last_entry_crc = NULL";
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -176,14 +179,23 @@ impl SqliteStore {
             // batch must not commit with rows missing.
             parser.join().map_err(|_| StoreError::ParserPanicked)
         })?;
-        commit_offset(&tx, self.journal.as_deref(), consumer, outcome.next_offset)?;
+        commit_offset(&tx, self.journal.as_deref(), consumer, last)?;
         tx.commit()?;
         Ok(outcome)
     }
 
     /// Commits `consumer`'s offset as `next_offset` without storing anything.
-    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
-        commit_offset(&self.conn, self.journal.as_deref(), consumer, next_offset)
+    pub fn skip_past(&mut self, consumer: &str, entry: &Entry) -> Result<(), StoreError> {
+        commit_offset(&self.conn, self.journal.as_deref(), consumer, entry)
+    }
+
+    /// The fingerprint of the last entry `consumer` committed, when known.
+    pub fn consumer_fingerprint(&self, consumer: &str) -> Result<Option<u32>, StoreError> {
+        let crc: Option<Option<i64>> = self
+            .conn
+            .query_row("SELECT last_entry_crc FROM consumer_offsets WHERE consumer = ?1", [consumer], |r| r.get(0))
+            .optional()?;
+        Ok(crc.flatten().and_then(|crc| u32::try_from(crc).ok()))
     }
 
     /// Binds this connection's offset commits to the journal `id`.
@@ -359,10 +371,12 @@ impl ToSql for SqlValue<'_> {
     }
 }
 
-/// Moves `consumer`'s offset on `conn` (a transaction, or the store's connection), refusing when
-/// the row belongs to another journal than `journal`, the bound one.
-fn commit_offset(conn: &Connection, journal: Option<&str>, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
-    if conn.prepare_cached(UPSERT_OFFSET)?.execute(params![consumer, next_offset, journal])? == 0 {
+/// Moves `consumer`'s offset past `last` on `conn` (a transaction, or the store's connection),
+/// keeping `last`'s fingerprint, and refusing when the row belongs to another journal than
+/// `journal`, the bound one.
+fn commit_offset(conn: &Connection, journal: Option<&str>, consumer: &str, last: &Entry) -> Result<(), StoreError> {
+    let params = params![consumer, last.offset + 1, journal, i64::from(last.fingerprint())];
+    if conn.prepare_cached(UPSERT_OFFSET)?.execute(params)? == 0 {
         return Err(StoreError::JournalChanged {
             consumer: consumer.to_owned(),
             journal: journal.unwrap_or_default().to_owned(),

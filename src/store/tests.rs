@@ -234,7 +234,10 @@ fn a_consumer_position_keeps_its_journal_while_loads_move_the_offset(b: Backend)
     let adopted = ConsumerPosition { offset: 1, journal_id: Some("j1".into()) };
     store.set_consumer_position("store", &adopted).unwrap();
     store.bind_journal("j1");
-    store.load("store", &[entry(1, &impression("b", "s", "P", "on", "r", 1))], DedupMode::Exact).unwrap();
+    assert_eq!(store.consumer_fingerprint("store").unwrap(), None, "a position set anew has no fingerprint");
+    let second = entry(1, &impression("b", "s", "P", "on", "r", 1));
+    store.load("store", std::slice::from_ref(&second), DedupMode::Exact).unwrap();
+    assert_eq!(store.consumer_fingerprint("store").unwrap(), Some(second.fingerprint()), "the last entry's");
     let moved = ConsumerPosition { offset: 2, journal_id: Some("j1".into()) };
     assert_eq!(store.consumer_position("store").unwrap(), Some(moved.clone()));
     assert_eq!(store.consumer_offset("store").unwrap(), 2);
@@ -244,7 +247,8 @@ fn a_consumer_position_keeps_its_journal_while_loads_move_the_offset(b: Backend)
     stale.bind_journal("j0");
     let refused = stale.load("store", &[entry(2, &impression("c", "s", "P", "on", "r", 1))], DedupMode::Exact);
     assert!(matches!(refused, Err(StoreError::JournalChanged { .. })), "{refused:?}");
-    assert!(matches!(stale.skip_to("store", 9), Err(StoreError::JournalChanged { .. })));
+    let skipped = entry(8, &impression("d", "s", "P", "on", "r", 1));
+    assert!(matches!(stale.skip_past("store", &skipped), Err(StoreError::JournalChanged { .. })));
     assert_eq!(store.consumer_position("store").unwrap(), Some(moved), "the offset and journal are untouched");
     assert_eq!(count(&mut store), 2, "the refused batch rolled back");
 }

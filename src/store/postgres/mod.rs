@@ -103,12 +103,15 @@ const EVENTS: CopyTarget = CopyTarget {
 
 /// Moves a consumer's offset, but only within the journal the row names (see
 /// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
-const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES ($1, $2, $3)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset
+const UPSERT_OFFSET: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id, last_entry_crc)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, last_entry_crc = excluded.last_entry_crc
     WHERE consumer_offsets.journal_id IS NOT DISTINCT FROM excluded.journal_id";
 
-const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id) VALUES ($1, $2, $3)
-    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id";
+const SET_POSITION: &str = "INSERT INTO consumer_offsets (consumer, next_offset, journal_id, last_entry_crc)
+    VALUES ($1, $2, $3, NULL)
+    ON CONFLICT (consumer) DO UPDATE SET next_offset = excluded.next_offset, journal_id = excluded.journal_id,
+        last_entry_crc = NULL";
 
 /// How to reach the database: parsed once from the store URL.
 #[derive(Clone)]
@@ -311,21 +314,31 @@ impl PgStore {
             outcome.inserted += inserted;
         }
         outcome.duplicates = (impressions.len() + events.len()) as u64 - outcome.inserted;
-        if tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal])? == 0 {
+        let crc = i64::from(last.fingerprint());
+        if tx.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal, &crc])? == 0 {
             return Err(journal_changed(consumer, journal));
         }
         tx.commit()?;
         Ok(outcome)
     }
 
-    /// Commits `consumer`'s offset as `next_offset` without storing anything.
-    pub fn skip_to(&mut self, consumer: &str, next_offset: u64) -> Result<(), StoreError> {
+    /// Commits `consumer`'s offset past `entry` without storing anything.
+    pub fn skip_past(&mut self, consumer: &str, entry: &Entry) -> Result<(), StoreError> {
+        let next_offset = entry.offset + 1;
         let next_offset_sql = i64::try_from(next_offset).map_err(|_| StoreError::OffsetTooLarge(next_offset))?;
-        let journal = self.journal.clone();
-        if self.client()?.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal])? == 0 {
+        let (journal, crc) = (self.journal.clone(), i64::from(entry.fingerprint()));
+        if self.client()?.execute(UPSERT_OFFSET, &[&consumer, &next_offset_sql, &journal, &crc])? == 0 {
             return Err(journal_changed(consumer, journal));
         }
         Ok(())
+    }
+
+    /// The fingerprint of the last entry `consumer` committed, when known.
+    pub fn consumer_fingerprint(&mut self, consumer: &str) -> Result<Option<u32>, StoreError> {
+        let row = self
+            .client()?
+            .query_opt("SELECT last_entry_crc FROM consumer_offsets WHERE consumer = $1", &[&consumer])?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).and_then(|crc| u32::try_from(crc).ok()))
     }
 
     /// Binds this connection's offset commits to the journal `id`.
