@@ -322,3 +322,33 @@ async fn queries_after_a_database_restart_get_fresh_connections() {
     }
     s.stop().await;
 }
+
+/// With the database down, queries answer 503 with `Retry-After` (the client should retry), not
+/// 500, and say nothing of where the database is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_answer_503_while_the_database_is_down() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the queries-while-down test")).await.unwrap()
+    else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let url = cluster.url();
+    let s = InProcess::start_with(|c| c.store.url = Some(url)).await;
+    common::post_keys(&s.client, &s.base, 0..3).await;
+    s.wait_loaded().await;
+    assert_eq!(s.get("/api/user/someone").await.0, 200);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
+    // Past the pool's liveness check, so the idle connection is found dead and a new one tried.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for path in ["/api/user/someone", "/api/anonymous/someone", "/api/impressions", "/api/events"] {
+        let resp = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "{path}");
+        assert!(resp.headers().contains_key("retry-after"), "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("127.0.0.1"), "{path}: {body}");
+    }
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
+    s.stop().await;
+}

@@ -37,14 +37,15 @@ async fn answer<T: Send + 'static>(
 ) -> Result<Json<T>, AppError> {
     let mut store = state.reader().await?;
     let retry_after_secs = state.config.backpressure.retry_after_secs;
+    let config = state.config.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let config = &state.config;
         store.with_timeout(config.store.query_timeout(), |store| query(store, &id, &config.attribution))
     })
     .await
     .map_err(|e| AppError::Internal(e.into()))?
     .map_err(|e| match e {
         QueryError::TimedOut(_) => AppError::Unavailable { message: e.to_string(), retry_after_secs },
+        QueryError::Store(e) if e.is_unavailable() => state.store_unreachable(&e),
         e => AppError::Internal(e.into()),
     })?;
     Ok(Json(answer))

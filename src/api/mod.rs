@@ -74,8 +74,19 @@ impl AppState {
                 message: e.to_string(),
                 retry_after_secs: self.config.backpressure.retry_after_secs,
             },
+            e if e.is_unavailable() => self.store_unreachable(&e),
             e => AppError::Internal(e.into()),
         })
+    }
+
+    /// The answer to a query whose store cannot be reached (down, restarting): 503, so that
+    /// clients retry, with the details (the store's address among them) only in the log.
+    pub fn store_unreachable(&self, e: &StoreError) -> AppError {
+        tracing::warn!(error = %e, "a query could not reach the store");
+        AppError::Unavailable {
+            message: "the store cannot be reached right now; queries answer again once it is back (see /readyz)".into(),
+            retry_after_secs: self.config.backpressure.retry_after_secs,
+        }
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.
