@@ -151,18 +151,6 @@ async fn a_running_loader_stops_when_another_journal_adopts_its_store(backend: B
     adopted.stop().await.unwrap();
 }
 
-/// Copies the journal directory of data directory `from` into data directory `to`, replacing it.
-fn copy_journal(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to.join("journal"));
-    std::fs::create_dir_all(to.join("journal")).unwrap();
-    for entry in std::fs::read_dir(from.join("journal")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 /// A journal restored from an older copy, whose new records then pass the store's offset: the
 /// offset now names other records, and a plain restart must not make the loader resume there.
 async fn a_restored_journal_stays_refused_after_its_new_records_pass_the_stores_offset(backend: Backend) {
@@ -178,7 +166,7 @@ async fn a_restored_journal_stays_refused_after_its_new_records_pass_the_stores_
     common::post_keys(&client, &base(&server), 0..5).await;
     common::wait_loaded(&client, &base(&server)).await;
     server.stop().await.unwrap();
-    copy_journal(dir.path(), backup.path());
+    common::copy_journal(dir.path(), backup.path());
     let server = Server::start(config.clone()).await.unwrap();
     common::post_keys(&client, &base(&server), 5..10).await;
     common::wait_loaded(&client, &base(&server)).await;
@@ -186,7 +174,7 @@ async fn a_restored_journal_stays_refused_after_its_new_records_pass_the_stores_
 
     // The older copy comes back: refused, but it keeps acknowledging into the journal, past the
     // store's offset (10).
-    copy_journal(backup.path(), dir.path());
+    common::copy_journal(backup.path(), dir.path());
     let server = Server::start(config.clone()).await.unwrap();
     wait_store_stopped(&client, server.addr).await;
     common::post_keys(&client, &base(&server), 10..18).await;

@@ -50,11 +50,7 @@ async fn store_healthy(s: &InProcess) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_impression_is_stored_once_across_a_postgres_outage() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the PostgreSQL outage test")).await.unwrap()
-    else {
-        return;
-    };
-    let cluster = Arc::new(cluster);
+    let Some(cluster) = started_cluster("the PostgreSQL outage test").await else { return };
     let url = cluster.url();
     let s = InProcess::start_with(|c| {
         c.store.url = Some(url);
@@ -134,11 +130,15 @@ async fn wait_stored(cluster: &Cluster, n: i64, limit: Duration) -> i64 {
     }
 }
 
+/// Starts a throwaway cluster; `None` when there is none to be had (the skip was announced).
+async fn started_cluster(test: &str) -> Option<Arc<Cluster>> {
+    let test = test.to_owned();
+    tokio::task::spawn_blocking(move || Cluster::start(&test)).await.unwrap().map(Arc::new)
+}
+
 /// Starts a throwaway cluster and stops it, so the server under test starts without its store.
 async fn stopped_cluster(test: &str) -> Option<Arc<Cluster>> {
-    let test = test.to_owned();
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start(&test)).await.unwrap()?;
-    let cluster = Arc::new(cluster);
+    let cluster = started_cluster(test).await?;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
     Some(cluster)
@@ -228,32 +228,18 @@ async fn a_full_journal_with_the_store_down_answers_503_and_deletes_nothing_unlo
 /// the journal's end must be the one it had at start, or the loader would skip the new records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_store_answers() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the restored-journal test")).await.unwrap()
-    else {
-        return;
-    };
-    let cluster = Arc::new(cluster);
+    let Some(cluster) = started_cluster("the restored-journal test").await else { return };
     let (dir, backup) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let client = reqwest::Client::new();
     let mut config = common::test_config(dir.path());
     config.store.url = Some(cluster.url());
-    let copy_journal = |from: &std::path::Path, to: &std::path::Path| {
-        let _ = std::fs::remove_dir_all(to.join("journal"));
-        std::fs::create_dir_all(to.join("journal")).unwrap();
-        for entry in std::fs::read_dir(from.join("journal")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
-            }
-        }
-    };
 
     let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
     let base = format!("http://{}", server.addr);
     common::post_keys(&client, &base, 0..5).await;
     common::wait_loaded(&client, &base).await;
     server.stop().await.unwrap();
-    copy_journal(dir.path(), backup.path());
+    common::copy_journal(dir.path(), backup.path());
     let server = sluice::cli::serve::Server::start(config.clone()).await.unwrap();
     let base = format!("http://{}", server.addr);
     common::post_keys(&client, &base, 5..10).await;
@@ -261,7 +247,7 @@ async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_s
     server.stop().await.unwrap();
 
     // The older copy comes back (journal ends at 5, the store is at 10), with the store down.
-    copy_journal(backup.path(), dir.path());
+    common::copy_journal(backup.path(), dir.path());
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
     let server = sluice::cli::serve::Server::start(config).await.unwrap();
@@ -288,11 +274,7 @@ async fn a_restored_journal_is_refused_even_when_new_records_arrive_before_the_s
 /// hands one out, rather than fail (or cut short) the next query on each of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_after_a_database_restart_get_fresh_connections() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the pooled-connection test")).await.unwrap()
-    else {
-        return;
-    };
-    let cluster = Arc::new(cluster);
+    let Some(cluster) = started_cluster("the pooled-connection test").await else { return };
     let url = cluster.url();
     let s = InProcess::start_with(|c| {
         c.store.url = Some(url);
@@ -327,11 +309,7 @@ async fn queries_after_a_database_restart_get_fresh_connections() {
 /// 500, and say nothing of where the database is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_answer_503_while_the_database_is_down() {
-    let Some(cluster) = tokio::task::spawn_blocking(|| Cluster::start("the queries-while-down test")).await.unwrap()
-    else {
-        return;
-    };
-    let cluster = Arc::new(cluster);
+    let Some(cluster) = started_cluster("the queries-while-down test").await else { return };
     let url = cluster.url();
     let s = InProcess::start_with(|c| c.store.url = Some(url)).await;
     common::post_keys(&s.client, &s.base, 0..3).await;

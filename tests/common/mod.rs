@@ -336,3 +336,16 @@ pub async fn stored_keys(client: &reqwest::Client, base: &str) -> std::collectio
     }
     counts
 }
+
+/// Replaces the journal of data directory `to` with a copy of the one in `from`: a data
+/// directory restored from an older backup.
+pub fn copy_journal(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to.join("journal"));
+    std::fs::create_dir_all(to.join("journal")).unwrap();
+    for entry in std::fs::read_dir(from.join("journal")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
