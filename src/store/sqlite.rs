@@ -88,7 +88,21 @@ impl SqliteStore {
         // Takes effect only when the file is created. Larger pages mean fewer, shallower B-tree
         // pages per loaded batch; rows here are ~300 bytes, far from needing overflow pages.
         conn.pragma_update(None, "page_size", PAGE_BYTES).map_err(open_err)?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(open_err)?;
+        // Switching a new file to WAL takes its exclusive lock without SQLite's busy handler, so
+        // several processes creating the store at once (serve, migrate, a second node) would
+        // fail "database is locked": retry within the busy timeout instead.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(open_err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             // Some network file systems cannot do WAL; sluice still works, but exports then block loads.
             tracing::warn!(path = %path.display(), journal_mode = %mode, "the store could not switch to WAL mode");
