@@ -80,3 +80,39 @@ fn bases_on_disk(dir: &Path) -> Vec<u64> {
     let base = |path: &PathBuf| path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
     segment_files(dir).iter().map(base).collect()
 }
+
+/// How the property tests damage a segment's bytes (shared by recovery's and repair's).
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// XOR every byte of the range with a non-zero byte: bit rot.
+    Flip(u8),
+    /// Overwrite the range with one byte value, zeros included (a sector the disk gave back blank).
+    Fill(u8),
+    /// Cut the file at the range's start and append the range's length of this byte.
+    CutAndAppend(u8),
+}
+
+impl Damage {
+    /// Any damage.
+    fn any() -> impl proptest::strategy::Strategy<Value = Damage> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u8..=255).prop_map(Damage::Flip),
+            any::<u8>().prop_map(Damage::Fill),
+            any::<u8>().prop_map(Damage::CutAndAppend),
+        ]
+    }
+
+    /// Damages `len` bytes of `bytes` from `start` (the range is cut at the end of the file).
+    fn apply(self, bytes: &mut Vec<u8>, start: usize, len: usize) {
+        let end = (start + len).min(bytes.len());
+        match self {
+            Damage::Flip(mask) => bytes[start..end].iter_mut().for_each(|byte| *byte ^= mask),
+            Damage::Fill(value) => bytes[start..end].fill(value),
+            Damage::CutAndAppend(value) => {
+                bytes.truncate(start);
+                bytes.resize(start + len, value);
+            }
+        }
+    }
+}

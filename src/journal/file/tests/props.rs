@@ -87,25 +87,6 @@ proptest! {
     }
 }
 
-/// How [`any_damage_to_the_newest_segment_never_invents_nor_silently_drops_a_record`] damages bytes.
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    /// XOR with a non-zero byte: a bit-rot-like change of every byte in the range.
-    Flip(u8),
-    /// Overwrite with one byte value, zeros included (a sector the disk gave back blank).
-    Fill(u8),
-    /// Cut the file at the start of the range and append the range's length of this byte.
-    CutAndAppend(u8),
-}
-
-fn damage() -> impl Strategy<Value = Damage> {
-    prop_oneof![
-        (1u8..=255).prop_map(Damage::Flip),
-        any::<u8>().prop_map(Damage::Fill),
-        any::<u8>().prop_map(Damage::CutAndAppend),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -114,7 +95,7 @@ proptest! {
         written in prop::collection::vec((any::<i64>(), payload()), 1..20),
         at in any::<prop::sample::Index>(),
         len in 1usize..64,
-        damage in damage(),
+        damage in Damage::any(),
     ) {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
@@ -128,16 +109,8 @@ proptest! {
             let path = segment_files(dir.path()).remove(0);
             let before = std::fs::read(&path).unwrap();
             let start = HEADER_LEN as usize + at.index(before.len() - HEADER_LEN as usize);
-            let end = (start + len).min(before.len());
             let mut after = before.clone();
-            match damage {
-                Damage::Flip(mask) => after[start..end].iter_mut().for_each(|byte| *byte ^= mask),
-                Damage::Fill(value) => after[start..end].fill(value),
-                Damage::CutAndAppend(value) => {
-                    after.truncate(start);
-                    after.resize(start + len, value);
-                }
-            }
+            damage.apply(&mut after, start, len);
             std::fs::write(&path, &after).unwrap();
 
             // An entry is intact when every one of its bytes is still there, unchanged.

@@ -293,25 +293,6 @@ mod props {
 
     use super::*;
 
-    /// How the property below damages bytes of one segment.
-    #[derive(Debug, Clone, Copy)]
-    enum Damage {
-        /// XOR every byte of the range with a non-zero byte.
-        Flip(u8),
-        /// Overwrite the range with one byte value.
-        Fill(u8),
-        /// Cut the file at the range's start and append the range's length of this byte.
-        CutAndAppend(u8),
-    }
-
-    fn damage() -> impl Strategy<Value = Damage> {
-        prop_oneof![
-            (1u8..=255).prop_map(Damage::Flip),
-            any::<u8>().prop_map(Damage::Fill),
-            any::<u8>().prop_map(Damage::CutAndAppend),
-        ]
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -321,7 +302,7 @@ mod props {
             segment in any::<prop::sample::Index>(),
             at in any::<prop::sample::Index>(),
             len in 1usize..300,
-            damage in damage(),
+            damage in Damage::any(),
         ) {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
                 let dir = tempfile::tempdir().unwrap();
@@ -334,15 +315,7 @@ mod props {
                 let path = segment.get(&files);
                 let mut bytes = std::fs::read(path).unwrap();
                 let start = HEADER_LEN as usize + at.index(bytes.len() - HEADER_LEN as usize);
-                let end = (start + len).min(bytes.len());
-                match damage {
-                    Damage::Flip(mask) => bytes[start..end].iter_mut().for_each(|byte| *byte ^= mask),
-                    Damage::Fill(value) => bytes[start..end].fill(value),
-                    Damage::CutAndAppend(value) => {
-                        bytes.truncate(start);
-                        bytes.resize(start + len, value);
-                    }
-                }
+                damage.apply(&mut bytes, start, len);
                 std::fs::write(path, &bytes).unwrap();
 
                 let report = repair(dir.path()).unwrap();
