@@ -41,7 +41,7 @@ pub mod sessions;
 mod cases;
 
 pub use channel::Channel;
-pub use event::for_attribution;
+pub use event::for_attribution_from_str;
 pub use identity::{Links, UserCluster, user_cluster};
 pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
 pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};

@@ -171,8 +171,8 @@ fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Res
             }
             // Every stored event passed `record::segment::accept`; one that does not parse means
             // a damaged store, and leaving it out beats refusing every answer for that user.
-            match serde_json::from_str(e.raw) {
-                Ok(event) => out.push(attribution::for_attribution(event)),
+            match attribution::for_attribution_from_str(e.raw) {
+                Ok(event) => out.push(event),
                 Err(err) => {
                     tracing::error!(message_id = e.message_id, error = %err, "a stored event is not valid JSON; left out")
                 }
