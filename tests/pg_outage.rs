@@ -330,3 +330,22 @@ async fn queries_answer_503_while_the_database_is_down() {
     tokio::task::spawn_blocking(move || c.pg_ctl_start()).await.unwrap();
     s.stop().await;
 }
+
+/// Records the store never got stay in the journal for the next start, but a supervisor reading
+/// the exit status must learn that sluice stopped with work undone: not the "stopped cleanly" 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_with_records_the_store_could_not_take_fails_instead_of_stopping_cleanly() {
+    let Some(cluster) = started_cluster("the unfinished-shutdown test").await else { return };
+    let url = cluster.url();
+    let s = InProcess::start_with(|c| c.store.url = Some(url)).await;
+    let (status, body) = s.post_gzip(&Value::Array(vec![impression("k0", "f", "P", "on", "r", 0)])).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_loaded().await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.pg_ctl_stop()).await.unwrap();
+    let (status, body) = s.post_gzip(&Value::Array(vec![impression("k1", "f", "P", "on", "r", 1)])).await;
+    assert_eq!(status, 200, "{body}");
+    let error = s.server.stop().await.expect_err("one acknowledged record was never loaded");
+    let error = format!("{error:#}");
+    assert!(error.contains("store loader could not finish") && error.contains("next start"), "{error}");
+}

@@ -55,9 +55,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// A consumer's task: its result, and whether it had stopped on an error (rather than finished
-/// at shutdown).
-type ConsumerTask = JoinHandle<(anyhow::Result<()>, bool)>;
+/// A consumer's task: its result, whether it had stopped on an error (rather than finished at
+/// shutdown), and the offset it had processed the journal up to.
+type ConsumerTask = JoinHandle<(anyhow::Result<()>, bool, u64)>;
 
 /// A running sluice server.
 pub struct Server {
@@ -125,7 +125,7 @@ impl Server {
                     async move { writer?.run(stop, running).await }
                 })
                 .await;
-                (result, running.stopped_reason().is_some())
+                (result, running.stopped_reason().is_some(), running.committed_offset())
             });
             Some((task, status))
         } else {
@@ -151,7 +151,7 @@ impl Server {
                     )
                 })
                 .await;
-                (result, status.stopped_reason().is_some())
+                (result, status.stopped_reason().is_some(), status.committed_offset())
             })
         };
         let mut consumers: Vec<(&str, ConsumerTask)> = vec![("store loader", loader)];
@@ -187,15 +187,23 @@ impl Server {
             api::server::serve(listener, api::router(state), http, stopped).await;
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             consumers_stop.cancel();
-            let mut stopped = Vec::new();
+            let (mut stopped, mut unfinished) = (Vec::new(), Vec::new());
             for (name, task) in consumers {
                 match task.await {
-                    Ok((Ok(()), _)) => {}
-                    Ok((Err(e), true)) => {
+                    Ok((Ok(()), _, _)) => {}
+                    Ok((Err(e), true, _)) => {
                         tracing::error!(error = format!("{e:#}"), "the {name} had stopped before shutdown");
                         stopped.push(name);
                     }
-                    Ok((Err(e), false)) => tracing::error!(error = format!("{e:#}"), "the {name} could not finish"),
+                    Ok((Err(e), false, committed)) => {
+                        tracing::error!(error = format!("{e:#}"), "the {name} could not finish");
+                        // A consumer that never reached its destination knows no offset of its
+                        // own; it holds everything retained.
+                        let stats = journal.stats();
+                        if committed.max(stats.first_offset) < stats.next_offset {
+                            unfinished.push(name);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "the {name} panicked");
                         stopped.push(name);
@@ -209,6 +217,12 @@ impl Server {
                 anyhow::bail!(
                     "sluice stopped, but the {} had stopped before (see the log); what it did not process stays in the journal (next offset {next_offset}) for the next start",
                     stopped.join(" and the ")
+                );
+            }
+            if !unfinished.is_empty() {
+                anyhow::bail!(
+                    "sluice stopped, but the {} could not finish (see the log): its destination was failing, and the records it did not process stay in the journal (next offset {next_offset}) for the next start",
+                    unfinished.join(" and the ")
                 );
             }
             tracing::info!(next_offset, "sluice stopped cleanly");
