@@ -115,6 +115,44 @@ async fn webhook_bombs_with_a_bad_signature_are_refused_before_inflating_while_h
     assert!(peak < 512 * 1024 * 1024, "sluice peaked at {} MiB", peak >> 20);
 }
 
+/// The resident memory of a process now, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Bursts of gzip bombs (each inflating past `limits.max_decompressed_bytes`, so refused 413 or,
+/// once the shared budget is spent, 503) must cost memory near `limits.max_in_flight_bytes`
+/// (256 MiB by default), not a multiple of it, and must not leave it held after the burst: the
+/// heap kept the large buffers (grown by copying) and held ~1 GB after such bursts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_gzip_bombs_stay_near_the_in_flight_budget_and_give_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Binary::start(dir.path(), &[]).await;
+    let bomb = zeros_bomb(120 * 1024 * 1024);
+    let client = reqwest::Client::new();
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let sends = (0..40).map(|_| {
+            client
+                .post(sluice.url(SPLIT))
+                .header("content-encoding", "gzip")
+                .timeout(Duration::from_secs(60))
+                .body(bomb.clone())
+                .send()
+        });
+        for answer in futures_util::future::join_all(sends).await {
+            *answers.entry(answer.unwrap().status().as_u16()).or_insert(0) += 1;
+        }
+    }
+    assert!(answers.keys().all(|status| [413, 503].contains(status)), "{answers:?}");
+    assert!(answers.contains_key(&413), "some bombs were inflated to the limit: {answers:?}");
+    let (peak, after) = (peak_rss(sluice.child.id()), rss(sluice.child.id()));
+    assert!(peak < 640 * 1024 * 1024, "sluice peaked at {} MiB for a 256 MiB budget", peak >> 20);
+    assert!(after < 320 * 1024 * 1024, "sluice still held {} MiB after the bursts", after >> 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_array_over_max_batch_records_is_refused_at_the_limit_without_holding_every_element() {
     let dir = tempfile::tempdir().unwrap();

@@ -198,39 +198,133 @@ pub fn decode(encoding: Encoding, raw: Bytes, limit: usize, reservation: &mut Re
     match encoding {
         Encoding::Identity if raw.len() > limit => Err(BodyError::DecompressedTooLarge { limit }),
         Encoding::Identity => Ok(raw),
-        Encoding::Gzip => gunzip(&raw, limit, reservation).map(Bytes::from),
+        Encoding::Gzip => gunzip(&raw, limit, reservation),
     }
 }
 
-fn gunzip(raw: &[u8], limit: usize, reservation: &mut Reservation) -> Result<Vec<u8>, BodyError> {
+/// Inflated bodies grow in an ordinary heap buffer up to this size; a larger one moves to a
+/// mapping of its own ([`Mapped`]).
+const MAPPED_FROM: usize = 1 << 20;
+
+fn gunzip(raw: &[u8], limit: usize, reservation: &mut Reservation) -> Result<Bytes, BodyError> {
     const CHUNK: usize = 64 * 1024;
     // JSON usually compresses 5-15x: start there (claimed first, like every later growth).
-    let initial = raw.len().saturating_mul(8).min(limit);
+    let initial = raw.len().saturating_mul(8).min(limit).min(MAPPED_FROM);
     reservation.grow_to(raw.len() + initial)?;
     let mut out: Vec<u8> = Vec::with_capacity(initial);
     // MultiGzDecoder: concatenated gzip members are valid gzip and some clients send them.
     let mut decoder = MultiGzDecoder::new(raw).take(limit as u64 + 1);
+    let corrupt = |inflated, e: std::io::Error| BodyError::CorruptGzip { inflated, reason: e.to_string() };
     let mut chunk = vec![0; CHUNK];
     loop {
         let n = match decoder.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => return Ok(Bytes::from(out)),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(BodyError::CorruptGzip { inflated: out.len(), reason: e.to_string() }),
+            Err(e) => return Err(corrupt(out.len(), e)),
         };
         if out.len() + n > limit {
             return Err(BodyError::DecompressedTooLarge { limit });
         }
+        if out.len() + n > MAPPED_FROM {
+            let mut mapped = Mapped::new(limit, &out).map_err(|e| BodyError::Read(e.to_string()))?;
+            drop(out);
+            mapped.extend(&chunk[..n], raw.len(), reservation)?;
+            drop(chunk);
+            return mapped.inflate(&mut decoder, limit, raw.len(), reservation).map_err(|e| match e {
+                Inflate::Body(e) => e,
+                Inflate::Io(inflated, e) => corrupt(inflated, e),
+            });
+        }
         if out.len() + n > out.capacity() {
             // Grow as Vec would (doubling), but claim the new capacity from the budget first:
             // what is bounded is the memory actually allocated.
-            let capacity = (out.capacity() * 2).max(out.len() + n).max(CHUNK).min(limit);
+            let capacity = (out.capacity() * 2).max(out.len() + n).max(CHUNK).min(limit).min(MAPPED_FROM);
             reservation.grow_to(raw.len() + capacity)?;
             out.reserve_exact(capacity - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
+}
+
+/// A large inflated body, in an anonymous mapping of `limit` bytes of address space of which only
+/// the pages written hold memory, given back to the OS when the body is dropped.
+///
+/// Why not the heap: a heap buffer grows by copying into one twice its size, so a 100 MiB body
+/// briefly holds 150; and the allocator keeps freed large blocks for reuse, so a burst of
+/// gzip bombs (each inflating to the limit, then refused) left the process at four times
+/// `limits.max_in_flight_bytes` long after the burst.
+struct Mapped {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+/// Why inflating into a [`Mapped`] stopped.
+enum Inflate {
+    /// A limit or the budget.
+    Body(BodyError),
+    /// The gzip stream, after this many bytes.
+    Io(usize, std::io::Error),
+}
+
+impl Mapped {
+    /// A mapping with room for `limit` bytes, holding `start`.
+    fn new(limit: usize, start: &[u8]) -> std::io::Result<Mapped> {
+        // Address space only: no swap is reserved and untouched pages cost nothing.
+        let mut map = memmap2::MmapOptions::new().len(limit.max(1)).no_reserve_swap().map_anon()?;
+        map[..start.len()].copy_from_slice(start);
+        Ok(Mapped { map, len: start.len() })
+    }
+
+    /// Appends `bytes`, claiming them first (`before`: what the request holds besides).
+    fn extend(&mut self, bytes: &[u8], before: usize, reservation: &mut Reservation) -> Result<(), BodyError> {
+        reservation.grow_to(before + self.len + bytes.len())?;
+        self.map[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    /// Inflates the rest of `decoder` straight into the mapping, claiming each chunk's pages
+    /// before writing them.
+    fn inflate(
+        mut self,
+        decoder: &mut impl std::io::Read,
+        limit: usize,
+        before: usize,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, Inflate> {
+        const CHUNK: usize = 256 * 1024;
+        loop {
+            if self.len == limit {
+                // Full: one more byte means over the limit.
+                let mut probe = [0; 1];
+                return match decoder.read(&mut probe) {
+                    Ok(0) => Ok(self.into_bytes()),
+                    Ok(_) => Err(Inflate::Body(BodyError::DecompressedTooLarge { limit })),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(Inflate::Io(self.len, e)),
+                };
+            }
+            let end = (self.len + CHUNK).min(limit);
+            reservation.grow_to(before + end).map_err(Inflate::Body)?;
+            match decoder.read(&mut self.map[self.len..end]) {
+                Ok(0) => return Ok(self.into_bytes()),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Inflate::Io(self.len, e)),
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +382,30 @@ mod tests {
             decode(Encoding::Gzip, Bytes::from(bomb), 1024 * 1024),
             Err(BodyError::DecompressedTooLarge { limit: 1024 * 1024 })
         );
+    }
+
+    #[test]
+    fn large_bodies_inflate_exactly_up_to_the_limit_across_the_move_to_a_mapping() {
+        let data: Vec<u8> = (0..3 * MAPPED_FROM + 17).map(|i| (i % 251) as u8).collect();
+        // Members that end on both sides of the move from the heap to the mapping.
+        let mut members = gzip(&data[..MAPPED_FROM - 5]);
+        members.extend(gzip(&data[MAPPED_FROM - 5..]));
+        for gz in [gzip(&data), members] {
+            let gz = Bytes::from(gz);
+            assert_eq!(decode(Encoding::Gzip, gz.clone(), data.len()).unwrap(), data, "exactly at the limit");
+            assert_eq!(decode(Encoding::Gzip, gz.clone(), data.len() + 1).unwrap(), data);
+            assert_eq!(
+                decode(Encoding::Gzip, gz.clone(), data.len() - 1),
+                Err(BodyError::DecompressedTooLarge { limit: data.len() - 1 })
+            );
+            assert_eq!(
+                decode(Encoding::Gzip, gz, 2 * MAPPED_FROM),
+                Err(BodyError::DecompressedTooLarge { limit: 2 * MAPPED_FROM })
+            );
+        }
+        let gz = gzip(&data);
+        let err = decode(Encoding::Gzip, Bytes::copy_from_slice(&gz[..gz.len() - 100]), 8 * MAPPED_FROM).unwrap_err();
+        assert!(matches!(err, BodyError::CorruptGzip { inflated, .. } if inflated > MAPPED_FROM), "{err}");
     }
 
     #[test]
