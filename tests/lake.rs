@@ -18,8 +18,9 @@ use sluice::lake::LakeFormat;
 const T0: i64 = 1_572_632_114_350;
 const HOUR: i64 = 3_600_000;
 
-/// Every object file under `dir`, as (path relative to `dir`, contents). Upload staging files
-/// (`<name>#<n>`, renamed into place when complete) are not objects yet.
+/// Every record object under `dir`, as (path relative to `dir`, contents). Upload staging files
+/// (`<name>#<n>`, renamed into place when complete) are not objects yet, and the writer's mark
+/// holds no records.
 fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -28,7 +29,7 @@ fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 walk(root, &path, out);
             } else {
                 let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                if !name.contains('#') {
+                if !name.contains('#') && name != sluice::lake::store::WRITER_MARK {
                     out.push((name, std::fs::read(&path).unwrap()));
                 }
             }
@@ -482,4 +483,149 @@ print(json.dumps([duckdb.sql(q).fetchall() for q in json.loads(sys.argv[1])], de
     assert_eq!(groups(&results[1]), expected, "Parquet: every impression counted once");
     let dates: Vec<&str> = results[1].iter().map(|r| r[2].as_str().unwrap()).collect();
     assert!(dates.iter().all(|d| *d == "2019-11-01"), "hive partitions become a `dt` column: {dates:?}");
+}
+
+/// Copies directory `from` into `to`, recursively (a backup of a stopped server's data directory).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A data directory restored from a backup keeps its journal's id and its lake checkpoint, both
+/// older than the lake outside it: its next records would take offsets the lake already holds
+/// (and be skipped as archived, or clash in object names), so the writer must refuse to start.
+#[tokio::test]
+async fn a_data_dir_restored_from_an_older_copy_is_refused_by_a_lake_outside_it() {
+    let (shared, data, backup) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = shared.path().to_str().unwrap().to_owned();
+    let start = |dir: PathBuf| {
+        let url = url.clone();
+        InProcess::start_with(move |c| {
+            c.data_dir = dir;
+            c.lake.url = Some(url);
+        })
+    };
+    let s = start(data.path().to_owned()).await;
+    assert_eq!(s.post_gzip(&batch(&["a".to_owned()], |_| T0)).await.0, 200);
+    s.stop().await;
+    copy_dir(data.path(), backup.path());
+    // A normal restart of the newest copy is not refused, and archives more.
+    let s = start(data.path().to_owned()).await;
+    assert_eq!(s.post_gzip(&batch(&["b".to_owned(), "c".to_owned()], |_| T0)).await.0, 200);
+    s.stop().await;
+    let archived = objects(shared.path());
+    assert_eq!(lake_keys(shared.path()).len(), 3, "{archived:?}");
+
+    let old = start(backup.path().to_owned()).await;
+    let started = Instant::now();
+    loop {
+        let ready: Value = serde_json::from_str(&old.get("/readyz").await.1).unwrap();
+        if let Some(stopped) = ready["lake"]["stopped"].as_str() {
+            assert!(stopped.contains("older copy") && stopped.contains("up to offset 2"), "{ready}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the older copy was not refused: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(old.post_gzip(&batch(&["d".to_owned()], |_| T0)).await.0, 200, "ingest goes on");
+    assert!(old.server.stop().await.is_err(), "shutdown reports the stopped lake writer");
+    assert_eq!(objects(shared.path()), archived, "the refused writer wrote nothing to the lake");
+}
+
+/// Waits until `/readyz` shows the lake writer stopped; its reason.
+async fn lake_stopped(s: &InProcess) -> String {
+    let started = Instant::now();
+    loop {
+        let ready: Value = serde_json::from_str(&s.get("/readyz").await.1).unwrap();
+        if let Some(stopped) = ready["lake"]["stopped"].as_str() {
+            return stopped.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the lake writer was not stopped: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two new data directories started on one empty lake both pass the start-up check; the second
+/// to upload must see that the mark moved and stop, rather than overwrite the first one's
+/// objects (same offsets, same names).
+#[tokio::test]
+async fn a_second_data_dir_writing_the_same_lake_stops_before_overwriting_the_first_ones_objects() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = shared.path().to_str().unwrap().to_owned();
+    let start = || {
+        let url = url.clone();
+        InProcess::start_with(move |c| {
+            c.lake.url = Some(url);
+            c.lake.flush_secs = 1;
+        })
+    };
+    let (first, second) = (start().await, start().await);
+    let keys: Vec<String> = (0..5).map(|i| format!("first{i}")).collect();
+    assert_eq!(first.post_gzip(&batch(&keys, |_| T0)).await.0, 200);
+    let started = Instant::now();
+    while lake_keys(shared.path()).len() < 5 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the first server did not flush");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let archived = objects(shared.path());
+    let other: Vec<String> = (0..5).map(|i| format!("second{i}")).collect();
+    assert_eq!(second.post_gzip(&batch(&other, |_| T0)).await.0, 200, "ingest goes on");
+    let stopped = lake_stopped(&second).await;
+    assert!(stopped.contains("changed behind this writer's back"), "{stopped}");
+    assert_eq!(objects(shared.path()), archived, "the first server's objects are untouched");
+    assert!(second.server.stop().await.is_err(), "shutdown reports the stopped lake writer");
+    first.stop().await;
+}
+
+/// A backup of the data directory, started while the original was down after a crash, writes
+/// its own records under offsets the original had journaled but not yet archived. The original,
+/// restarted, must not take that object for its own (and skip its records as archived): the
+/// mark's fingerprint of the record before its offset tells the two journals apart.
+#[tokio::test]
+async fn a_crashed_original_refuses_the_lake_after_its_backup_wrote_its_own_records_there() {
+    let (shared, data, backup) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = shared.path().to_str().unwrap().to_owned();
+    let env = [("SLUICE_LAKE__URL", url.as_str()), ("SLUICE_LAKE__FLUSH_SECS", "600")];
+    let client = reqwest::Client::new();
+    let post = |b: &Binary, keys: &[&str]| {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        client.post(b.url("/v1/split/impressions")).body(gzip(batch(&keys, |_| T0).to_string().as_bytes())).send()
+    };
+    let original = Binary::start(data.path(), &env).await;
+    assert_eq!(post(&original, &["a"]).await.unwrap().status(), 200);
+    assert_eq!(original.terminate(), Some(0));
+    copy_dir(data.path(), backup.path());
+
+    let original = Binary::start(data.path(), &env).await;
+    assert_eq!(post(&original, &["b", "c", "d"]).await.unwrap().status(), 200);
+    original.kill9();
+    let copy = Binary::start(backup.path(), &env).await;
+    assert_eq!(post(&copy, &["x", "y"]).await.unwrap().status(), 200);
+    assert_eq!(copy.terminate(), Some(0), "the backup flushes x and y under offsets 1 and 2");
+
+    let mut original = Binary::start(data.path(), &env).await;
+    let started = Instant::now();
+    loop {
+        let ready: Value = client.get(original.url("/readyz")).send().await.unwrap().json().await.unwrap();
+        if let Some(stopped) = ready["lake"]["stopped"].as_str() {
+            assert!(stopped.contains("a copy of this data directory wrote its own records there"), "{ready}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the fork was not noticed: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    original.signal(libc::SIGTERM);
+    assert_ne!(original.exited_within(Duration::from_secs(30)).await, Some(0));
+    let keys = lake_keys(shared.path());
+    assert!(!keys.contains_key("b") && !keys.contains_key("c"), "nothing written over the backup's: {keys:?}");
 }

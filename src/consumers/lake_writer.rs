@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backoff, ConsumerStatus, NeedsOperator};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
-use crate::lake::store::object_name;
+use crate::lake::store::{WRITER_MARK, object_name};
 use crate::lake::{Lake, LakeConfig, LakeError, Layout};
 
 /// The writer's consumer name in the journal.
@@ -92,6 +92,20 @@ struct Checkpoint {
     /// one (adopted if the offset fits in the journal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     journal: Option<String>,
+}
+
+/// What the writer keeps in the lake itself ([`WRITER_MARK`]), raised before any object that
+/// holds an offset at or past it: no object in the lake holds an offset of `journal` at or past
+/// `offset`, and `last` is the fingerprint ([`Entry::fingerprint`]) of the record at `offset - 1`.
+/// The checkpoint lives in the data directory and is restored with it; the mark lives with the
+/// objects, so the writer can tell its own lake from one that another copy of its data directory
+/// wrote to (see [`crate::lake`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    journal: String,
+    offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<u32>,
 }
 
 /// A lake writer registered with the journal, ready to [`run`](LakeWriter::run).
@@ -194,6 +208,10 @@ impl LakeWriter {
             uploaded: false,
             watermarks: HashMap::new(),
             next: 0,
+            marked: 0,
+            mark_seen: None,
+            check: None,
+            last_read: None,
             last_save: Instant::now(),
             shutdown,
             status,
@@ -234,6 +252,15 @@ struct Run {
     watermarks: HashMap<String, Option<u64>>,
     /// One past the last offset read.
     next: u64,
+    /// The offset in the lake's mark: objects may hold offsets below it.
+    marked: u64,
+    /// The mark as this writer last read or wrote it; it must not change behind its back.
+    mark_seen: Option<Mark>,
+    /// The offset and fingerprint the mark found at start-up gives for the record before it,
+    /// checked when the writer reads that record again.
+    check: Option<(u64, u32)>,
+    /// The last entry read, whose fingerprint a raised mark carries.
+    last_read: Option<Entry>,
     last_save: Instant,
     flush_age: Duration,
     shutdown: CancellationToken,
@@ -260,8 +287,89 @@ impl Run {
                 return Err(NeedsOperator(message).into());
             }
         }
+        self.check_mark().await?;
         self.save_checkpoint(self.w.committed).await?;
         tracing::info!(lake = self.w.lake.description(), offset = self.w.committed, "lake writer started");
+        Ok(())
+    }
+
+    /// Reads the lake's mark and refuses a lake that holds offsets this journal has not reached
+    /// (this data directory is an older copy of the one that wrote them) or that another journal
+    /// writes too.
+    async fn check_mark(&mut self) -> anyhow::Result<()> {
+        let Some(mark) = self.read_mark().await? else { return Ok(()) };
+        let (journal, end) = (self.w.journal.id(), self.w.restart_horizon);
+        if mark.journal == journal && mark.offset > end {
+            return Err(self.refuse(format!(
+                "it holds records of this journal (id {journal}) up to offset {}, but this data directory's journal ends at offset {end}: the data directory is an older copy of the one that wrote the lake (restored from a backup?), and its new records would take offsets the lake already holds. Start sluice with the newest copy of the data directory, or point lake.url at an empty prefix and delete {}",
+                mark.offset - 1,
+                self.w.checkpoint_path.display()
+            )));
+        }
+        if mark.journal == journal {
+            self.marked = mark.offset;
+            self.check = mark.last.filter(|_| mark.offset > 0).map(|last| (mark.offset - 1, last));
+        } else if !self.w.fresh {
+            return Err(self.refuse(format!(
+                "it is written from another journal too (id {}; this data directory's is {journal}), so two data directories write one lake and their offsets clash. Give each sluice its own lake.url",
+                mark.journal
+            )));
+        }
+        // A new lake that holds nothing but another journal's mark: that writer never uploaded,
+        // and this one takes over.
+        self.mark_seen = Some(mark);
+        Ok(())
+    }
+
+    /// The lake's mark; a refusal when it is not one of ours.
+    async fn read_mark(&mut self) -> anyhow::Result<Option<Mark>> {
+        let lake = self.w.lake.clone();
+        let read = until_ok(&self.status, &self.shutdown, self.w.committed, "reading the writer's mark", || {
+            lake.read(WRITER_MARK)
+        })
+        .await?;
+        let Some(bytes) = read else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            self.refuse(format!(
+                "its mark {WRITER_MARK} is not sluice's ({e}), so nothing tells which offsets it holds. Point lake.url at another prefix, or delete the mark only if no other sluice writes this lake"
+            ))
+        })
+    }
+
+    /// Stops the writer for an operator to act: `why` the lake cannot be written.
+    fn refuse(&self, why: String) -> anyhow::Error {
+        let message = format!("the lake writer will not go on with the lake at {}: {why}", self.w.lake.description());
+        self.status.failing(&LakeError::Config(message.clone()));
+        NeedsOperator(message).into()
+    }
+
+    /// Raises the lake's mark to every offset read so far, before an object holding offsets up
+    /// to `last` is uploaded. The mark must be as this writer last saw it: if it moved, another
+    /// sluice writes this lake (a second data directory, or a copy of this one running beside it).
+    async fn mark(&mut self, last: u64) -> anyhow::Result<()> {
+        if last < self.marked {
+            return Ok(());
+        }
+        let now = self.read_mark().await?;
+        if now != self.mark_seen {
+            let now = now.map_or("gone".to_owned(), |m| format!("journal {} offset {}", m.journal, m.offset));
+            return Err(self.refuse(format!(
+                "its mark {WRITER_MARK} changed behind this writer's back (now: {now}), so another sluice writes this lake: a second data directory, or a copy of this one. Give each sluice its own lake.url; objects written meanwhile may clash (see `sluice lake ls`)"
+            )));
+        }
+        let mark = Mark {
+            journal: self.w.journal.id().to_owned(),
+            offset: self.next,
+            last: self.last_read.as_ref().map(Entry::fingerprint),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&mark)?);
+        let (lake, path) = (self.w.lake.clone(), self.w.lake.path(WRITER_MARK));
+        until_ok(&self.status, &self.shutdown, self.w.committed, "writing the writer's mark", || {
+            lake.put(&path, bytes.clone(), usize::MAX)
+        })
+        .await?;
+        self.marked = mark.offset;
+        self.mark_seen = Some(mark);
         Ok(())
     }
 
@@ -322,7 +430,19 @@ impl Run {
     /// Parses one entry, routes it to its buffer (or skips it if a previous run archived it) and
     /// appends it there; flushes the buffer if it is full.
     async fn add(&mut self, entry: Entry) -> anyhow::Result<()> {
+        if let Some((offset, expected)) = self.check
+            && entry.offset >= offset
+        {
+            self.check = None;
+            if entry.offset == offset && entry.fingerprint() != expected {
+                return Err(self.refuse(format!(
+                    "its mark says the record at offset {offset} is another one than this journal's: a copy of this data directory wrote its own records there (a backup that was started while this one was down?). The lake's objects from offset {offset} on may hold that copy's records instead of these; point lake.url at an empty prefix and delete {} to archive this journal afresh",
+                    self.w.checkpoint_path.display()
+                )));
+            }
+        }
         self.next = entry.offset + 1;
+        self.last_read = Some(entry.clone());
         let kind = entry.kind.name();
         let parsed = encode::parse(entry.kind, &entry.payload);
         let folder = match &parsed {
@@ -386,6 +506,7 @@ impl Run {
         while self.uploading.contains_key(folder) || self.uploading.len() >= self.max_uploads {
             self.finish_upload().await?;
         }
+        self.mark(buffer.last).await?;
         let extension =
             if buffer.errors { self.w.config.format.error_extension() } else { self.w.config.format.extension() };
         let upload = Upload {

@@ -38,7 +38,20 @@ name, so an upload that succeeded without our hearing of it is simply rewritten.
 The watermark scheme depends on offsets being unique to one journal: a lake belongs to one data
 directory. The writer keeps its checkpoint (the lake it writes to and its committed offset) in
 `<data-dir>/lake-writer.json`; with no checkpoint it refuses to start on a lake that already holds
-objects, since they would come from another journal.
+objects, since they would come from another journal. Before it uploads an object it raises a
+mark in the lake itself, `<root>/_sluice-writer.json` (`{"journal": id, "offset": n, "last": f}`:
+no object holds an offset of that journal at or past `n`, and `f` is the fingerprint of the
+record at `n - 1`). The mark is what a copy of the data directory cannot restore:
+- a writer whose journal ends before the mark's offset refuses to start (an older backup: its
+  new records would take offsets the lake already holds);
+- a writer that reads the record at `n - 1` again and finds another fingerprint stops (a backup
+  ran while this copy was down and archived its own records under offsets this one holds);
+- a writer whose checkpoint names this lake while the mark names another journal refuses, and
+  one that finds the mark moved when it goes to raise it stops (another sluice writes the lake).
+
+What it cannot see: two writers that read the mark in the same instant before either raises it
+(the next raise stops one of them, but their first objects may clash; object stores offer no
+compare-and-swap that every backend here supports), and a lake whose mark was deleted by hand.
 */
 
 pub mod encode;

@@ -183,19 +183,36 @@ impl Lake {
         Ok(listing.objects.iter().filter_map(|o| offsets(o.location.filename()?).map(|(_, last)| last)).max())
     }
 
-    /// True when the lake holds no object at all under its root.
+    /// True when the lake holds no object under its root but the writer's mark.
     pub async fn is_empty(&self) -> Result<bool, LakeError> {
-        match self.store.list(Some(&self.root)).next().await {
+        let mut objects = std::pin::pin!(self.list(""));
+        match objects.next().await {
             None => Ok(true),
             Some(Ok(_)) => Ok(false),
-            Some(Err(e)) => Err(self.error("LIST", &self.root, e)),
+            Some(Err(e)) => Err(e),
         }
     }
 
-    /// Every object under folder `name` (all of them for ""), in no particular order.
+    /// Every object under folder `name` (all of them for ""), in no particular order; the
+    /// writer's mark ([`WRITER_MARK`]) is not one of the lake's records and is left out.
     pub fn list(&self, name: &str) -> impl futures_util::Stream<Item = Result<ObjectMeta, LakeError>> + '_ {
         let dir = self.path(name);
-        self.store.list(Some(&dir)).map(move |item| item.map_err(|e| self.error("LIST", &dir, e)))
+        let mark = self.path(WRITER_MARK);
+        self.store
+            .list(Some(&dir))
+            .filter(move |item| std::future::ready(!matches!(item, Ok(meta) if meta.location == mark)))
+            .map(move |item| item.map_err(|e| self.error("LIST", &dir, e)))
+    }
+
+    /// The contents of object `name`, or `None` when there is none.
+    pub async fn read(&self, name: &str) -> Result<Option<Bytes>, LakeError> {
+        let path = self.path(name);
+        let got = match self.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("GET", &path, e)),
+        };
+        got.bytes().await.map(Some).map_err(|e| self.error("GET", &path, e))
     }
 
     /// An object's name relative to the root, for display.
@@ -223,6 +240,10 @@ fn synced_on_upload<'p>(dir: &'p std::path::Path, file: &'p std::path::Path) -> 
     synced.extend(file.ancestors().skip(1).take_while(|d| d.starts_with(dir)));
     synced
 }
+
+/// The object in which the lake writer marks how far its journal's offsets reach in the lake
+/// (see [`crate::consumers::lake_writer`]); `_`-prefixed, so dataset readers skip it.
+pub const WRITER_MARK: &str = "_sluice-writer.json";
 
 /// The object name of records `first..=last` in folder `dir`.
 pub fn object_name(dir: &str, first: u64, last: u64, extension: &str) -> String {
