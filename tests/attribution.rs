@@ -344,7 +344,28 @@ async fn a_cluster_anyone_can_inflate_is_cut_at_the_bounds_and_says_so(b: Backen
     assert_eq!(small["truncated"], Value::Null, "an answer within the bounds has no `truncated`");
 }
 
+async fn aliases_aimed_at_a_user_cannot_push_the_users_own_devices_out_of_the_cut(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.attribution.max_cluster_ids = 20).await else { return };
+    let mut events = vec![
+        identify("victim", "victim-phone", "own"),
+        page("victim-phone", "p0", "2026-11-02T10:00:00.000Z", "https://shop.test/?utm_source=news", ""),
+    ];
+    // Anyone can post these: 1,000 made-up userIds aliased onto the victim's.
+    events.extend((0..1000).map(|i| {
+        json!({"type": "alias", "previousId": "victim", "userId": format!("chain{i:04}"),
+               "messageId": format!("a{i}"), "timestamp": "2026-11-01T09:00:00.000Z"})
+    }));
+    post_all(&s, events).await;
+    let user = get_json(&s, "/api/user/victim").await;
+    assert_eq!(user["anonymousIds"], json!(["victim-phone"]), "{user}");
+    assert_eq!(user["truncated"], json!({"ids": true, "events": false}));
+    assert_eq!(user["firstTouch"]["messageId"], "p0", "{user}");
+    let ids = user["anonymousIds"].as_array().unwrap().len() + user["userIds"].as_array().unwrap().len();
+    assert_eq!(ids, 20, "{user}");
+}
+
 common::on_both_backends!(
+    aliases_aimed_at_a_user_cannot_push_the_users_own_devices_out_of_the_cut,
     a_user_with_more_devices_than_the_databases_bind_limits_is_answered,
     a_cluster_anyone_can_inflate_is_cut_at_the_bounds_and_says_so,
     an_id_with_no_devices_answers_nothing_not_other_peoples_sessions,

@@ -107,42 +107,53 @@ pub fn user(store: &mut Store, id: &str, settings: &AttributionSettings) -> Resu
 /// The cluster of userId `id` (the rules are in [`crate::attribution::identity`]), with at most
 /// `max_ids` ids, and whether it had more.
 ///
-/// One recursive query follows the alias links from `id` through userIds only and says of each
-/// id reached whether it is a userId; one more (per [`IDS_PER_QUERY`] userIds) finds the devices
-/// those userIds were seen on. So an alias chain of any length costs two queries, not one per link.
+/// The user's own devices come first, then one recursive query follows the alias links from `id`
+/// through userIds only and says of each id reached whether it is a userId, then one more (per
+/// [`IDS_PER_QUERY`] userIds) finds the devices those userIds were seen on. So an alias chain of
+/// any length costs three queries, not one per link; and since anyone who can post events can
+/// alias ids onto a user, what such links bring in is what the bound cuts, never the devices the
+/// user was seen on directly.
 pub fn cluster(store: &mut Store, id: &str, max_ids: usize) -> Result<(UserCluster, bool), QueryError> {
     let limit = max_ids.max(1);
+    let asked = [id.to_owned()];
+    // One place is the user's own id.
+    let own = store.devices_of(&asked, limit)?;
     let reached = store.alias_reach(id, limit + 1)?;
-    let is_user = reached.iter().any(|(reached, user)| reached == id && *user);
+    let is_user = !own.is_empty() || reached.iter().any(|(reached, user)| reached == id && *user);
     if reached.len() <= 1 && !is_user {
         // Neither a userId nor linked by any alias: nobody.
         return Ok((UserCluster::default(), false));
     }
-    let mut truncated = reached.len() > limit;
-    let mut users = BTreeSet::new();
-    let mut anonymous = BTreeSet::new();
-    for (reached_id, user) in reached.into_iter().take(limit) {
+    let mut truncated = own.len() >= limit;
+    let mut users = BTreeSet::from(asked);
+    let mut anonymous: BTreeSet<String> = own.into_iter().take(limit - 1).collect();
+    let room = |users: &BTreeSet<String>, anonymous: &BTreeSet<String>| limit - users.len() - anonymous.len();
+    for (reached_id, user) in reached {
         // The id asked for is the user; the others are userIds or, if not, devices. An id asked
         // for that is not a userId (an aliased anonymousId) is both: its alias names it a device.
-        if reached_id == id {
-            if !user {
-                anonymous.insert(reached_id.clone());
-            }
-            users.insert(reached_id);
+        let known = (reached_id == id && user) || users.contains(&reached_id) || anonymous.contains(&reached_id);
+        if known {
+            continue;
+        }
+        if room(&users, &anonymous) == 0 {
+            truncated = true;
         } else if user {
             users.insert(reached_id);
         } else {
             anonymous.insert(reached_id);
         }
     }
-    let user_list: Vec<String> = users.iter().cloned().collect();
-    for chunk in user_list.chunks(IDS_PER_QUERY) {
-        anonymous.extend(store.devices_of(chunk, limit + 1)?);
-        if users.len() + anonymous.len() > limit {
-            while users.len() + anonymous.len() > limit {
-                anonymous.pop_last();
-            }
+    let others: Vec<String> = users.iter().filter(|user| *user != id).cloned().collect();
+    for chunk in others.chunks(IDS_PER_QUERY) {
+        let left = room(&users, &anonymous);
+        // Devices already known may come back too: ask for enough to see past them.
+        let found = store.devices_of(chunk, left + anonymous.len() + 1)?;
+        let new: Vec<String> = found.into_iter().filter(|device| !anonymous.contains(device)).collect();
+        if new.len() > left {
             truncated = true;
+        }
+        anonymous.extend(new.into_iter().take(left));
+        if truncated {
             break;
         }
     }
