@@ -347,5 +347,5 @@ async fn stopping_with_records_the_store_could_not_take_fails_instead_of_stoppin
     assert_eq!(status, 200, "{body}");
     let error = s.server.stop().await.expect_err("one acknowledged record was never loaded");
     let error = format!("{error:#}");
-    assert!(error.contains("store loader could not finish") && error.contains("next start"), "{error}");
+    assert!(error.contains("store loader (offsets 1..2) could not finish") && error.contains("next start"), "{error}");
 }

@@ -200,8 +200,9 @@ impl Server {
                         // A consumer that never reached its destination knows no offset of its
                         // own; it holds everything retained.
                         let stats = journal.stats();
-                        if committed.max(stats.first_offset) < stats.next_offset {
-                            unfinished.push(name);
+                        let from = committed.max(stats.first_offset);
+                        if from < stats.next_offset {
+                            unfinished.push(format!("{name} (offsets {from}..{})", stats.next_offset));
                         }
                     }
                     Err(e) => {
@@ -221,7 +222,7 @@ impl Server {
             }
             if !unfinished.is_empty() {
                 anyhow::bail!(
-                    "sluice stopped, but the {} could not finish (see the log): its destination was failing, and the records it did not process stay in the journal (next offset {next_offset}) for the next start",
+                    "sluice stopped, but the {} could not finish (see the log): its destination was failing or never reached, so records it may not have processed stay in the journal for the next start",
                     unfinished.join(" and the ")
                 );
             }
