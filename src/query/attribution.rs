@@ -131,7 +131,11 @@ pub fn cluster(store: &mut Store, id: &str, max_ids: usize) -> Result<(UserClust
     for (reached_id, user) in reached {
         // The id asked for is the user; the others are userIds or, if not, devices. An id asked
         // for that is not a userId (an aliased anonymousId) is both: its alias names it a device.
-        let known = (reached_id == id && user) || users.contains(&reached_id) || anonymous.contains(&reached_id);
+        let known = if reached_id == id {
+            user || anonymous.contains(&reached_id)
+        } else {
+            users.contains(&reached_id) || anonymous.contains(&reached_id)
+        };
         if known {
             continue;
         }
