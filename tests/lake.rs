@@ -629,3 +629,31 @@ async fn a_crashed_original_refuses_the_lake_after_its_backup_wrote_its_own_reco
     let keys = lake_keys(shared.path());
     assert!(!keys.contains_key("b") && !keys.contains_key("c"), "nothing written over the backup's: {keys:?}");
 }
+
+/// Changing `lake.url` to a new lake and back: the first lake carries this journal's mark, so
+/// it is taken back rather than refused as another journal's, and ends up with every record
+/// once (those it had are recognised, those archived meanwhile to the other lake are added).
+#[tokio::test]
+async fn a_lake_switched_away_from_and_back_to_is_taken_back_and_completed_without_duplicates() {
+    let (first, second, data) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |lake: &Path| {
+        let (url, dir) = (lake.to_str().unwrap().to_owned(), data.path().to_owned());
+        InProcess::start_with(move |c| {
+            c.data_dir = dir;
+            c.lake.url = Some(url);
+        })
+    };
+    for (lake, keys) in [(first.path(), ["a", "b"]), (second.path(), ["c", "d"]), (first.path(), ["e", "f"])] {
+        let s = start(lake).await;
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(s.post_gzip(&batch(&keys, |_| T0)).await.0, 200);
+        let ready: Value = serde_json::from_str(&s.get("/readyz").await.1).unwrap();
+        assert_eq!(ready["lake"]["stopped"], Value::Null, "{ready}");
+        s.stop().await;
+    }
+    let keys = lake_keys(first.path());
+    let expected: HashMap<String, usize> = ["a", "b", "c", "d", "e", "f"].iter().map(|k| (k.to_string(), 1)).collect();
+    assert_eq!(keys, expected, "every record once in the lake switched back to");
+    assert_eq!(lake_keys(second.path()).len(), 4, "the second lake got everything the journal held then");
+}

@@ -270,7 +270,9 @@ struct Run {
 impl Run {
     /// Checks that a fresh lake is empty and saves the first checkpoint before any upload.
     async fn start(&mut self) -> anyhow::Result<()> {
-        if self.w.fresh {
+        self.check_mark().await?;
+        let ours = self.mark_seen.as_ref().is_some_and(|mark| mark.journal == self.w.journal.id());
+        if self.w.fresh && !ours {
             let lake = self.w.lake.clone();
             let empty =
                 until_ok(&self.status, &self.shutdown, self.w.committed, "checking that the lake is empty", || {
@@ -278,16 +280,21 @@ impl Run {
                 })
                 .await?;
             if !empty {
-                let message = format!(
-                    "the lake at {} already holds objects, but this data directory has no lake checkpoint ({}): they were written from another journal and their offsets would clash. Point lake.url at an empty prefix, or restore the data directory that wrote them",
-                    lake.description(),
+                return Err(self.refuse(format!(
+                    "it already holds objects, but this data directory has no checkpoint for it ({}) and the lake's mark does not name this journal: they were written from another journal and their offsets would clash. Point lake.url at an empty prefix, or restore the data directory that wrote them",
                     self.w.checkpoint_path.display()
-                );
-                self.status.failing(&LakeError::Config(message.clone()));
-                return Err(NeedsOperator(message).into());
+                )));
             }
+        } else if self.w.fresh {
+            // A lake this journal wrote before (lake.url was changed and changed back): from
+            // the oldest record retained, what the lake already holds is recognised and skipped
+            // as after a crash, and what it lacks is archived.
+            tracing::info!(
+                lake = self.w.lake.description(),
+                offset = self.w.committed,
+                "the lake was written from this journal before; archiving what it lacks"
+            );
         }
-        self.check_mark().await?;
         self.save_checkpoint(self.w.committed).await?;
         tracing::info!(lake = self.w.lake.description(), offset = self.w.committed, "lake writer started");
         Ok(())

@@ -37,8 +37,10 @@ name, so an upload that succeeded without our hearing of it is simply rewritten.
 
 The watermark scheme depends on offsets being unique to one journal: a lake belongs to one data
 directory. The writer keeps its checkpoint (the lake it writes to and its committed offset) in
-`<data-dir>/lake-writer.json`; with no checkpoint it refuses to start on a lake that already holds
-objects, since they would come from another journal. Before it uploads an object it raises a
+`<data-dir>/lake-writer.json`; with no checkpoint for the lake it refuses to start on a lake that
+already holds objects, since they would come from another journal, unless the lake's mark (below)
+names its own journal: then it archives from the oldest retained record, and what the lake
+already holds is recognised as after a crash (`lake.url` changed, then changed back). Before it uploads an object it raises a
 mark in the lake itself, `<root>/_sluice-writer.json` (`{"journal": id, "offset": n, "last": f}`:
 no object holds an offset of that journal at or past `n`, and `f` is the fingerprint of the
 record at `n - 1`). The mark is what a copy of the data directory cannot restore:
