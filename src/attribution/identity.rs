@@ -78,11 +78,6 @@ impl Links {
         }
     }
 
-    /// The userIds seen on a device (several on a shared device), sorted.
-    pub fn users_of_anonymous(&self, anonymous_id: &str) -> Vec<String> {
-        self.users.get(anonymous_id).map(|u| u.iter().cloned().collect()).unwrap_or_default()
-    }
-
     /// The userIds reachable from `start` through alias links (followed only through userIds),
     /// and the alias neighbours that are not userIds (devices).
     fn reach(&self, start: &str) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -175,7 +170,6 @@ mod tests {
         let links = Links::from_events(&events);
         assert_eq!(user_cluster("alice", &links), cluster(&["alice"], &["family-pc"]));
         assert_eq!(user_cluster("bob", &links), cluster(&["bob"], &["bob-phone", "family-pc"]));
-        assert_eq!(links.users_of_anonymous("family-pc"), vec!["alice".to_owned(), "bob".to_owned()]);
     }
 
     #[test]
@@ -191,6 +185,5 @@ mod tests {
         let links = Links::from_events(&[identify("john", "laptop")]);
         assert_eq!(user_cluster("nobody", &links), UserCluster::default());
         assert_eq!(user_cluster("laptop", &links), UserCluster::default());
-        assert!(links.users_of_anonymous("nowhere").is_empty());
     }
 }

@@ -37,7 +37,7 @@ use serde_json::Value;
 use super::AttributionSettings;
 use super::channel::Channel;
 use super::event;
-use super::referrer::{Campaign, Referrer, Touchpoint, classify_with_campaign};
+use super::referrer::{Campaign, Referrer, Touchpoint, touchpoint};
 
 /// One visit of one device, as served by `GET /api/anonymous/{id}` (camelCase JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,13 +196,7 @@ pub fn sessions(events: &[Value], user_id: Option<&str>, settings: &AttributionS
             if let Some(o) = open.take_if(|o| row.time - o.last >= timeout) {
                 out.push(o.finish(user_id));
             }
-            if event::is_page_like(row.event) {
-                let touch = classify_with_campaign(
-                    event::page_url(row.event),
-                    event::referrer(row.event),
-                    event::at(row.event, &["context", "campaign"]),
-                    settings,
-                );
+            if let Some(touch) = touchpoint(row.event, settings) {
                 match &mut open {
                     Some(o) if !o.split_by(&touch) => o.absorb(row, known_user),
                     _ => {

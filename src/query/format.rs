@@ -48,15 +48,6 @@ impl OutputFormat {
             OutputFormat::Json => "application/json",
         }
     }
-
-    /// The usual file name extension of this format, without the dot.
-    pub fn file_extension(&self) -> &'static str {
-        match self {
-            OutputFormat::Csv { .. } => "csv",
-            OutputFormat::Ndjson => "ndjson",
-            OutputFormat::Json => "json",
-        }
-    }
 }
 
 /// How often `progress` hears about the rows written so far.
@@ -491,12 +482,11 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
     }
 
     #[test]
-    fn formats_name_their_content_type_and_extension() {
+    fn formats_name_their_content_type() {
         let all = [OutputFormat::Csv { all_columns: true }, OutputFormat::Ndjson, OutputFormat::Json];
         assert_eq!(
             all.map(|f| f.content_type()),
             ["text/csv; charset=utf-8", "application/x-ndjson", "application/json"]
         );
-        assert_eq!(all.map(|f| f.file_extension()), ["csv", "ndjson", "json"]);
     }
 }

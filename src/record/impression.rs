@@ -39,7 +39,7 @@ impl FieldLimits {
 pub const IDENTITY_BYTES: usize = 24;
 
 /// Which impressions count as "the same" for de-duplication in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DedupMode {
     /// Identical impressions (same key, split, environment, treatment, label, time, version,
