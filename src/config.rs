@@ -8,9 +8,10 @@ The store URL is the exception users expect from `--store`: `SLUICE_STORE` (read
 as well as `SLUICE_STORE__URL`.
 */
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -384,6 +385,26 @@ pub struct StoreOverrides {
 impl Config {
     /// Builds the configuration: defaults < `file` < `SLUICE_*` environment < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        Config::load_with_warnings(file, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with a warning for each `SLUICE_*` variable that names no setting.
+    /// Those are ignored rather than refused: the environment is shared with other tools (a
+    /// wrapper's `SLUICE_EXE`, say), while an unknown key in the file is a typo and an error.
+    pub fn load_with_warnings(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<(Config, Vec<String>)> {
+        let known = Arc::new(known_keys());
+        let warnings = std::env::vars_os()
+            .filter_map(|(name, _)| {
+                let name = name.into_string().ok()?;
+                let key = env_key(name.strip_prefix(ENV_PREFIX)?);
+                let ignored = !ENV_NOT_SETTINGS.contains(&key.as_str()) && !is_known(&known, &key);
+                ignored.then(|| unknown_variable(&name, &key, &known))
+            })
+            .collect();
+        Ok((Config::load_known(file, overrides, known)?, warnings))
+    }
+
+    fn load_known(file: Option<&Path>, overrides: &Overrides, known: Arc<BTreeSet<String>>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             anyhow::ensure!(
@@ -395,7 +416,10 @@ impl Config {
         }
         // `SLUICE_STORE` is the `--store` flag's variable (clap reads it): as a figment key it
         // would name the whole `[store]` table.
-        let env = Env::prefixed("SLUICE_").split("__").ignore(&["config", "store"]);
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .ignore(ENV_NOT_SETTINGS)
+            .filter(move |key| is_known(&known, &env_key(key.as_str())));
         let config: Config = figment
             .merge(env)
             .merge(Serialized::globals(overrides))
@@ -514,6 +538,56 @@ impl Config {
     }
 }
 
+/// The prefix of the environment variables that set settings.
+const ENV_PREFIX: &str = "SLUICE_";
+
+/// `SLUICE_*` variables that are not settings: clap reads them for `--config` and `--store`
+/// (as a setting, `store` would name the whole `[store]` table).
+const ENV_NOT_SETTINGS: &[&str] = &["config", "store"];
+
+/// The setting a variable's name after the prefix stands for: `STORE__URL` is `store.url`.
+fn env_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace("__", ".")
+}
+
+/// Every setting's key, tables included (`store`, `store.url`, …), from the defaults; a table
+/// of free keys (a map, empty by default, such as `lake.options`) is also there as `table.*`.
+fn known_keys() -> BTreeSet<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        let serde_json::Value::Object(fields) = value else { return };
+        for (name, value) in fields {
+            let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            if value.as_object().is_some_and(serde_json::Map::is_empty) {
+                out.insert(format!("{key}.*"));
+            }
+            walk(&key, value, out);
+            out.insert(key);
+        }
+    }
+    let mut keys = BTreeSet::new();
+    // Serialising plain data with string keys cannot fail.
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    walk("", &defaults, &mut keys);
+    keys
+}
+
+/// Whether `key` is a setting: a known key, or an entry of a table of free keys.
+fn is_known(known: &BTreeSet<String>, key: &str) -> bool {
+    known.contains(key) || key.match_indices('.').any(|(at, _)| known.contains(&format!("{}.*", &key[..at])))
+}
+
+/// The warning for variable `name` (key `key`), naming the nearest setting.
+fn unknown_variable(name: &str, key: &str, known: &BTreeSet<String>) -> String {
+    let nearest = known.iter().filter(|k| !k.ends_with(".*")).min_by_key(|k| strsim::levenshtein(k, key));
+    match nearest.filter(|k| strsim::levenshtein(k, key) <= key.len().max(3) / 3) {
+        Some(setting) => format!(
+            "{name} names no setting and is ignored; did you mean {ENV_PREFIX}{}? (setting {setting})",
+            setting.to_ascii_uppercase().replace('.', "__")
+        ),
+        None => format!("{name} names no setting and is ignored (the README's configuration section lists them)"),
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::result_large_err, reason = "figment's Jail fixes the closure's error type")]
 mod tests {
@@ -596,6 +670,28 @@ mod tests {
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_ignored_with_a_warning_naming_the_nearest_setting() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_EXE", "/usr/local/bin/sluice");
+            jail.set_env("SLUICE_LIMITS__MAX_BODY_BYTE", "5");
+            jail.set_env("SLUICE_LAKE__OPTIONS__AWS_REGION", "eu-west-1");
+            jail.set_env("SLUICE_STORE", "postgres://db/x");
+            jail.set_env("SLUICE_CONFIG", "ignored-here");
+            let (c, warnings) = Config::load_with_warnings(None, &Overrides::default()).unwrap();
+            assert_eq!(c.limits.max_body_bytes, Config::default().limits.max_body_bytes);
+            assert_eq!(c.lake.options.get("aws_region").map(String::as_str), Some("eu-west-1"), "a free table's entry");
+            assert_eq!(warnings.len(), 2, "{warnings:?}");
+            assert!(warnings.iter().any(|w| w.starts_with("SLUICE_EXE names no setting")), "{warnings:?}");
+            assert!(
+                warnings.iter().any(|w| w.contains("SLUICE_LIMITS__MAX_BODY_BYTE ")
+                    && w.contains("did you mean SLUICE_LIMITS__MAX_BODY_BYTES?")),
+                "{warnings:?}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

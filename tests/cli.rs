@@ -48,6 +48,18 @@ fn a_bad_config_file_is_reported_with_its_key_and_exit_code_2() {
     assert!(err.contains("sluice serve"), "a missing store should say how to get one: {err}");
 }
 
+#[test]
+fn a_sluice_variable_that_names_no_setting_is_a_warning_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, _, err) = sluice(&["--data-dir", data, "migrate"], &[("SLUICE_EXE", "/opt/sluice")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("SLUICE_EXE names no setting and is ignored"), "{err}");
+    let (code, _, err) = sluice(&["--data-dir", data, "migrate"], &[("SLUICE_STORE__POOL_SIZ", "4")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("did you mean SLUICE_STORE__POOL_SIZE?"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_reads_the_store_of_a_running_server_with_the_same_filters_as_http() {
     let dir = tempfile::tempdir().unwrap();

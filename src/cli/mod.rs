@@ -118,7 +118,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
     let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store };
-    let config = Config::load(cli.config.as_deref(), &overrides)?;
+    let (config, warnings) = Config::load_with_warnings(cli.config.as_deref(), &overrides)?;
+    // Before logging starts (its settings are part of the configuration), and for every command.
+    for warning in warnings {
+        eprintln!("sluice: warning: {warning}");
+    }
     match cli.command {
         Command::Serve { .. } => serve::run(config),
         Command::Export { what } => export::run(&config, what),
