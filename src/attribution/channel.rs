@@ -44,8 +44,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::knowledge::{DISPLAY_MEDIUMS, EMAIL_NAMES, REFERRAL_MEDIUMS, SOCIAL_MEDIUMS, SiteKind};
-use super::referrer::is_paid_medium;
+use super::knowledge::{DISPLAY_MEDIUMS, EMAIL_NAMES, REFERRAL_MEDIUMS, SOCIAL_MEDIUMS, SiteKind, is_paid_medium};
 
 /// A GA4-style default channel group, serialised by its display name (`"Organic Search"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -360,3 +360,8 @@ pub(crate) const REFERRAL_MEDIUMS: &[&str] = &["referral", "app", "link"];
 
 /// `utm_medium` extra paid values beyond GA4's pattern (`*cp*`, `ppc`, `retargeting`, `paid*`).
 pub(crate) const PAID_MEDIUMS: &[&str] = &["ppc", "retargeting", "sem", "ads", "ad"];
+
+/// GA4's paid-medium pattern `^(.*cp.*|ppc|retargeting|paid.*)$`, plus a few common spellings.
+pub(crate) fn is_paid_medium(medium: &str) -> bool {
+    medium.contains("cp") || medium.starts_with("paid") || PAID_MEDIUMS.contains(&medium)
+}

@@ -32,8 +32,8 @@ use super::AttributionSettings;
 use super::channel::{Channel, channel_group};
 use super::event;
 use super::knowledge::{
-    APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, PAID_MEDIUMS, SEARCH_QUERY_PARAMS,
-    SITES, SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind,
+    APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS, SITES,
+    SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
 };
 
 /// Where a visit came from, serialised as the seed's `referrer` object (`{"type":"search",…}`).
@@ -430,11 +430,6 @@ fn origin_source(origin: &Origin) -> SourceMedium {
         _ => "referral",
     };
     SourceMedium { source: Some(source), kind, medium: Some(medium.to_owned()) }
-}
-
-/// GA4's paid-medium pattern `^(.*cp.*|ppc|retargeting|paid.*)$`, plus a few common spellings.
-pub(crate) fn is_paid_medium(medium: &str) -> bool {
-    medium.contains("cp") || medium.starts_with("paid") || PAID_MEDIUMS.contains(&medium)
 }
 
 /// UTM parameters and the click id from the landing URL, UTM fields falling back to
