@@ -8,31 +8,10 @@ plus Segment's processing fields and sluice's `sluice` object.
 
 use std::io::Write;
 
-use super::filter::{AnyOf, check_window, limit_param, once, push, time_param};
+use super::filter::{check_window, limit_param, once, push, time_param};
 use super::{ParamError, QueryError};
+pub use crate::store::EventQuery;
 use crate::store::{EventView, Store};
-
-/// Which events to return. Each list is an [`AnyOf`]: `None` filters nothing, `Some(values)`
-/// matches any of them (`Some(vec![])` matches nothing); lists and bounds combine with AND.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventQuery {
-    /// `messageId`s.
-    pub message_ids: AnyOf,
-    /// Call types (`track`, `page`…).
-    pub types: AnyOf,
-    /// `track` event names.
-    pub events: AnyOf,
-    /// `userId`s.
-    pub user_ids: AnyOf,
-    /// `anonymousId`s.
-    pub anonymous_ids: AnyOf,
-    /// Earliest `timestamp`, inclusive, epoch milliseconds.
-    pub from: Option<i64>,
-    /// Latest `timestamp`, exclusive, epoch milliseconds.
-    pub to: Option<i64>,
-    /// At most this many events.
-    pub limit: Option<u64>,
-}
 
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +110,7 @@ pub fn write_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AnyOf;
 
     fn parse(v: &[(&str, &str)]) -> Result<(EventQuery, EventFormat), ParamError> {
         EventQuery::from_pairs(&v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>())

@@ -5,35 +5,7 @@
 use chrono::{DateTime, NaiveDate};
 
 use super::OutputFormat;
-
-/// Which impressions to return.
-///
-/// Each list is an [`AnyOf`]: `None` filters nothing, `Some(values)` matches any of the values
-/// and so `Some(vec![])` matches nothing. Lists and bounds combine with AND.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImpressionQuery {
-    /// Environment names or ids (an impression matches on either).
-    pub environments: AnyOf,
-    /// Feature flag names.
-    pub splits: AnyOf,
-    /// User keys.
-    pub keys: AnyOf,
-    /// Treatments.
-    pub treatments: AnyOf,
-    /// Labels (the rule that decided).
-    pub labels: AnyOf,
-    /// Earliest impression time, inclusive, epoch milliseconds.
-    pub from: Option<i64>,
-    /// Latest impression time, exclusive, epoch milliseconds.
-    pub to: Option<i64>,
-    /// At most this many rows.
-    pub limit: Option<u64>,
-}
-
-/// A list filter: `None` is "no filter", `Some(values)` is "any of `values`", so an empty set
-/// matches nothing. Two distinct states, so that a caller with nothing to look for (a user with
-/// no devices) can never ask for everything by accident.
-pub type AnyOf = Option<Vec<String>>;
+pub use crate::store::{AnyOf, ImpressionQuery};
 
 /// A query parameter that was not understood, with what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,6 +10,7 @@ dialects side by side) are shared, and each backend module holds only its connec
 its bulk-load path and its row decoding.
 */
 
+mod filter;
 mod load_rows;
 mod migrations;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 pub(crate) use self::load_rows::unparseable;
 pub use self::postgres::{PgSettings, PgStore};
+pub use filter::{AnyOf, EventQuery, ImpressionQuery};
 pub use readers::{Reader, Readers};
 pub use sqlite::SqliteStore;
 
@@ -35,7 +37,6 @@ use crate::journal::Entry;
 /// [`ImpressionView`].
 const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
     machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
-use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
 
 /// Which database holds the store, resolved once at start-up from `--store` / `[store] url`.
@@ -685,5 +686,43 @@ pub(crate) mod test_support {
             "label": label, "time": time,
         })
         .to_string()
+    }
+}
+
+/// Why a query or an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The store could not be read.
+    #[error("reading from the store failed: {0}")]
+    Store(#[from] StoreError),
+    /// The output could not be written (disk full, client disconnected…).
+    #[error("writing the export failed: {0}")]
+    Write(#[from] std::io::Error),
+    /// A statement ran longer than `store.query_timeout_ms` and was cancelled.
+    #[error(
+        "the query took longer than {} ms and was cancelled; raise store.query_timeout_ms if such answers are expected",
+        .0.as_millis()
+    )]
+    TimedOut(std::time::Duration),
+}
+
+impl QueryError {
+    /// True when the database cancelled the statement (a timeout or an interrupt).
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            QueryError::Store(StoreError::Sqlite(e)) => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+            }
+            QueryError::Store(StoreError::Postgres(e)) => {
+                e.code() == Some(&::postgres::error::SqlState::QUERY_CANCELED)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for QueryError {
+    fn from(e: rusqlite::Error) -> Self {
+        QueryError::Store(e.into())
     }
 }

@@ -18,8 +18,8 @@ use super::{
     ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations,
 };
 use crate::journal::Entry;
-use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
+use crate::store::{EventQuery, ImpressionQuery, QueryError};
 
 /// The loader's page cache, in KiB (SQLite reads a negative `cache_size` as KiB). Identities and
 /// times both grow with time, so a load touches the right edge of each index: a modest cache

@@ -88,7 +88,7 @@ fn loaded(f: &Fixture) -> Store {
     store
 }
 
-fn strings(v: &[&str]) -> crate::query::AnyOf {
+fn strings(v: &[&str]) -> crate::store::AnyOf {
     Some(v.iter().map(|s| s.to_string()).collect())
 }
 
@@ -528,7 +528,7 @@ fn an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everythi
     let Some(f) = Fixture::new(b) else { return };
     let mut store = loaded(&f);
     assert_eq!(keys(&mut store, &ImpressionQuery::default()).len(), 4);
-    let fields: [fn(&mut ImpressionQuery) -> &mut crate::query::AnyOf; 5] =
+    let fields: [fn(&mut ImpressionQuery) -> &mut crate::store::AnyOf; 5] =
         [|q| &mut q.environments, |q| &mut q.splits, |q| &mut q.keys, |q| &mut q.treatments, |q| &mut q.labels];
     for field in fields {
         let mut q = ImpressionQuery::default();
@@ -538,7 +538,7 @@ fn an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everythi
     let Some(f) = Fixture::new(b) else { return };
     let mut store = events_loaded(&f);
     assert_eq!(message_ids(&mut store, &EventQuery::default()).len(), 5);
-    let fields: [fn(&mut EventQuery) -> &mut crate::query::AnyOf; 5] =
+    let fields: [fn(&mut EventQuery) -> &mut crate::store::AnyOf; 5] =
         [|q| &mut q.message_ids, |q| &mut q.types, |q| &mut q.events, |q| &mut q.user_ids, |q| &mut q.anonymous_ids];
     for field in fields {
         let mut q = EventQuery::default();

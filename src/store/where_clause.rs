@@ -10,7 +10,7 @@ backends as long as placeholders are numbered in the order they first occur, whi
 
 use std::fmt::Write as _;
 
-use crate::query::{AnyOf, EventQuery, ImpressionQuery};
+use crate::store::{AnyOf, EventQuery, ImpressionQuery};
 
 /// The condition an empty "any of" set becomes: false on both backends.
 pub const NOTHING: &str = "1 = 0";

@@ -32,8 +32,8 @@ use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
 use super::{ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
 use crate::journal::Entry;
-use crate::query::{EventQuery, ImpressionQuery, QueryError};
 use crate::record::DedupMode;
+use crate::store::{EventQuery, ImpressionQuery, QueryError};
 
 /// How long a connection attempt may take before it counts as a failure (and is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
