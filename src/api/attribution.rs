@@ -8,9 +8,9 @@ empty lists.
 use axum::extract::{Path, State};
 use axum::{Json, Router, routing::get};
 
-use super::AppState;
-use super::error::AppError;
 use crate::attribution::AttributionSettings;
+use crate::http::AppError;
+use crate::http::AppState;
 use crate::query::QueryError;
 use crate::query::attribution::{self, AnonymousAnswer, UserAnswer};
 use crate::store::Store;

@@ -7,8 +7,8 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::{Router, routing::get};
 
-use super::AppState;
-use super::error::AppError;
+use crate::http::AppError;
+use crate::http::AppState;
 use crate::query::{EventQuery, write_events};
 
 /// Routes of the events query.

@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::{Json, Router, routing::get};
 use serde_json::json;
 
-use super::AppState;
+use crate::http::AppState;
 
 /// Routes of the operations endpoints.
 pub fn routes() -> Router<AppState> {

@@ -8,7 +8,7 @@ driven directly, as axum's own "serve-with-hyper" example does, with a Tokio tim
 it also closes keep-alive connections left idle between requests. At most `http.max_connections`
 are open at once, and one whose client accepts no bytes of a response for
 `http.write_timeout_ms` is dropped. Body reads have their own
-deadline in [`crate::sources::body::read_limited`], where a late body can be answered with 408.
+deadline in [`crate::http::body::read_limited`], where a late body can be answered with 408.
 */
 
 use std::sync::Arc;

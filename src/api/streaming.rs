@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
-use super::error::AppError;
+use crate::http::AppError;
 use crate::query::QueryError;
 
 /// Bytes handed to the HTTP body at a time.

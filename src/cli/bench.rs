@@ -27,10 +27,10 @@ use rand::{Rng as _, SeedableRng as _};
 use crate::cli::serve::Server;
 use crate::config::{Config, IngestLimits};
 use crate::consumers::store_loader;
+use crate::http::body::{self, ByteBudget, Encoding};
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::record::segment::{Arrival, Via};
-use crate::sources::body::{self, ByteBudget, Encoding};
 use crate::sources::segment::{BatchLimits, TrackingBody};
 use crate::sources::split::parse_batch;
 

@@ -19,10 +19,10 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
 use crate::consumers::{store_loader, supervise};
+use crate::dead_letter::DeadLetters;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
-use crate::sources::dead_letter::DeadLetters;
 use crate::store::{Readers, Store};
 use crate::telemetry;
 

@@ -28,9 +28,9 @@ use super::{Backoff, ConsumerStatus, NeedsOperator};
 
 use serde_json::value::RawValue;
 
+use crate::dead_letter::{DeadLetters, Rejection};
 use crate::journal::{Entry, Journal};
 use crate::record::DedupMode;
-use crate::sources::dead_letter::{DeadLetters, Rejection};
 use crate::store::{self, ConsumerPosition, FilterIndexes, LoadOutcome, Store, StoreError, StoreTarget};
 
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.

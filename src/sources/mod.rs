@@ -13,8 +13,6 @@ parsing and validating run on the blocking pool, never on the async workers that
 `/healthz` and everyone else.
 */
 
-pub mod body;
-pub mod dead_letter;
 pub mod segment;
 pub mod split;
 
@@ -31,13 +29,13 @@ use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::OwnedSemaphorePermit;
 
-use self::body::Reservation;
-use self::dead_letter::{DeadLetters, Rejection};
+use crate::dead_letter::{DeadLetters, Rejection};
+use crate::http::body::{self, Reservation};
 use crate::record::RecordError;
 
-use crate::api::AppState;
-use crate::api::error::AppError;
 use crate::config::Config;
+use crate::http::AppError;
+use crate::http::AppState;
 use crate::journal::{JournalError, JournalStats};
 
 /// Every source's routes.

@@ -36,8 +36,8 @@ use super::{
     ArrayError, RecordFault, Refused, admit, body, dead_letter_all, off_the_workers, parse_array, read_body,
     refuse_when_over_limits,
 };
-use crate::api::AppState;
-use crate::api::error::AppError;
+use crate::http::AppError;
+use crate::http::AppState;
 use crate::journal::Record;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
 use crate::record::{RecordError, RecordKind};

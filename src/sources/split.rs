@@ -19,9 +19,9 @@ use super::{
     ArrayError, RecordFault, Refused, admit, authorize, body, dead_letter_all, off_the_workers, parse_array, read_body,
     refuse_when_over_limits,
 };
-use crate::api::AppState;
-use crate::api::error::AppError;
 use crate::config::IngestLimits;
+use crate::http::AppError;
+use crate::http::AppState;
 use crate::journal::Record;
 use crate::record::{Impression, RecordKind};
 

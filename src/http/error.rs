@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::sources::body::BodyError;
+use crate::http::body::BodyError;
 
 /// An error on its way to an HTTP client.
 #[derive(Debug, thiserror::Error)]
