@@ -29,7 +29,7 @@ fn objects(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 walk(root, &path, out);
             } else {
                 let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                if !name.contains('#') && name != sluice::lake::store::WRITER_MARK {
+                if !name.contains('#') && name != sluice::lake::objects::WRITER_MARK {
                     out.push((name, std::fs::read(&path).unwrap()));
                 }
             }

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Backoff, ConsumerStatus, NeedsOperator};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
-use crate::lake::store::{WRITER_MARK, object_name};
+use crate::lake::objects::{WRITER_MARK, object_name};
 use crate::lake::{Lake, LakeConfig, LakeError, Layout};
 
 /// The writer's consumer name in the journal.
@@ -199,7 +199,7 @@ impl LakeWriter {
         let max_uploads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let mut run = Run {
             flush_age: Duration::from_secs(self.config.flush_secs),
-            w: self,
+            writer: self,
             buffers: HashMap::new(),
             buffered_bytes: 0,
             uploads: JoinSet::new(),
@@ -216,8 +216,8 @@ impl LakeWriter {
             shutdown,
             status,
         };
-        run.next = run.w.committed;
-        remove_staging_files(run.w.lake.clone()).await;
+        run.next = run.writer.committed;
+        remove_staging_files(run.writer.lake.clone()).await;
         run.start().await?;
         run.main_loop().await
     }
@@ -238,7 +238,8 @@ struct Buffer {
 
 /// The writer's state while running.
 struct Run {
-    w: LakeWriter,
+    /// The writer as registered: its journal reader, lake, settings and checkpoint.
+    writer: LakeWriter,
     buffers: HashMap<String, Buffer>,
     buffered_bytes: u64,
     /// Flushed buffers being compressed and uploaded; each returns its folder.
@@ -271,32 +272,35 @@ impl Run {
     /// Checks that a fresh lake is empty and saves the first checkpoint before any upload.
     async fn start(&mut self) -> anyhow::Result<()> {
         self.check_mark().await?;
-        let ours = self.mark_seen.as_ref().is_some_and(|mark| mark.journal == self.w.journal.id());
-        if self.w.fresh && !ours {
-            let lake = self.w.lake.clone();
-            let empty =
-                until_ok(&self.status, &self.shutdown, self.w.committed, "checking that the lake is empty", || {
-                    lake.is_empty()
-                })
-                .await?;
+        let ours = self.mark_seen.as_ref().is_some_and(|mark| mark.journal == self.writer.journal.id());
+        if self.writer.fresh && !ours {
+            let lake = self.writer.lake.clone();
+            let empty = until_ok(
+                &self.status,
+                &self.shutdown,
+                self.writer.committed,
+                "checking that the lake is empty",
+                || lake.is_empty(),
+            )
+            .await?;
             if !empty {
                 return Err(self.refuse(format!(
                     "it already holds objects, but this data directory has no checkpoint for it ({}) and the lake's mark does not name this journal: they were written from another journal and their offsets would clash. Point lake.url at an empty prefix, or restore the data directory that wrote them",
-                    self.w.checkpoint_path.display()
+                    self.writer.checkpoint_path.display()
                 )));
             }
-        } else if self.w.fresh {
+        } else if self.writer.fresh {
             // A lake this journal wrote before (lake.url was changed and changed back): from
             // the oldest record retained, what the lake already holds is recognised and skipped
             // as after a crash, and what it lacks is archived.
             tracing::info!(
-                lake = self.w.lake.description(),
-                offset = self.w.committed,
+                lake = self.writer.lake.description(),
+                offset = self.writer.committed,
                 "the lake was written from this journal before; archiving what it lacks"
             );
         }
-        self.save_checkpoint(self.w.committed).await?;
-        tracing::info!(lake = self.w.lake.description(), offset = self.w.committed, "lake writer started");
+        self.save_checkpoint(self.writer.committed).await?;
+        tracing::info!(lake = self.writer.lake.description(), offset = self.writer.committed, "lake writer started");
         Ok(())
     }
 
@@ -305,18 +309,18 @@ impl Run {
     /// writes too.
     async fn check_mark(&mut self) -> anyhow::Result<()> {
         let Some(mark) = self.read_mark().await? else { return Ok(()) };
-        let (journal, end) = (self.w.journal.id(), self.w.restart_horizon);
+        let (journal, end) = (self.writer.journal.id(), self.writer.restart_horizon);
         if mark.journal == journal && mark.offset > end {
             return Err(self.refuse(format!(
                 "it holds records of this journal (id {journal}) up to offset {}, but this data directory's journal ends at offset {end}: the data directory is an older copy of the one that wrote the lake (restored from a backup?), and its new records would take offsets the lake already holds. Start sluice with the newest copy of the data directory, or point lake.url at an empty prefix and delete {}",
                 mark.offset - 1,
-                self.w.checkpoint_path.display()
+                self.writer.checkpoint_path.display()
             )));
         }
         if mark.journal == journal {
             self.marked = mark.offset;
             self.check = mark.last.filter(|_| mark.offset > 0).map(|last| (mark.offset - 1, last));
-        } else if !self.w.fresh {
+        } else if !self.writer.fresh {
             return Err(self.refuse(format!(
                 "it is written from another journal too (id {}; this data directory's is {journal}), so two data directories write one lake and their offsets clash. Give each sluice its own lake.url",
                 mark.journal
@@ -330,8 +334,8 @@ impl Run {
 
     /// The lake's mark; a refusal when it is not one of ours.
     async fn read_mark(&mut self) -> anyhow::Result<Option<Mark>> {
-        let lake = self.w.lake.clone();
-        let read = until_ok(&self.status, &self.shutdown, self.w.committed, "reading the writer's mark", || {
+        let lake = self.writer.lake.clone();
+        let read = until_ok(&self.status, &self.shutdown, self.writer.committed, "reading the writer's mark", || {
             lake.read(WRITER_MARK)
         })
         .await?;
@@ -345,7 +349,8 @@ impl Run {
 
     /// Stops the writer for an operator to act: `why` the lake cannot be written.
     fn refuse(&self, why: String) -> anyhow::Error {
-        let message = format!("the lake writer will not go on with the lake at {}: {why}", self.w.lake.description());
+        let message =
+            format!("the lake writer will not go on with the lake at {}: {why}", self.writer.lake.description());
         self.status.failing(&LakeError::Config(message.clone()));
         NeedsOperator(message).into()
     }
@@ -365,13 +370,13 @@ impl Run {
             )));
         }
         let mark = Mark {
-            journal: self.w.journal.id().to_owned(),
+            journal: self.writer.journal.id().to_owned(),
             offset: self.next,
             last: self.last_read.as_ref().map(Entry::fingerprint),
         };
         let bytes = Bytes::from(serde_json::to_vec(&mark)?);
-        let (lake, path) = (self.w.lake.clone(), self.w.lake.path(WRITER_MARK));
-        until_ok(&self.status, &self.shutdown, self.w.committed, "writing the writer's mark", || {
+        let (lake, path) = (self.writer.lake.clone(), self.writer.lake.path(WRITER_MARK));
+        until_ok(&self.status, &self.shutdown, self.writer.committed, "writing the writer's mark", || {
             lake.put(&path, bytes.clone(), usize::MAX)
         })
         .await?;
@@ -387,7 +392,7 @@ impl Run {
             let idle =
                 if self.shutdown.is_cancelled() { SHUTDOWN_IDLE } else { self.flush_age.min(Duration::from_secs(1)) };
             let batch = self
-                .w
+                .writer
                 .reader
                 .next_batch(READ_BATCH, idle)
                 .await
@@ -409,7 +414,7 @@ impl Run {
             for entry in batch {
                 self.add(entry).await?;
             }
-            if self.next >= self.w.restart_horizon && !self.watermarks.is_empty() {
+            if self.next >= self.writer.restart_horizon && !self.watermarks.is_empty() {
                 self.watermarks = HashMap::new();
             }
             let stale: Vec<String> = self
@@ -421,7 +426,7 @@ impl Run {
             for folder in stale {
                 self.flush(&folder).await?;
             }
-            while self.buffered_bytes > self.w.config.max_buffered_bytes {
+            while self.buffered_bytes > self.writer.config.max_buffered_bytes {
                 let oldest = self.buffers.iter().min_by_key(|(_, b)| b.first).map(|(f, _)| f.clone());
                 let Some(folder) = oldest else { break };
                 self.flush(&folder).await?;
@@ -444,7 +449,7 @@ impl Run {
             if entry.offset == offset && entry.fingerprint() != expected {
                 return Err(self.refuse(format!(
                     "its mark says the record at offset {offset} is another one than this journal's: a copy of this data directory wrote its own records there (a backup that was started while this one was down?). The lake's objects from offset {offset} on may hold that copy's records instead of these; point lake.url at an empty prefix and delete {} to archive this journal afresh",
-                    self.w.checkpoint_path.display()
+                    self.writer.checkpoint_path.display()
                 )));
             }
         }
@@ -453,21 +458,22 @@ impl Run {
         let kind = entry.kind.name();
         let parsed = encode::parse(entry.kind, &entry.payload);
         let folder = match &parsed {
-            Ok((time, _)) => format!("{kind}/{}", self.w.layout.render(*time)),
+            Ok((time, _)) => format!("{kind}/{}", self.writer.layout.render(*time)),
             Err(_) => {
                 let arrival = encode::arrival_time(entry.received_at_ms);
-                format!("errors/{kind}/{}", self.w.layout.render(arrival))
+                format!("errors/{kind}/{}", self.writer.layout.render(arrival))
             }
         };
-        if entry.offset < self.w.restart_horizon {
+        if entry.offset < self.writer.restart_horizon {
             let mark = match self.watermarks.get(&folder) {
                 Some(mark) => *mark,
                 None => {
-                    let lake = self.w.lake.clone();
-                    let mark = until_ok(&self.status, &self.shutdown, self.w.committed, "listing a partition", || {
-                        lake.watermark(&folder)
-                    })
-                    .await?;
+                    let lake = self.writer.lake.clone();
+                    let mark =
+                        until_ok(&self.status, &self.shutdown, self.writer.committed, "listing a partition", || {
+                            lake.watermark(&folder)
+                        })
+                        .await?;
                     self.watermarks.insert(folder.clone(), mark);
                     mark
                 }
@@ -478,7 +484,7 @@ impl Run {
             }
         }
         let size = entry.payload.len() as u64;
-        let format = self.w.config.format;
+        let format = self.writer.config.format;
         let buffer = self.buffers.entry(folder.clone()).or_insert_with(|| Buffer {
             pending: if parsed.is_ok() { Pending::data(format, entry.kind) } else { Pending::errors(format) },
             first: entry.offset,
@@ -498,7 +504,7 @@ impl Run {
         buffer.records += 1;
         buffer.bytes += size;
         self.buffered_bytes += size;
-        if buffer.bytes >= self.w.config.flush_bytes {
+        if buffer.bytes >= self.writer.config.flush_bytes {
             self.flush(&folder).await?;
         }
         Ok(())
@@ -514,17 +520,20 @@ impl Run {
             self.finish_upload().await?;
         }
         self.mark(buffer.last).await?;
-        let extension =
-            if buffer.errors { self.w.config.format.error_extension() } else { self.w.config.format.extension() };
+        let extension = if buffer.errors {
+            self.writer.config.format.error_extension()
+        } else {
+            self.writer.config.format.extension()
+        };
         let upload = Upload {
-            path: self.w.lake.path(&object_name(folder, buffer.first, buffer.last, extension)),
+            path: self.writer.lake.path(&object_name(folder, buffer.first, buffer.last, extension)),
             folder: folder.to_owned(),
             buffer,
-            lake: self.w.lake.clone(),
-            part_bytes: self.w.config.part_bytes,
+            lake: self.writer.lake.clone(),
+            part_bytes: self.writer.config.part_bytes,
             status: self.status.clone(),
             shutdown: self.shutdown.clone(),
-            committed: self.w.committed,
+            committed: self.writer.committed,
         };
         self.uploading.insert(upload.folder.clone(), upload.buffer.first);
         self.uploads.spawn(upload.run());
@@ -554,11 +563,11 @@ impl Run {
         let buffered = self.buffers.values().map(|b| b.first);
         let low = buffered.chain(self.uploading.values().copied()).min().unwrap_or(self.next);
         let force = std::mem::take(&mut self.uploaded);
-        if low > self.w.committed && (force || self.last_save.elapsed() >= CHECKPOINT_EVERY) {
+        if low > self.writer.committed && (force || self.last_save.elapsed() >= CHECKPOINT_EVERY) {
             self.save_checkpoint(low).await?;
             // Only after the checkpoint is durable: the journal may then delete what lies below.
-            self.w.journal.commit(CONSUMER, low);
-            self.w.committed = low;
+            self.writer.journal.commit(CONSUMER, low);
+            self.writer.committed = low;
             self.status.committed(low);
         }
         Ok(())
@@ -566,11 +575,11 @@ impl Run {
 
     async fn save_checkpoint(&mut self, offset: u64) -> anyhow::Result<()> {
         let checkpoint = Checkpoint {
-            lake: self.w.lake.description().to_owned(),
+            lake: self.writer.lake.description().to_owned(),
             offset,
-            journal: Some(self.w.journal.id().to_owned()),
+            journal: Some(self.writer.journal.id().to_owned()),
         };
-        let path = self.w.checkpoint_path.clone();
+        let path = self.writer.checkpoint_path.clone();
         tokio::task::spawn_blocking(move || write_checkpoint(&path, &checkpoint))
             .await
             .context("the lake writer's checkpoint task panicked")??;

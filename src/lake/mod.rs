@@ -2,7 +2,7 @@
 The lake: every journaled record archived as objects in a directory or an object store.
 
 This module knows formats ([`encode`]), the time layout ([`layout`]) and how objects are named
-and stored ([`store`]); the consumer that feeds it from the journal is
+and stored ([`objects`]); the consumer that feeds it from the journal is
 [`consumers::lake_writer`](crate::consumers::lake_writer).
 
 # On-store naming
@@ -58,7 +58,7 @@ compare-and-swap that every backend here supports), and a lake whose mark was de
 
 pub mod encode;
 pub mod layout;
-pub mod store;
+pub mod objects;
 
 use std::collections::BTreeMap;
 
@@ -66,7 +66,7 @@ use serde::{Deserialize, Serialize};
 
 pub use encode::LakeFormat;
 pub use layout::Layout;
-pub use store::Lake;
+pub use objects::Lake;
 
 /// Lake settings (`[lake]` in the configuration file, `SLUICE_LAKE__*` in the environment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
