@@ -20,10 +20,10 @@ use crate::config::Config;
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
 use crate::consumers::{store_loader, supervise};
 use crate::dead_letter::DeadLetters;
-use crate::journal::Journal as _;
+use crate::journal::Journal;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
-use crate::store::{Readers, Store};
+use crate::store::{Readers, Store, StoreTarget};
 use crate::telemetry;
 
 /// Runs the server until SIGINT or SIGTERM, then drains and returns; gives up draining at the
@@ -81,28 +81,96 @@ impl Server {
             FileJournal::open(&config.journal_dir(), config.journal.clone())
                 .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
         );
+        let shared: Arc<dyn Journal> = journal.clone();
         let target = config.store_target()?;
-        // Create or migrate the store now, so a broken store is reported at start-up, not at first
-        // query. A database that is down is not a reason to refuse ingest: the loader waits for it.
-        let opened = {
-            let target = target.clone();
-            tokio::task::spawn_blocking(move || Store::open(&target))
-                .await
-                .context("the store start-up task panicked")?
-        };
-        match opened {
-            Ok(_) => {}
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(error = %e, "the store is unreachable; accepting ingest into the journal and loading once it is back");
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot open the store at {target}")),
-        }
+        check_store(&target).await?;
         let dead_letters = Arc::new(
             DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes)
                 .with_context(|| format!("cannot open the dead-letter area {}", config.dead_letter_dir().display()))?,
         );
+        let consumers = Consumers::start(&config, &shared, &target, &dead_letters)?;
 
-        let consumers_stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+            format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
+        })?;
+        let addr = listener.local_addr().context("the listening socket has no address")?;
+        tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
+        if config.segment.write_keys.is_empty() {
+            tracing::warn!(
+                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …) accepts every request"
+            );
+        }
+
+        let readers = Readers::new(target, config.store.pool_size, config.store.pool_wait());
+        let mut state = AppState::new(
+            Arc::new(config),
+            shared,
+            dead_letters,
+            consumers.loader_status.clone(),
+            readers,
+            telemetry::metrics(),
+        );
+        if let Some(status) = &consumers.lake_status {
+            state = state.with_lake(status.clone());
+        }
+        let http_stop = CancellationToken::new();
+        let stopped = http_stop.clone();
+        let http = state.config.http;
+        let task = tokio::spawn(async move {
+            api::server::serve(listener, api::router(state), http, stopped).await;
+            tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
+            let result = consumers.drain(journal.as_ref()).await;
+            journal.close().await;
+            drop(lock);
+            let next_offset = journal.stats().next_offset;
+            result.map_err(|e| anyhow::anyhow!("{e} (next offset {next_offset})"))?;
+            tracing::info!(next_offset, "sluice stopped cleanly");
+            Ok(())
+        });
+        Ok(Server { addr, http_stop, task })
+    }
+
+    /// Stops gracefully: no new connections, in-flight requests finish, consumers drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.http_stop.cancel();
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Creates or migrates the store now, so that a broken store is reported at start-up, not at the
+/// first query. A database that is down is not a reason to refuse ingest: the loader waits for it.
+async fn check_store(target: &StoreTarget) -> anyhow::Result<()> {
+    let opened = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || Store::open(&target)).await.context("the store start-up task panicked")?
+    };
+    match opened {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "the store is unreachable; accepting ingest into the journal and loading once it is back");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store at {target}")),
+    }
+}
+
+/// The running consumers, in the order they are drained, with their statuses for `/readyz`.
+struct Consumers {
+    tasks: Vec<(&'static str, ConsumerTask)>,
+    stop: CancellationToken,
+    loader_status: Arc<store_loader::LoaderStatus>,
+    lake_status: Option<Arc<LakeStatus>>,
+}
+
+impl Consumers {
+    /// Starts the store loader and, when the lake is on, the lake writer, each supervised.
+    fn start(
+        config: &Config,
+        journal: &Arc<dyn Journal>,
+        target: &StoreTarget,
+        dead_letters: &Arc<DeadLetters>,
+    ) -> anyhow::Result<Consumers> {
+        let stop = CancellationToken::new();
         // Every consumer holds its place in the journal from here on, before any of them reads
         // or commits and before traffic is accepted, so that retention never deletes what one
         // has not processed: the store loader's offset is read once the store answers, which
@@ -115,7 +183,7 @@ impl Server {
             let (lake_config, checkpoint) = (config.lake.clone(), config.lake_checkpoint_path());
             let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint));
             let status = Arc::new(LakeStatus::default());
-            let (stop, running, journal) = (consumers_stop.clone(), status.clone(), journal.clone());
+            let (stop, running, journal) = (stop.clone(), status.clone(), journal.clone());
             let task = tokio::spawn(async move {
                 let result = supervise(&running, &stop, || {
                     let writer = registered.take().unwrap_or_else(|| {
@@ -137,7 +205,7 @@ impl Server {
             let dead_letters = dead_letters.clone();
             // Taken before any request is accepted: see `store_loader::run`.
             let start_end = journal.stats().next_offset;
-            let (stop, status) = (consumers_stop.clone(), loader_status.clone());
+            let (stop, status) = (stop.clone(), loader_status.clone());
             tokio::spawn(async move {
                 let result = supervise(&status, &stop, || {
                     store_loader::run(
@@ -154,88 +222,56 @@ impl Server {
                 (result, status.stopped_reason().is_some(), status.committed_offset())
             })
         };
-        let mut consumers: Vec<(&str, ConsumerTask)> = vec![("store loader", loader)];
-
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-            format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
-        })?;
-        let addr = listener.local_addr().context("the listening socket has no address")?;
-        tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
-        if config.segment.write_keys.is_empty() {
-            tracing::warn!(
-                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …) accepts every request"
-            );
-        }
-
-        let readers = Readers::new(target, config.store.pool_size, config.store.pool_wait());
-        let mut state = AppState::new(
-            Arc::new(config),
-            journal.clone(),
-            dead_letters,
-            loader_status,
-            readers,
-            telemetry::metrics(),
-        );
-        if let Some((task, status)) = lake {
-            state = state.with_lake(status);
-            consumers.push(("lake writer", task));
-        }
-        let http_stop = CancellationToken::new();
-        let stopped = http_stop.clone();
-        let http = state.config.http;
-        let task = tokio::spawn(async move {
-            api::server::serve(listener, api::router(state), http, stopped).await;
-            tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
-            consumers_stop.cancel();
-            let (mut stopped, mut unfinished) = (Vec::new(), Vec::new());
-            for (name, task) in consumers {
-                match task.await {
-                    Ok((Ok(()), _, _)) => {}
-                    Ok((Err(e), true, _)) => {
-                        tracing::error!(error = format!("{e:#}"), "the {name} had stopped before shutdown");
-                        stopped.push(name);
-                    }
-                    Ok((Err(e), false, committed)) => {
-                        tracing::error!(error = format!("{e:#}"), "the {name} could not finish");
-                        // A consumer that never reached its destination knows no offset of its
-                        // own; it holds everything retained.
-                        let stats = journal.stats();
-                        let from = committed.max(stats.first_offset);
-                        if from < stats.next_offset {
-                            unfinished.push(format!("{name} (offsets {from}..{})", stats.next_offset));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the {name} panicked");
-                        stopped.push(name);
-                    }
-                }
-            }
-            journal.close().await;
-            drop(lock);
-            let next_offset = journal.stats().next_offset;
-            if !stopped.is_empty() {
-                anyhow::bail!(
-                    "sluice stopped, but the {} had stopped before (see the log); what it did not process stays in the journal (next offset {next_offset}) for the next start",
-                    stopped.join(" and the ")
-                );
-            }
-            if !unfinished.is_empty() {
-                anyhow::bail!(
-                    "sluice stopped, but the {} could not finish (see the log): its destination was failing or never reached, so records it may not have processed stay in the journal for the next start",
-                    unfinished.join(" and the ")
-                );
-            }
-            tracing::info!(next_offset, "sluice stopped cleanly");
-            Ok(())
+        let mut tasks = vec![("store loader", loader)];
+        let lake_status = lake.map(|(task, status)| {
+            tasks.push(("lake writer", task));
+            status
         });
-        Ok(Server { addr, http_stop, task })
+        Ok(Consumers { tasks, stop, loader_status, lake_status })
     }
 
-    /// Stops gracefully: no new connections, in-flight requests finish, consumers drain.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.http_stop.cancel();
-        self.task.await.context("the server task panicked")?
+    /// Tells the consumers to finish what the journal holds and waits for them; an error names
+    /// those that had stopped before, or could not finish while records they may not have
+    /// processed remain (they stay in the journal for the next start).
+    async fn drain(self, journal: &dyn Journal) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let (mut stopped, mut unfinished) = (Vec::new(), Vec::new());
+        for (name, task) in self.tasks {
+            match task.await {
+                Ok((Ok(()), _, _)) => {}
+                Ok((Err(e), true, _)) => {
+                    tracing::error!(error = format!("{e:#}"), "the {name} had stopped before shutdown");
+                    stopped.push(name);
+                }
+                Ok((Err(e), false, committed)) => {
+                    tracing::error!(error = format!("{e:#}"), "the {name} could not finish");
+                    // A consumer that never reached its destination knows no offset of its
+                    // own; it holds everything retained.
+                    let stats = journal.stats();
+                    let from = committed.max(stats.first_offset);
+                    if from < stats.next_offset {
+                        unfinished.push(format!("{name} (offsets {from}..{})", stats.next_offset));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the {name} panicked");
+                    stopped.push(name);
+                }
+            }
+        }
+        if !stopped.is_empty() {
+            anyhow::bail!(
+                "sluice stopped, but the {} had stopped before (see the log); what it did not process stays in the journal for the next start",
+                stopped.join(" and the ")
+            );
+        }
+        if !unfinished.is_empty() {
+            anyhow::bail!(
+                "sluice stopped, but the {} could not finish (see the log): its destination was failing or never reached, so records it may not have processed stay in the journal for the next start",
+                unfinished.join(" and the ")
+            );
+        }
+        Ok(())
     }
 }
 
