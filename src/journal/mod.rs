@@ -187,10 +187,16 @@ pub trait Journal: Send + Sync + 'static {
     fn stats(&self) -> JournalStats;
 }
 
+/// Payload bytes one [`JournalReader::next_batch`] returns at most (plus the entry that crosses
+/// the line): a count alone would let large records (up to 16 MiB each) make a consumer's batch
+/// hold gigabytes.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// A consumer's sequential view of the journal.
 #[async_trait]
 pub trait JournalReader: Send {
-    /// Returns the next entries in offset order, at most `max` of them. Waits while there are none;
-    /// returns an empty batch after `idle` has passed with nothing new, so a consumer can flush or stop.
+    /// Returns the next entries in offset order, at most `max` of them and, past the first, at
+    /// most [`MAX_BATCH_BYTES`] of payload. Waits while there are none; returns an empty batch
+    /// after `idle` has passed with nothing new, so a consumer can flush or stop.
     async fn next_batch(&mut self, max: usize, idle: std::time::Duration) -> Result<Vec<Entry>, JournalError>;
 }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::format::SegmentReader;
 use super::lost::{Lost, LostRanges};
 use super::{Shared, lock};
-use crate::journal::{Entry, JournalError, JournalReader};
+use crate::journal::{Entry, JournalError, JournalReader, MAX_BATCH_BYTES};
 
 /// A consumer's position in a [`FileJournal`](super::FileJournal).
 pub(super) struct FileReader {
@@ -82,12 +82,13 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Reads the entries from `next` on, at most `max`, all below `limit` (which they must reach),
-    /// skipping recorded lost offsets.
+    /// Reads the entries from `next` on, at most `max` and about [`MAX_BATCH_BYTES`] of payload,
+    /// all below `limit` (which they must reach), skipping recorded lost offsets.
     fn read(&mut self, max: usize, limit: u64) -> Result<Vec<Entry>, JournalError> {
         let count = usize::try_from(limit.saturating_sub(self.next)).map_or(max, |available| available.min(max));
         let mut batch = Vec::with_capacity(count);
-        while batch.len() < max && self.next < limit {
+        let mut bytes = 0;
+        while batch.len() < max && self.next < limit && bytes < MAX_BATCH_BYTES {
             let lost = match &self.lost {
                 Some(lost) => lost,
                 None => &*self.lost.insert(LostRanges::load(&self.shared.dir)?),
@@ -117,6 +118,7 @@ impl Cursor {
             match segment.next_entry() {
                 Ok(Some(decoded)) => {
                     let (kind, received_at_ms, payload) = (decoded.kind, decoded.received_at_ms, decoded.payload);
+                    bytes += payload.len();
                     batch.push(Entry { offset: self.next, kind, received_at_ms, payload });
                     self.next += 1;
                 }

@@ -90,3 +90,24 @@ async fn a_reader_keeps_reading_a_segment_deleted_under_it() {
     }
     assert_entries(&entries, 0, &all);
 }
+
+#[tokio::test]
+async fn a_batch_of_large_records_stops_once_it_holds_max_batch_bytes() {
+    use crate::journal::MAX_BATCH_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
+    let big = |i: u8| Record {
+        kind: RecordKind::SplitImpression,
+        received_at_ms: 1,
+        payload: Bytes::from(vec![b'a' + i; 5 << 20]),
+    };
+    journal.append((0..6).map(big).collect()).await.unwrap();
+    let mut reader = journal.reader("loader", 0).unwrap();
+    let first = reader.next_batch(100, Duration::ZERO).await.unwrap();
+    // 5 MiB each: the fourth crosses 16 MiB, and the batch stops there.
+    assert_eq!(first.len(), 4);
+    assert!(first.iter().map(|e| e.payload.len()).sum::<usize>() < MAX_BATCH_BYTES + (5 << 20));
+    let rest = reader.next_batch(100, Duration::ZERO).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.offset).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(rest[1].payload[0], b'f');
+}
