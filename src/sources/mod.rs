@@ -270,14 +270,57 @@ pub fn journal_unavailable(e: JournalError) -> AppError {
              nothing was accepted: leave that record out (or make it smaller) and send the rest again"
         ));
     }
-    tracing::error!(error = %e, "journal append failed");
+    metrics::counter!("sluice_journal_append_failures_total").increment(1);
+    if let Some(suppressed) = APPEND_FAILURE_LOG.allow(std::time::Instant::now()) {
+        tracing::error!(error = %e, suppressed, "journal append failed (further failures within a second are counted, not logged)");
+    }
     AppError::Unavailable { message: format!("could not make the batch durable: {e}"), retry_after_secs: 5 }
+}
+
+/// A full disk fails every append of every request: one line a second says so, not thousands.
+static APPEND_FAILURE_LOG: OncePerSecond = OncePerSecond::new();
+
+/// Lets an event through at most once a second, counting the ones it held back.
+struct OncePerSecond {
+    /// When the last one went through, and how many were held back since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl OncePerSecond {
+    const fn new() -> Self {
+        OncePerSecond { state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// `Some(events held back since the last one let through)` when this one may go through.
+    fn allow(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, held_back) = &mut *state;
+        if last.is_none_or(|last| now.saturating_duration_since(last) >= std::time::Duration::from_secs(1)) {
+            *last = Some(now);
+            Some(std::mem::take(held_back))
+        } else {
+            *held_back += 1;
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn a_flood_of_failures_is_logged_once_a_second_with_the_count_held_back() {
+        let log = OncePerSecond::new();
+        let start = std::time::Instant::now();
+        let at = |ms| start + std::time::Duration::from_millis(ms);
+        assert_eq!(log.allow(at(0)), Some(0));
+        assert_eq!((1..500).filter_map(|ms| log.allow(at(ms))).count(), 0);
+        assert_eq!(log.allow(at(1000)), Some(499), "the next second's first says how many were held back");
+        assert_eq!(log.allow(at(1500)), None);
+        assert_eq!(log.allow(at(5000)), Some(1));
+    }
     use std::sync::Arc;
 
     /// A journal whose every append fails, as a full disk makes it.
