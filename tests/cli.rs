@@ -196,3 +196,37 @@ fn bench_loads_both_sources_and_reports_every_record_loaded() {
         }
     }
 }
+
+/// Every ingest endpoint left without its credential says so at start, since it accepts anyone.
+#[test]
+fn serve_warns_about_each_ingest_endpoint_left_open() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("SLUICE_SPLIT__TOKEN", "a-token-long-enough-0123")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Whatever start-up logs within a few seconds: the warnings come right after listening.
+    let mut warnings = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        if line.contains("accepts every request") {
+            warnings.push(line);
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = warnings.join("\n");
+    assert!(text.contains("segment.webhook_secret") && text.contains("segment.write_keys"), "{text}");
+    assert!(!text.contains("split.token"), "the Split webhook has its token: {text}");
+}

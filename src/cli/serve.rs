@@ -95,10 +95,20 @@ impl Server {
         })?;
         let addr = listener.local_addr().context("the listening socket has no address")?;
         tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
-        if config.segment.write_keys.is_empty() {
-            tracing::warn!(
-                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …) accepts every request"
-            );
+        for (open, what) in [
+            (config.split.token.is_none(), "no split.token configured: the Split webhook (/v1/split/impressions)"),
+            (
+                config.segment.webhook_secret.is_none(),
+                "no segment.webhook_secret configured: the Segment webhook (/v1/segment/webhook)",
+            ),
+            (
+                config.segment.write_keys.is_empty(),
+                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …)",
+            ),
+        ] {
+            if open {
+                tracing::warn!("{what} accepts every request");
+            }
         }
 
         let readers = Readers::new(target, config.store.pool_size, config.store.pool_wait());
