@@ -40,7 +40,8 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
     let shown = |error: Option<String>| error.map(|e| if local { e } else { redact(&e, &store_address) });
     let stats = state.journal.stats();
     let max_lag = state.config.backpressure.max_consumer_lag;
-    let journal_ok = !stats.poisoned && stats.disk_bytes <= state.config.journal.max_bytes;
+    // The rule ingest refuses by: whatever makes it push back makes sluice unready.
+    let refusing = crate::http::over_limits(&stats, &state.config);
     let loader_healthy = state.loader.is_healthy();
     let loader_stopped = state.loader.stopped_reason();
     let lake_stopped = state.lake.as_ref().and_then(|lake| lake.stopped_reason());
@@ -52,10 +53,10 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
             (name.clone(), json!({"offset": offset, "lag": lag, "ok": lag <= max_lag}))
         })
         .collect();
-    let lag_ok = stats.max_lag() <= max_lag;
-    let ready = journal_ok && lag_ok && loader_healthy && loader_stopped.is_none() && lake_stopped.is_none();
+    let ready = refusing.is_none() && loader_healthy && loader_stopped.is_none() && lake_stopped.is_none();
     let mut body = json!({
         "ready": ready,
+        "ingestRefused": refusing,
         "journal": {
             "writable": !stats.poisoned && stats.write_error.is_none(),
             "lastWriteError": stats.write_error,

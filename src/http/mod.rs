@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::dead_letter::DeadLetters;
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalStats};
 use crate::store::{Reader, Readers, StoreError};
 use body::ByteBudget;
 pub use error::AppError;
@@ -86,5 +86,56 @@ impl AppState {
     pub fn with_lake(mut self, lake: Arc<LakeStatus>) -> Self {
         self.lake = Some(lake);
         self
+    }
+}
+
+/// Why ingest must push back right now, if it must: the one rule that admission
+/// ([`crate::sources`]) refuses by and `/readyz` reports.
+pub fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
+    if stats.poisoned {
+        return Some("the journal cannot write (see sluice's log); nothing was accepted".into());
+    }
+    let max_bytes = config.journal.max_bytes;
+    if stats.disk_bytes > max_bytes {
+        return Some(format!(
+            "the journal is full ({} of {max_bytes} bytes, journal.max_bytes) while consumers catch up; retry later",
+            stats.disk_bytes
+        ));
+    }
+    let max_lag = config.backpressure.max_consumer_lag;
+    stats.consumers.iter().find(|(_, off)| stats.next_offset.saturating_sub(*off) > max_lag).map(|(name, offset)| {
+        format!(
+            "consumer `{name}` is {} records behind (backpressure.max_consumer_lag = {max_lag}); retry later",
+            stats.next_offset - offset
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::JournalStats;
+
+    #[test]
+    fn ingest_pushes_back_when_the_journal_fails_fills_up_or_a_consumer_lags() {
+        let mut config = Config::default();
+        config.journal.max_bytes = 1000;
+        config.backpressure.max_consumer_lag = 50;
+        let fine = JournalStats {
+            next_offset: 100,
+            disk_bytes: 1000,
+            consumers: vec![("store".into(), 50), ("lake".into(), 60)],
+            ..JournalStats::default()
+        };
+        assert_eq!(over_limits(&fine, &config), None);
+        let poisoned = JournalStats { poisoned: true, ..fine.clone() };
+        assert!(over_limits(&poisoned, &config).unwrap().contains("cannot write"));
+        let full = JournalStats { disk_bytes: 1001, ..fine.clone() };
+        assert!(over_limits(&full, &config).unwrap().contains("journal.max_bytes"));
+        let lagging = JournalStats { consumers: vec![("store".into(), 49)], ..fine };
+        assert_eq!(
+            over_limits(&lagging, &config).unwrap(),
+            "consumer `store` is 51 records behind (backpressure.max_consumer_lag = 50); retry later"
+        );
     }
 }

@@ -78,13 +78,6 @@ pub struct JournalStats {
     pub write_error: Option<String>,
 }
 
-impl JournalStats {
-    /// The largest number of records any consumer still has to process.
-    pub fn max_lag(&self) -> u64 {
-        self.consumers.iter().map(|(_, off)| self.next_offset.saturating_sub(*off)).max().unwrap_or(0)
-    }
-}
-
 /// What can go wrong in the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -33,10 +33,9 @@ use crate::dead_letter::{DeadLetters, Rejection};
 use crate::http::body::{self, Reservation};
 use crate::record::RecordError;
 
-use crate::config::Config;
 use crate::http::AppError;
 use crate::http::AppState;
-use crate::journal::{JournalError, JournalStats};
+use crate::journal::JournalError;
 
 /// Every source's routes.
 pub fn routes() -> Router<AppState> {
@@ -46,7 +45,7 @@ pub fn routes() -> Router<AppState> {
 /// Answers 503 with `Retry-After` when sluice is over one of its limits (the journal is failing
 /// or full, a consumer lags too far): checked before a body is read, so nobody sends it in vain.
 pub fn refuse_when_over_limits(state: &AppState) -> Result<(), AppError> {
-    match over_limits(&state.journal.stats(), &state.config) {
+    match crate::http::over_limits(&state.journal.stats(), &state.config) {
         Some(message) => {
             Err(AppError::Unavailable { message, retry_after_secs: state.config.backpressure.retry_after_secs })
         }
@@ -64,27 +63,6 @@ pub fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, AppError> {
             state.config.limits.max_concurrent_requests
         ),
         retry_after_secs: 1,
-    })
-}
-
-/// Why ingest must push back right now, if it must.
-fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
-    if stats.poisoned {
-        return Some("the journal cannot write (see sluice's log); nothing was accepted".into());
-    }
-    let max_bytes = config.journal.max_bytes;
-    if stats.disk_bytes > max_bytes {
-        return Some(format!(
-            "the journal is full ({} of {max_bytes} bytes, journal.max_bytes) while consumers catch up; retry later",
-            stats.disk_bytes
-        ));
-    }
-    let max_lag = config.backpressure.max_consumer_lag;
-    stats.consumers.iter().find(|(_, off)| stats.next_offset.saturating_sub(*off) > max_lag).map(|(name, offset)| {
-        format!(
-            "consumer `{name}` is {} records behind (backpressure.max_consumer_lag = {max_lag}); retry later",
-            stats.next_offset - offset
-        )
     })
 }
 
@@ -307,7 +285,11 @@ impl OncePerSecond {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::config::Config;
+    use crate::journal::JournalStats;
     use axum::http::HeaderValue;
 
     #[test]
@@ -321,7 +303,6 @@ mod tests {
         assert_eq!(log.allow(at(1500)), None);
         assert_eq!(log.allow(at(5000)), Some(1));
     }
-    use std::sync::Arc;
 
     /// A journal whose every append fails, as a full disk makes it.
     struct FailingJournal;
@@ -401,6 +382,52 @@ mod tests {
         assert_eq!(ready["journal"]["lastWriteError"], "the disk holding the journal is full");
     }
 
+    /// A journal that reports `stats` and is never appended to.
+    struct StatsJournal(JournalStats);
+
+    #[async_trait::async_trait]
+    impl crate::journal::Journal for StatsJournal {
+        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+            Err(JournalError::Closed)
+        }
+        fn id(&self) -> &str {
+            "stats"
+        }
+        fn hold(&self, _: &str) {}
+        fn reader(&self, _: &str, _: u64) -> Result<Box<dyn crate::journal::JournalReader>, JournalError> {
+            Err(JournalError::Closed)
+        }
+        fn commit(&self, _: &str, _: u64) {}
+        fn stats(&self) -> JournalStats {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_the_very_reason_ingest_refuses_with() {
+        use tower::ServiceExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.backpressure.max_consumer_lag = 10;
+        let lagging =
+            JournalStats { next_offset: 100, consumers: vec![("store".into(), 0)], ..JournalStats::default() };
+        let app = crate::api::router(state_with(dir.path(), Arc::new(StatsJournal(lagging)), config));
+        let request = axum::http::Request::post("/v1/split/impressions").body(axum::body::Body::from("[]")).unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        let refused: serde_json::Value = serde_json::from_slice(&body).unwrap();
+
+        let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+        let answer = app.oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let reason = ready["ingestRefused"].as_str().expect("a reason");
+        assert!(reason.contains("consumer `store` is 100 records behind"), "{ready}");
+        assert!(refused.to_string().contains(reason), "the 503 gives the same reason: {refused}");
+    }
+
     #[tokio::test]
     async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
         use tower::ServiceExt as _;
@@ -461,29 +488,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-sluice-token", HeaderValue::from_static("s3cret-s3cret-s3cret"));
         assert!(authorize(secret, None, &h).is_ok());
-    }
-
-    #[test]
-    fn ingest_pushes_back_when_the_journal_fails_fills_up_or_a_consumer_lags() {
-        let mut config = Config::default();
-        config.journal.max_bytes = 1000;
-        config.backpressure.max_consumer_lag = 50;
-        let fine = JournalStats {
-            next_offset: 100,
-            disk_bytes: 1000,
-            consumers: vec![("store".into(), 50), ("lake".into(), 60)],
-            ..JournalStats::default()
-        };
-        assert_eq!(over_limits(&fine, &config), None);
-        let poisoned = JournalStats { poisoned: true, ..fine.clone() };
-        assert!(over_limits(&poisoned, &config).unwrap().contains("cannot write"));
-        let full = JournalStats { disk_bytes: 1001, ..fine.clone() };
-        assert!(over_limits(&full, &config).unwrap().contains("journal.max_bytes"));
-        let lagging = JournalStats { consumers: vec![("store".into(), 49)], ..fine };
-        assert_eq!(
-            over_limits(&lagging, &config).unwrap(),
-            "consumer `store` is 51 records behind (backpressure.max_consumer_lag = 50); retry later"
-        );
     }
 
     #[test]
