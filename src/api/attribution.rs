@@ -35,7 +35,7 @@ async fn answer<T: Send + 'static>(
     id: String,
     query: fn(&mut Store, &str, &AttributionSettings) -> Result<T, QueryError>,
 ) -> Result<Json<T>, AppError> {
-    let mut store = state.reader().await?;
+    let mut store = state.query_store().await?;
     let retry_after_secs = state.config.backpressure.retry_after_secs;
     let config = state.config.clone();
     let answer = tokio::task::spawn_blocking(move || {

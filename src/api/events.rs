@@ -21,7 +21,7 @@ async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
         .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
     let (query, format) =
         EventQuery::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))?;
-    let mut store = state.reader().await?;
+    let mut store = state.query_store().await?;
     super::streaming::respond(format.content_type(), state.config.store.export_write_timeout(), move |out| {
         write_events(&mut store, &query, format, out).map(drop)
     })

@@ -36,7 +36,7 @@ async fn healthz() -> &'static str {
 /// machine itself: anyone who can reach `/readyz` should not learn where the database is.
 async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl IntoResponse {
     let local = extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
-    let store_address = state.readers.target().to_string();
+    let store_address = state.query_pool.target().to_string();
     let shown = |error: Option<String>| error.map(|e| if local { e } else { redact(&e, &store_address) });
     let stats = state.journal.stats();
     let max_lag = state.config.backpressure.max_consumer_lag;
@@ -66,7 +66,7 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
         },
         "consumers": consumers,
         "store": {
-            "backend": state.readers.target().backend(),
+            "backend": state.query_pool.target().backend(),
             "healthy": loader_healthy,
             "stopped": shown(loader_stopped),
             "lastError": shown(state.loader.last_error()),

@@ -23,7 +23,7 @@ use crate::dead_letter::DeadLetters;
 use crate::journal::Journal;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
-use crate::store::{Readers, Store, StoreTarget};
+use crate::store::{QueryPool, Store, StoreTarget};
 use crate::telemetry;
 
 /// Runs the server until SIGINT or SIGTERM, then drains and returns; gives up draining at the
@@ -111,13 +111,13 @@ impl Server {
             }
         }
 
-        let readers = Readers::new(target, config.store.pool_size, config.store.pool_wait());
+        let query_pool = QueryPool::new(target, config.store.pool_size, config.store.pool_wait());
         let mut state = AppState::new(
             Arc::new(config),
             shared,
             dead_letters,
             consumers.loader_status.clone(),
-            readers,
+            query_pool,
             telemetry::metrics(),
         );
         if let Some(status) = &consumers.lake_status {

@@ -17,7 +17,7 @@ use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::dead_letter::DeadLetters;
 use crate::journal::{Journal, JournalStats};
-use crate::store::{Reader, Readers, StoreError};
+use crate::store::{PooledStore, QueryPool, StoreError};
 use body::ByteBudget;
 pub use error::AppError;
 
@@ -33,7 +33,7 @@ pub struct AppState {
     /// The store loader's health, for `/readyz`.
     pub loader: Arc<LoaderStatus>,
     /// Store connections for queries.
-    pub readers: Arc<Readers>,
+    pub query_pool: Arc<QueryPool>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Bounds concurrent ingest requests (and so the memory they hold).
@@ -52,17 +52,17 @@ impl AppState {
         journal: Arc<dyn Journal>,
         dead_letters: Arc<DeadLetters>,
         loader: Arc<LoaderStatus>,
-        readers: Arc<Readers>,
+        query_pool: Arc<QueryPool>,
         metrics: PrometheusHandle,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
-        AppState { config, journal, dead_letters, loader, readers, metrics, ingest_permits, body_bytes, lake: None }
+        AppState { config, journal, dead_letters, loader, query_pool, metrics, ingest_permits, body_bytes, lake: None }
     }
 
     /// A store connection for a query; 503 with `Retry-After` when the pool stays busy.
-    pub async fn reader(&self) -> Result<Reader, AppError> {
-        self.readers.get().await.map_err(|e| match e {
+    pub async fn query_store(&self) -> Result<PooledStore, AppError> {
+        self.query_pool.get().await.map_err(|e| match e {
             StoreError::PoolBusy { .. } => AppError::Unavailable {
                 message: e.to_string(),
                 retry_after_secs: self.config.backpressure.retry_after_secs,

@@ -16,7 +16,7 @@ mod migrations;
 #[cfg(test)]
 mod pg_test_db;
 pub mod postgres;
-mod readers;
+mod query_pool;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub(crate) use self::load_rows::unparseable;
 pub use self::postgres::{PgSettings, PgStore};
 pub use filter::{AnyOf, EventQuery, ImpressionQuery};
-pub use readers::{Reader, Readers};
+pub use query_pool::{PooledStore, QueryPool};
 pub use sqlite::SqliteStore;
 
 use crate::journal::Entry;

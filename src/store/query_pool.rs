@@ -25,7 +25,7 @@ const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Hands out read-only store connections.
 #[derive(Debug)]
-pub struct Readers {
+pub struct QueryPool {
     target: StoreTarget,
     /// Connections given back, with when: one idle for a while is checked before reuse.
     idle: Mutex<Vec<(Store, Instant)>>,
@@ -34,13 +34,13 @@ pub struct Readers {
     pool_wait: Duration,
 }
 
-impl Readers {
+impl QueryPool {
     /// A pool of at most `pool_size` (at least 1) connections to `target`, each waited for at
     /// most `pool_wait`.
-    pub fn new(target: StoreTarget, pool_size: usize, pool_wait: Duration) -> Arc<Readers> {
+    pub fn new(target: StoreTarget, pool_size: usize, pool_wait: Duration) -> Arc<QueryPool> {
         let pool_size = pool_size.max(1);
         let permits = Arc::new(Semaphore::new(pool_size));
-        Arc::new(Readers { target, idle: Mutex::new(Vec::new()), permits, pool_size, pool_wait })
+        Arc::new(QueryPool { target, idle: Mutex::new(Vec::new()), permits, pool_size, pool_wait })
     }
 
     /// Where the store is.
@@ -50,12 +50,12 @@ impl Readers {
 
     /// A connection: an idle one, or a new one once fewer than `pool_size` are in use;
     /// [`StoreError::PoolBusy`] when none came free within `pool_wait`.
-    pub async fn get(self: &Arc<Self>) -> Result<Reader, StoreError> {
+    pub async fn get(self: &Arc<Self>) -> Result<PooledStore, StoreError> {
         let busy = || StoreError::PoolBusy { pool_size: self.pool_size, waited: self.pool_wait };
         let permit = tokio::time::timeout(self.pool_wait, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
-            .expect("the readers' semaphore is never closed");
+            .expect("the pool's semaphore is never closed");
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let idle = match idle {
             Some((mut store, since)) if since.elapsed() >= CHECK_IDLE_AFTER => {
@@ -74,19 +74,19 @@ impl Readers {
                     .map_err(|e| StoreError::Join(e.to_string()))??
             }
         };
-        Ok(Reader { store: Some(store), readers: self.clone(), _permit: permit })
+        Ok(PooledStore { store: Some(store), pool: self.clone(), _permit: permit })
     }
 }
 
-/// A store connection on loan from [`Readers`]; goes back to the pool when dropped.
+/// A store connection on loan from [`QueryPool`]; goes back to the pool when dropped.
 #[derive(Debug)]
-pub struct Reader {
+pub struct PooledStore {
     store: Option<Store>,
-    readers: Arc<Readers>,
+    pool: Arc<QueryPool>,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Deref for Reader {
+impl Deref for PooledStore {
     type Target = Store;
 
     fn deref(&self) -> &Store {
@@ -94,16 +94,16 @@ impl Deref for Reader {
     }
 }
 
-impl DerefMut for Reader {
+impl DerefMut for PooledStore {
     fn deref_mut(&mut self) -> &mut Store {
         self.store.as_mut().expect("a reader holds its store until dropped")
     }
 }
 
-impl Drop for Reader {
+impl Drop for PooledStore {
     fn drop(&mut self) {
         if let Some(store) = self.store.take().filter(Store::is_reusable) {
-            self.readers.idle.lock().unwrap_or_else(PoisonError::into_inner).push((store, Instant::now()));
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push((store, Instant::now()));
         }
     }
 }
