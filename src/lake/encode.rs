@@ -89,7 +89,7 @@ pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Parsed<
             (imp.time, "time", Parsed::Impression(imp))
         }
         RecordKind::SegmentEvent => {
-            let map = SegmentEvent::parse_map(text).map_err(|e| format!("not a valid Segment event: {e}"))?;
+            let map = SegmentEvent::parse_journaled(text).map_err(|e| format!("not a valid Segment event: {e}"))?;
             let timestamp =
                 SegmentEvent::from_map(&map).map_err(|e| format!("not a valid Segment event: {e}"))?.timestamp;
             (timestamp, "timestamp", Parsed::Event { json: text, map })

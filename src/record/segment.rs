@@ -347,7 +347,7 @@ pub struct SegmentEvent<'a> {
 }
 
 impl<'a> SegmentEvent<'a> {
-    /// Parses journaled event JSON (as [`accept`] produced it) into a map to read fields from.
+    /// Parses event JSON into a map of every field, however large: what [`accept`] rewrites.
     pub fn parse_map(json: &str) -> Result<Map<String, Value>, RecordError> {
         match serde_json::from_str::<Value>(json) {
             Ok(Value::Object(map)) => Ok(map),
@@ -358,6 +358,18 @@ impl<'a> SegmentEvent<'a> {
             Err(e) => {
                 Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e.to_string())) })
             }
+        }
+    }
+
+    /// Parses journaled event JSON (as [`accept`] produced it) into a map to read its typed
+    /// fields from: only what [`SegmentEvent::from_map`] reads is built, so an event whose
+    /// `properties` or `traits` are megabytes costs a few hundred bytes here (whoever stores the
+    /// event keeps its text as it is). Text the shortcut cannot read goes the long way, with its
+    /// error. Not for [`accept`], which must keep every field.
+    pub fn parse_journaled(json: &str) -> Result<Map<String, Value>, RecordError> {
+        match read_fields(json) {
+            Some(map) => Ok(map),
+            None => SegmentEvent::parse_map(json),
         }
     }
 
@@ -440,6 +452,74 @@ impl<'a> SegmentEvent<'a> {
             source: sluice.and_then(|s| s.get("source")).and_then(Value::as_str),
         })
     }
+}
+
+/// The top-level fields [`SegmentEvent::from_map`] reads, besides the objects below.
+const READ_FIELDS: &[&str] = &[
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "groupId",
+    "name",
+    "event",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "sluice",
+];
+
+/// The fields [`SegmentEvent::from_map`] reads, parsed ([`SegmentEvent::parse_journaled`]);
+/// the objects it only checks the type of (`traits`, `integrations`) become empty ones and
+/// `properties`/`context` keep the keys of
+/// [`PAGE_URL_PATHS`] and [`REFERRER_PATHS`]. `None` for text that is not a JSON object (a
+/// repeated key keeps its last value, as with `Value`).
+fn read_fields(json: &str) -> Option<Map<String, Value>> {
+    use serde_json::value::RawValue;
+    use std::collections::BTreeMap;
+    type Raw<'j> = BTreeMap<String, &'j RawValue>;
+    /// A nested object with only `keys` parsed, or the value whole when it is not an object.
+    fn cut(raw: &RawValue, keys: &[&str]) -> Option<Value> {
+        if !raw.get().trim_start().starts_with('{') {
+            return serde_json::from_str(raw.get()).ok();
+        }
+        let fields: Raw<'_> = serde_json::from_str(raw.get()).ok()?;
+        let mut kept = Map::new();
+        for key in keys {
+            if let Some(value) = fields.get(*key) {
+                kept.insert((*key).to_owned(), serde_json::from_str(value.get()).ok()?);
+            }
+        }
+        Some(Value::Object(kept))
+    }
+    if !json.trim_start().starts_with('{') {
+        return None;
+    }
+    let fields: Raw<'_> = serde_json::from_str(json).ok()?;
+    let mut map = Map::new();
+    for (key, raw) in &fields {
+        let value = match key.as_str() {
+            "properties" => cut(raw, &["url", "referrer"])?,
+            "traits" | "integrations" => cut(raw, &[])?,
+            "context" if raw.get().trim_start().starts_with('{') => {
+                let context: Raw<'_> = serde_json::from_str(raw.get()).ok()?;
+                let mut kept = Map::new();
+                for (name, keys) in [("page", &["url", "referrer"][..]), ("referrer", &["url", "link"][..])] {
+                    if let Some(value) = context.get(name) {
+                        kept.insert(name.to_owned(), cut(value, keys)?);
+                    }
+                }
+                Value::Object(kept)
+            }
+            "context" => serde_json::from_str(raw.get()).ok()?,
+            read if READ_FIELDS.contains(&read) => serde_json::from_str(raw.get()).ok()?,
+            _ => continue,
+        };
+        map.insert(key.clone(), value);
+    }
+    Some(map)
 }
 
 /// Where an event carries the URL of the page it happened on, first match wins: `context.page`
@@ -754,9 +834,77 @@ mod tests {
         assert!(accept(&big, 0, &BatchDefaults::default(), &webhook()).is_ok());
     }
 
+    #[test]
+    fn a_journaled_event_with_huge_properties_is_read_without_building_them() {
+        let big: Vec<Value> = (0..10_000).map(|i| json!({"i": i})).collect();
+        let event = json!({
+            "type": "track", "event": "Bought", "messageId": "m", "anonymousId": "a",
+            "timestamp": "2026-11-01T10:00:00Z", "properties": {"cart": big, "url": "https://shop/"},
+            "traits": {"t": [1, 2, 3]}, "context": {"page": {"url": "https://p/", "title": "x"}, "userAgent": "u"},
+            "custom": {"anything": [1]},
+        });
+        let map = SegmentEvent::parse_journaled(&event.to_string()).unwrap();
+        assert_eq!(map["properties"], json!({"url": "https://shop/"}));
+        assert_eq!(map["traits"], json!({}));
+        assert_eq!(map["context"], json!({"page": {"url": "https://p/"}}));
+        assert!(!map.contains_key("custom"));
+        assert_eq!(SegmentEvent::from_map(&map).unwrap().page_url, Some("https://p/"));
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
+
+        /// Events (and not quite events) whose keys are mostly the ones `from_map` reads, with
+        /// values of every JSON type at any depth, valid times among them.
+        fn event_strategy() -> impl Strategy<Value = Value> {
+            const KEYS: &[&str] = &[
+                "type",
+                "messageId",
+                "userId",
+                "anonymousId",
+                "previousId",
+                "timestamp",
+                "sentAt",
+                "sluice",
+                "properties",
+                "context",
+                "traits",
+                "page",
+                "referrer",
+                "url",
+                "link",
+                "source",
+                "arrivedAt",
+                "x",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i32>().prop_map(Value::from),
+                proptest::sample::select(
+                    &["track", "page", "alias", "m1", "2026-11-01T10:00:00Z", "https://a/", ""][..]
+                )
+                .prop_map(Value::from),
+            ];
+            let value = leaf.prop_recursive(3, 32, 5, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                    proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..5).prop_map(|fields| {
+                        Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                    }),
+                ]
+            });
+            proptest::collection::vec((proptest::sample::select(KEYS), value), 0..10).prop_map(|fields| {
+                let mut event: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                // Often enough a valid event that the typed fields, not only the errors, are compared.
+                event.entry("type").or_insert("page".into());
+                event.entry("messageId").or_insert("m1".into());
+                event.entry("anonymousId").or_insert("a1".into());
+                event.entry("timestamp").or_insert("2026-11-01T10:00:00Z".into());
+                Value::Object(event)
+            })
+        }
 
         proptest! {
             #[test]
@@ -765,6 +913,17 @@ mod tests {
                     let map = SegmentEvent::parse_map(&json).unwrap();
                     prop_assert!(SegmentEvent::from_map(&map).is_ok());
                 }
+            }
+
+            #[test]
+            fn the_fields_read_from_a_cut_map_are_those_of_the_whole_event(event in event_strategy()) {
+                let json = event.to_string();
+                let (cut, whole) = (SegmentEvent::parse_journaled(&json), SegmentEvent::parse_map(&json));
+                let typed = |map: &Result<Map<String, Value>, RecordError>| match map {
+                    Ok(map) => format!("{:?}", SegmentEvent::from_map(map)),
+                    Err(e) => format!("{e:?}"),
+                };
+                prop_assert_eq!(typed(&cut), typed(&whole));
             }
 
             #[test]

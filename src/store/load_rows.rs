@@ -96,7 +96,7 @@ fn read(entry: &Entry, mode: DedupMode) -> Result<LoadRow<'_>, String> {
                     })
                 })
                 .map_err(|e| e.to_string()),
-            RecordKind::SegmentEvent => SegmentEvent::parse_map(json)
+            RecordKind::SegmentEvent => SegmentEvent::parse_journaled(json)
                 .and_then(|map| {
                     SegmentEvent::from_map(&map)?;
                     Ok(map)
