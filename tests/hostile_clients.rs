@@ -132,22 +132,24 @@ async fn bursts_of_gzip_bombs_stay_near_the_in_flight_budget_and_give_it_back() 
     let sluice = Binary::start(dir.path(), &[]).await;
     let bomb = zeros_bomb(120 * 1024 * 1024);
     let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(sluice.url(SPLIT))
+            .header("content-encoding", "gzip")
+            .timeout(Duration::from_secs(60))
+            .body(bomb.clone())
+            .send()
+    };
+    // Alone, a bomb is inflated to the limit and refused for its size. In a burst, which ones
+    // get that far and which find the budget spent (503) depends on timing.
+    assert_eq!(send().await.unwrap().status().as_u16(), 413);
     let mut answers = std::collections::BTreeMap::new();
     for _ in 0..3 {
-        let sends = (0..40).map(|_| {
-            client
-                .post(sluice.url(SPLIT))
-                .header("content-encoding", "gzip")
-                .timeout(Duration::from_secs(60))
-                .body(bomb.clone())
-                .send()
-        });
-        for answer in futures_util::future::join_all(sends).await {
+        for answer in futures_util::future::join_all((0..40).map(|_| send())).await {
             *answers.entry(answer.unwrap().status().as_u16()).or_insert(0) += 1;
         }
     }
     assert!(answers.keys().all(|status| [413, 503].contains(status)), "{answers:?}");
-    assert!(answers.contains_key(&413), "some bombs were inflated to the limit: {answers:?}");
     let (peak, after) = (peak_rss(sluice.child.id()), rss(sluice.child.id()));
     assert!(peak < 640 * 1024 * 1024, "sluice peaked at {} MiB for a 256 MiB budget", peak >> 20);
     assert!(after < 320 * 1024 * 1024, "sluice still held {} MiB after the bursts", after >> 20);
