@@ -150,7 +150,8 @@ async fn run(
     let config = LakeConfig { url: Some(format!("{}/{prefix}", store.url_base)), format, ..store.config.clone() };
     let lake = Lake::open(&config, work).unwrap();
     let journal_dyn: Arc<dyn Journal> = journal.clone();
-    let writer = LakeWriter::register(journal_dyn, lake.clone(), &config, &work.join(format!("{run}.json"))).unwrap();
+    let settings = config.clone().resolve(work.to_owned(), work.join(format!("{run}.json"))).unwrap();
+    let writer = LakeWriter::register(journal_dyn, lake.clone(), &settings).unwrap();
     let stop = CancellationToken::new();
     stop.cancel();
     let started = Instant::now();

@@ -1,8 +1,10 @@
 /*!
 Configuration: defaults, then a TOML file, then `SLUICE_*` environment variables, then flags.
 
-Everything is read and validated once at start-up into one [`Config`]; nothing reads the
-environment or the file after that. Nested keys use a double underscore in the environment:
+Everything is read, validated and resolved once at start-up: the layers merge into one [`Config`]
+(the settings as written), which [`Config::resolve`] turns into [`Settings`], where every string
+that names something (the store URL, the lake layout) is parsed and each component's part is
+ready to hand over. Nothing reads the environment or the file, or parses a setting, after that. Nested keys use a double underscore in the environment:
 `[split] token = "…"` is `SLUICE_SPLIT__TOKEN`, `[journal] max_bytes` is `SLUICE_JOURNAL__MAX_BYTES`.
 The store URL is the exception users expect from `--store`: `SLUICE_STORE` (read with the flag)
 as well as `SLUICE_STORE__URL`.
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
-use crate::lake::LakeConfig;
+use crate::lake::{LakeConfig, LakeSettings};
 use crate::record::{DedupMode, FieldLimits};
 use crate::store::{FilterIndexes, StoreTarget};
 
@@ -287,7 +289,6 @@ pub enum FilterIndex {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        let loader = LoaderConfig::default();
         StoreConfig {
             url: None,
             pool_size: 8,
@@ -295,9 +296,9 @@ impl Default for StoreConfig {
             query_timeout_ms: 30_000,
             export_write_timeout_ms: 30_000,
             statement_timeout_ms: 60_000,
-            batch_rows: loader.batch_rows,
-            dedup: loader.dedup,
-            idle_ms: loader.idle_ms,
+            batch_rows: 10_000,
+            dedup: DedupMode::Exact,
+            idle_ms: 200,
             filter_indexes: Vec::new(),
         }
     }
@@ -320,12 +321,12 @@ impl StoreConfig {
     }
 
     /// The loader's part.
-    pub fn loader(&self) -> LoaderConfig {
+    fn loader(&self) -> LoaderConfig {
         let wants = |index| self.filter_indexes.contains(&index);
         LoaderConfig {
             batch_rows: self.batch_rows,
             dedup: self.dedup,
-            idle_ms: self.idle_ms,
+            idle: Duration::from_millis(self.idle_ms),
             filter_indexes: FilterIndexes { key: wants(FilterIndex::Key), split: wants(FilterIndex::Split) },
         }
     }
@@ -382,16 +383,26 @@ pub struct StoreOverrides {
     pub url: String,
 }
 
-impl Config {
-    /// Builds the configuration: defaults < `file` < `SLUICE_*` environment < `overrides`.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
-        Config::load_with_warnings(file, overrides).map(|(config, _)| config)
-    }
+/// The configuration resolved for the components that use it: the settings as written, and
+/// what they name parsed once (the store's URL, the lake's layout) into each component's part.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The validated settings as written; request handlers read their sections from it.
+    pub config: Arc<Config>,
+    /// The database `store.url` names, or the SQLite file in the data directory.
+    pub store: StoreTarget,
+    /// The store loader's part of `[store]`.
+    pub loader: LoaderConfig,
+    /// The lake, with its layout parsed and its local paths.
+    pub lake: LakeSettings,
+}
 
-    /// [`Config::load`], with a warning for each `SLUICE_*` variable that names no setting.
-    /// Those are ignored rather than refused: the environment is shared with other tools (a
-    /// wrapper's `SLUICE_EXE`, say), while an unknown key in the file is a typo and an error.
-    pub fn load_with_warnings(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<(Config, Vec<String>)> {
+impl Settings {
+    /// Builds the settings from defaults < `file` < `SLUICE_*` environment < `overrides`, with a
+    /// warning for each `SLUICE_*` variable that names no setting. Those are ignored rather than
+    /// refused: the environment is shared with other tools (a wrapper's `SLUICE_EXE`, say), while
+    /// an unknown key in the file is a typo and an error.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<(Settings, Vec<String>)> {
         let known = Arc::new(known_keys());
         let warnings = std::env::vars_os()
             .filter_map(|(name, _)| {
@@ -401,10 +412,13 @@ impl Config {
                 ignored.then(|| unknown_variable(&name, &key, &known))
             })
             .collect();
-        Ok((Config::load_known(file, overrides, known)?, warnings))
+        Ok((Config::merge(file, overrides, known)?.resolve()?, warnings))
     }
+}
 
-    fn load_known(file: Option<&Path>, overrides: &Overrides, known: Arc<BTreeSet<String>>) -> anyhow::Result<Config> {
+impl Config {
+    /// The layers merged, not yet checked.
+    fn merge(file: Option<&Path>, overrides: &Overrides, known: Arc<BTreeSet<String>>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             anyhow::ensure!(
@@ -420,13 +434,24 @@ impl Config {
             .split("__")
             .ignore(ENV_NOT_SETTINGS)
             .filter(move |key| is_known(&known, &env_key(key.as_str())));
-        let config: Config = figment
+        figment
             .merge(env)
             .merge(Serialized::globals(overrides))
             .extract()
-            .context("invalid configuration (see `sluice serve --help` and the README's configuration section)")?;
-        config.validate()?;
-        Ok(config)
+            .context("invalid configuration (see `sluice serve --help` and the README's configuration section)")
+    }
+
+    /// Checks every value and parses what the settings name, once: the store URL (reading
+    /// `PGPASSWORD`, so call it at start-up) and the lake's layout.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        self.validate()?;
+        let store = StoreTarget::parse(
+            self.store.url.as_deref(),
+            self.data_dir.join("store.sqlite"),
+            self.store.statement_timeout_ms,
+        )?;
+        let lake = self.lake.clone().resolve(self.data_dir.join("lake"), self.data_dir.join("lake-writer.json"))?;
+        Ok(Settings { loader: self.store.loader(), store, lake, config: Arc::new(self) })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -483,7 +508,6 @@ impl Config {
         anyhow::ensure!(self.store.export_write_timeout_ms > 0, "store.export_write_timeout_ms must be above 0");
         anyhow::ensure!(self.attribution.max_cluster_ids > 0, "attribution.max_cluster_ids must be above 0");
         anyhow::ensure!(self.attribution.max_events > 0, "attribution.max_events must be above 0");
-        self.store_target()?;
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");
         }
@@ -503,7 +527,6 @@ impl Config {
             self.segment.future_tolerance_ms
         );
         anyhow::ensure!(self.segment.max_expanded_bytes > 0, "segment.max_expanded_bytes must be above 0");
-        self.lake.validate()?;
         Ok(())
     }
 
@@ -512,29 +535,9 @@ impl Config {
         self.data_dir.join("journal")
     }
 
-    /// Which database holds the store: `store.url`, or the SQLite file in the data directory.
-    /// Reads `PGPASSWORD`, so call it once at start-up.
-    pub fn store_target(&self) -> anyhow::Result<StoreTarget> {
-        Ok(StoreTarget::parse(
-            self.store.url.as_deref(),
-            self.data_dir.join("store.sqlite"),
-            self.store.statement_timeout_ms,
-        )?)
-    }
-
     /// Where rejected records are written.
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.data_dir.join("dead-letter")
-    }
-
-    /// The lake's directory when `lake.url` is unset.
-    pub fn lake_dir(&self) -> PathBuf {
-        self.data_dir.join("lake")
-    }
-
-    /// The lake writer's checkpoint: its lake and committed offset.
-    pub fn lake_checkpoint_path(&self) -> PathBuf {
-        self.data_dir.join("lake-writer.json")
     }
 }
 
@@ -594,6 +597,16 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// The settings as written, once loaded and resolved.
+    fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        Settings::load(file, overrides).map(|(settings, _)| Arc::unwrap_or_clone(settings.config))
+    }
+
+    /// The store the loaded settings name.
+    fn store_target(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<StoreTarget> {
+        Settings::load(file, overrides).map(|(settings, _)| settings.store)
+    }
+
     #[test]
     fn the_readme_configuration_block_loads_and_is_the_defaults() {
         let readme = include_str!("../README.md");
@@ -601,7 +614,7 @@ mod tests {
         let block = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
         Jail::expect_with(|jail| {
             jail.create_file("readme.toml", block)?;
-            let c = Config::load(Some(Path::new("readme.toml")), &Overrides::default()).unwrap();
+            let c = load(Some(Path::new("readme.toml")), &Overrides::default()).unwrap();
             let defaults = Config { data_dir: PathBuf::from("./sluice-data"), ..Config::default() };
             assert_eq!(c, defaults, "every value the README shows is the default");
             Ok(())
@@ -611,7 +624,7 @@ mod tests {
     #[test]
     fn defaults_listen_on_loopback_7878_with_data_in_sluice_data() {
         Jail::expect_with(|_| {
-            let c = Config::load(None, &Overrides::default()).unwrap();
+            let c = load(None, &Overrides::default()).unwrap();
             assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
             assert_eq!(c.data_dir, PathBuf::from("sluice-data"));
             Ok(())
@@ -626,14 +639,14 @@ mod tests {
                 "listen = \"127.0.0.1:1000\"\ndata_dir = \"from-file\"\n[split]\ntoken = \"file-token-0123456789\"\n",
             )?;
             let file = Some(Path::new("s.toml"));
-            let c = Config::load(file, &Overrides::default()).unwrap();
+            let c = load(file, &Overrides::default()).unwrap();
             assert_eq!(c.listen.port(), 1000);
             assert_eq!(c.split.token.as_deref(), Some("file-token-0123456789"));
 
             jail.set_env("SLUICE_LISTEN", "127.0.0.1:2000");
             jail.set_env("SLUICE_SPLIT__TOKEN", "env-token-0123456789");
             jail.set_env("SLUICE_CONFIG", "ignored-here");
-            let c = Config::load(file, &Overrides::default()).unwrap();
+            let c = load(file, &Overrides::default()).unwrap();
             assert_eq!(c.listen.port(), 2000);
             assert_eq!(c.split.token.as_deref(), Some("env-token-0123456789"));
             assert_eq!(c.data_dir, PathBuf::from("from-file"));
@@ -643,7 +656,7 @@ mod tests {
                 data_dir: Some("flag".into()),
                 store: None,
             };
-            let c = Config::load(file, &o).unwrap();
+            let c = load(file, &o).unwrap();
             assert_eq!(c.listen.port(), 3000);
             assert_eq!(c.data_dir, PathBuf::from("flag"));
             Ok(())
@@ -666,10 +679,10 @@ mod tests {
         for (key, set) in cases {
             let mut c = Config::default();
             set(&mut c);
-            let err = c.validate().expect_err(key);
+            let err = c.resolve().expect_err(key);
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
-        assert!(Config::default().validate().is_ok());
+        assert!(Config::default().resolve().is_ok());
     }
 
     #[test]
@@ -680,7 +693,8 @@ mod tests {
             jail.set_env("SLUICE_LAKE__OPTIONS__AWS_REGION", "eu-west-1");
             jail.set_env("SLUICE_STORE", "postgres://db/x");
             jail.set_env("SLUICE_CONFIG", "ignored-here");
-            let (c, warnings) = Config::load_with_warnings(None, &Overrides::default()).unwrap();
+            let (settings, warnings) = Settings::load(None, &Overrides::default()).unwrap();
+            let c = &settings.config;
             assert_eq!(c.limits.max_body_bytes, Config::default().limits.max_body_bytes);
             assert_eq!(c.lake.options.get("aws_region").map(String::as_str), Some("eu-west-1"), "a free table's entry");
             assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -698,14 +712,14 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors_that_name_them() {
         Jail::expect_with(|jail| {
             jail.create_file("s.toml", "[limits]\nmax_body_byte = 5\n")?;
-            let err = Config::load(Some(Path::new("s.toml")), &Overrides::default()).unwrap_err();
+            let err = load(Some(Path::new("s.toml")), &Overrides::default()).unwrap_err();
             assert!(format!("{err:#}").contains("max_body_byte"), "{err:#}");
 
             jail.create_file("t.toml", "[split]\ntoken = \"short\"\n")?;
-            let err = Config::load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err();
+            let err = load(Some(Path::new("t.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("split.token"), "{err:#}");
 
-            let err = Config::load(Some(Path::new("missing.toml")), &Overrides::default()).unwrap_err();
+            let err = load(Some(Path::new("missing.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("does not exist"), "{err:#}");
             Ok(())
         });
@@ -714,37 +728,37 @@ mod tests {
     #[test]
     fn the_store_url_comes_from_the_file_env_or_flag_and_defaults_to_sqlite() {
         Jail::expect_with(|jail| {
-            let c = Config::load(None, &Overrides::default()).unwrap();
             assert!(
-                matches!(c.store_target().unwrap(), StoreTarget::Sqlite(p) if p == Path::new("sluice-data/store.sqlite"))
+                matches!(store_target(None, &Overrides::default()).unwrap(), StoreTarget::Sqlite(p) if p == Path::new("sluice-data/store.sqlite"))
             );
 
             jail.create_file("s.toml", "[store]\nurl = \"postgres://file@db:5432/sluice\"\npool_size = 3\n")?;
             let file = Some(Path::new("s.toml"));
-            let c = Config::load(file, &Overrides::default()).unwrap();
-            assert_eq!(c.store_target().unwrap().to_string(), "postgres://file@db:5432/sluice");
+            let c = load(file, &Overrides::default()).unwrap();
+            assert_eq!(
+                store_target(file, &Overrides::default()).unwrap().to_string(),
+                "postgres://file@db:5432/sluice"
+            );
             assert_eq!(c.store.pool_size, 3);
 
             jail.set_env("SLUICE_STORE__URL", "postgres://env@db/sluice");
             jail.set_env("SLUICE_STORE", "postgres://read-by-the-flag-not-by-figment@db/x");
-            let c = Config::load(file, &Overrides::default()).unwrap();
-            assert_eq!(c.store_target().unwrap().to_string(), "postgres://env@db:5432/sluice");
+            let c = load(file, &Overrides::default()).unwrap();
+            assert_eq!(store_target(file, &Overrides::default()).unwrap().to_string(), "postgres://env@db:5432/sluice");
             assert_eq!(c.store.pool_size, 3, "the env URL leaves the file's other store keys alone");
 
             let o =
                 Overrides { store: Some(StoreOverrides { url: "postgres://flag@db/f".into() }), ..Default::default() };
-            let c = Config::load(file, &o).unwrap();
-            assert_eq!(c.store_target().unwrap().to_string(), "postgres://flag@db:5432/f");
+            assert_eq!(store_target(file, &o).unwrap().to_string(), "postgres://flag@db:5432/f");
 
             let o = Overrides {
                 store: Some(StoreOverrides { url: "postgres://u@db/x?sslmode=require".into() }),
                 ..Default::default()
             };
-            let c = Config::load(file, &o).unwrap();
-            assert_eq!(c.store_target().unwrap().to_string(), "postgres://u@db:5432/x?sslmode=require");
+            assert_eq!(store_target(file, &o).unwrap().to_string(), "postgres://u@db:5432/x?sslmode=require");
 
             let o = Overrides { store: Some(StoreOverrides { url: "mysql://nope".into() }), ..Default::default() };
-            let err = Config::load(file, &o).unwrap_err();
+            let err = load(file, &o).unwrap_err();
             assert!(format!("{err:#}").contains("postgres://USER"), "{err:#}");
             Ok(())
         });

@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::query::attribution;
 
 /// Which answer to print.
@@ -20,9 +20,9 @@ pub enum Lookup {
 }
 
 /// Prints the answer for `id` as pretty JSON.
-pub fn run(config: &Config, lookup: Lookup, id: &str) -> anyhow::Result<()> {
-    let mut store = super::open_store(config)?;
-    let settings = &config.attribution;
+pub fn run(settings: &Settings, lookup: Lookup, id: &str) -> anyhow::Result<()> {
+    let mut store = super::open_store(&settings.store)?;
+    let settings = &settings.config.attribution;
     let json = match lookup {
         Lookup::Anonymous => serde_json::to_string_pretty(&attribution::anonymous(&mut store, id, settings)?),
         Lookup::User => serde_json::to_string_pretty(&attribution::user(&mut store, id, settings)?),

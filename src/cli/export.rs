@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::Config;
 use crate::query::{EventQuery, ImpressionQuery, write_events, write_impressions};
+use crate::store::StoreTarget;
 
 /// What `sluice export` can write.
 #[derive(Debug, Subcommand)]
@@ -137,10 +137,10 @@ impl ImpressionArgs {
 }
 
 /// Runs `sluice export …`.
-pub fn run(config: &Config, what: ExportWhat) -> anyhow::Result<()> {
+pub fn run(target: &StoreTarget, what: ExportWhat) -> anyhow::Result<()> {
     match what {
-        ExportWhat::Impressions(args) => impressions(config, args),
-        ExportWhat::Events(args) => events(config, args),
+        ExportWhat::Impressions(args) => impressions(target, args),
+        ExportWhat::Events(args) => events(target, args),
     }
 }
 
@@ -154,9 +154,9 @@ fn flag_error(e: crate::query::ParamError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.to_string().replace(&format!("parameter `{}`", e.param), &format!("--{flag}")))
 }
 
-fn events(config: &Config, args: EventArgs) -> anyhow::Result<()> {
+fn events(target: &StoreTarget, args: EventArgs) -> anyhow::Result<()> {
     let (query, format) = EventQuery::from_pairs(&args.to_pairs()).map_err(flag_error)?;
-    let mut store = super::open_store(config)?;
+    let mut store = super::open_store(target)?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(file) => Box::new(File::create(file).with_context(|| format!("cannot create {}", file.display()))?),
         None => Box::new(io::stdout().lock()),
@@ -169,9 +169,9 @@ fn events(config: &Config, args: EventArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn impressions(config: &Config, args: ImpressionArgs) -> anyhow::Result<()> {
+fn impressions(target: &StoreTarget, args: ImpressionArgs) -> anyhow::Result<()> {
     let (query, format) = ImpressionQuery::from_pairs(&args.to_pairs()).map_err(flag_error)?;
-    let mut store = super::open_store(config)?;
+    let mut store = super::open_store(target)?;
 
     let (mut out, show_progress): (Box<dyn Write>, bool) = match &args.output {
         Some(file) => {

@@ -8,8 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use futures_util::TryStreamExt as _;
 
-use crate::config::Config;
-use crate::lake::Lake;
+use crate::lake::{Lake, LakeSettings};
 
 /// The `lake` subcommands.
 #[derive(Debug, Subcommand)]
@@ -22,9 +21,9 @@ pub enum LakeCommand {
 }
 
 /// Runs a `lake` subcommand against the configured lake (no server needed).
-pub fn run(config: &Config, command: LakeCommand) -> anyhow::Result<()> {
+pub fn run(settings: &LakeSettings, command: LakeCommand) -> anyhow::Result<()> {
     let LakeCommand::Ls { prefix } = command;
-    let lake = Lake::open(&config.lake, &config.lake_dir()).context("cannot open the lake; check lake.url")?;
+    let lake = Lake::open(&settings.config, &settings.default_dir).context("cannot open the lake; check lake.url")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,13 +7,11 @@ sluice processes start or serve: migrations take turns under a lock.
 
 use anyhow::Context as _;
 
-use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, StoreTarget};
 
 /// Runs `sluice migrate`.
-pub fn run(config: &Config) -> anyhow::Result<()> {
-    let target = config.store_target()?;
-    Store::open(&target).with_context(|| format!("cannot migrate the store at {target}"))?;
+pub fn run(target: &StoreTarget) -> anyhow::Result<()> {
+    Store::open(target).with_context(|| format!("cannot migrate the store at {target}"))?;
     println!("the store at {target} is up to date");
     Ok(())
 }

@@ -16,12 +16,13 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides, StoreOverrides};
-use crate::store::Store;
+use crate::config::{Overrides, Settings, StoreOverrides};
+use crate::store::{Store, StoreTarget};
 
 /// sluice: your own copy of your Split impressions and Segment events, durable and queryable.
 ///
@@ -98,9 +99,8 @@ pub enum Command {
 }
 
 /// The store, opened for reading: what every command that reads it without a server uses.
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let target = config.store_target()?;
-    Store::open_read_only(&target).with_context(|| format!("cannot read the store at {target}"))
+fn open_store(target: &StoreTarget) -> anyhow::Result<Store> {
+    Store::open_read_only(target).with_context(|| format!("cannot read the store at {target}"))
 }
 
 /// Runs the parsed command line.
@@ -118,20 +118,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
     let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store };
-    let (config, warnings) = Config::load_with_warnings(cli.config.as_deref(), &overrides)?;
+    let (settings, warnings) = Settings::load(cli.config.as_deref(), &overrides)?;
     // Before logging starts (its settings are part of the configuration), and for every command.
     for warning in warnings {
         eprintln!("sluice: warning: {warning}");
     }
     match cli.command {
-        Command::Serve { .. } => serve::run(config),
-        Command::Export { what } => export::run(&config, what),
-        Command::Lake { what } => lake::run(&config, what),
-        Command::Journal { what } => journal::run(&config, what),
-        Command::Bench(args) => bench::run(config, args),
-        Command::Migrate => migrate::run(&config),
-        Command::Store { what } => store::run(&config, what),
-        Command::Anonymous { id } => attribution::run(&config, attribution::Lookup::Anonymous, &id),
-        Command::User { id } => attribution::run(&config, attribution::Lookup::User, &id),
+        Command::Serve { .. } => serve::run(settings),
+        Command::Export { what } => export::run(&settings.store, what),
+        Command::Lake { what } => lake::run(&settings.lake, what),
+        Command::Journal { what } => journal::run(&settings.config, what),
+        Command::Bench(args) => bench::run(Arc::unwrap_or_clone(settings.config), args),
+        Command::Migrate => migrate::run(&settings.store),
+        Command::Store { what } => store::run(&settings, what),
+        Command::Anonymous { id } => attribution::run(&settings, attribution::Lookup::Anonymous, &id),
+        Command::User { id } => attribution::run(&settings, attribution::Lookup::User, &id),
     }
 }

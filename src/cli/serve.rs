@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
 use crate::consumers::{store_loader, supervise};
 use crate::dead_letter::DeadLetters;
@@ -28,16 +28,16 @@ use crate::telemetry;
 
 /// Runs the server until SIGINT or SIGTERM, then drains and returns; gives up draining at the
 /// deadline or on a second signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    telemetry::init_logging(&config.log);
-    let deadline = Duration::from_secs(config.shutdown_deadline_secs);
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.config.log);
+    let deadline = Duration::from_secs(settings.config.shutdown_deadline_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
     let result = runtime.block_on(async {
         let mut signals = crate::shutdown::Signals::install()?;
-        let server = Server::start(config).await?;
+        let server = Server::start_resolved(settings).await?;
         signals.received().await;
         tokio::select! {
             result = server.stop() => result,
@@ -68,8 +68,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
+    /// Resolves `config` (see [`Config::resolve`]) and starts as [`Server::start_resolved`] does.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        Server::start_resolved(config.resolve()?).await
+    }
+
+    /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
+    pub async fn start_resolved(settings: Settings) -> anyhow::Result<Server> {
+        let config = settings.config.clone();
         // Install the metrics recorder before any consumer runs: a figure recorded earlier (say,
         // records skipped at a lost journal range) would go to no recorder and never be seen.
         telemetry::metrics();
@@ -82,13 +88,13 @@ impl Server {
                 .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
         );
         let shared: Arc<dyn Journal> = journal.clone();
-        let target = config.store_target()?;
+        let target = settings.store.clone();
         check_store(&target).await?;
         let dead_letters = Arc::new(
             DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes)
                 .with_context(|| format!("cannot open the dead-letter area {}", config.dead_letter_dir().display()))?,
         );
-        let consumers = Consumers::start(&config, &shared, &target, &dead_letters)?;
+        let consumers = Consumers::start(&settings, &shared, &dead_letters)?;
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
@@ -113,7 +119,7 @@ impl Server {
 
         let query_pool = QueryPool::new(target, config.store.pool_size, config.store.pool_wait());
         let mut state = AppState::new(
-            Arc::new(config),
+            config,
             shared,
             dead_letters,
             consumers.loader_status.clone(),
@@ -175,9 +181,8 @@ struct Consumers {
 impl Consumers {
     /// Starts the store loader and, when the lake is on, the lake writer, each supervised.
     fn start(
-        config: &Config,
+        settings: &Settings,
         journal: &Arc<dyn Journal>,
-        target: &StoreTarget,
         dead_letters: &Arc<DeadLetters>,
     ) -> anyhow::Result<Consumers> {
         let stop = CancellationToken::new();
@@ -186,19 +191,19 @@ impl Consumers {
         // has not processed: the store loader's offset is read once the store answers, which
         // may be much later (PostgreSQL down), so until then the loader holds everything retained.
         journal.hold(store_loader::CONSUMER);
-        let lake = if config.lake.enabled {
-            let lake = Lake::open(&config.lake, &config.lake_dir())
+        let lake = if settings.lake.config.enabled {
+            let lake_settings = settings.lake.clone();
+            let lake = Lake::open(&lake_settings.config, &lake_settings.default_dir)
                 .context("cannot open the lake (set lake.enabled = false to run without one)")?;
             journal.hold(lake_writer::CONSUMER);
-            let (lake_config, checkpoint) = (config.lake.clone(), config.lake_checkpoint_path());
-            let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint));
+            let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_settings));
             let status = Arc::new(LakeStatus::default());
             let (stop, running, journal) = (stop.clone(), status.clone(), journal.clone());
             let task = tokio::spawn(async move {
                 let result = supervise(&running, &stop, || {
-                    let writer = registered.take().unwrap_or_else(|| {
-                        LakeWriter::register(journal.clone(), lake.clone(), &lake_config, &checkpoint)
-                    });
+                    let writer = registered
+                        .take()
+                        .unwrap_or_else(|| LakeWriter::register(journal.clone(), lake.clone(), &lake_settings));
                     let (stop, running) = (stop.clone(), running.clone());
                     async move { writer?.run(stop, running).await }
                 })
@@ -211,7 +216,7 @@ impl Consumers {
         };
         let loader_status = Arc::new(store_loader::new_status());
         let loader = {
-            let (journal, target, loader_config) = (journal.clone(), target.clone(), config.store.loader());
+            let (journal, target, loader_config) = (journal.clone(), settings.store.clone(), settings.loader);
             let dead_letters = dead_letters.clone();
             // Taken before any request is accepted: see `store_loader::run`.
             let start_end = journal.stats().next_offset;

@@ -12,7 +12,7 @@ identity, an event's messageId) and not stored twice, so reloading is safe.
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::consumers::store_loader;
 use crate::journal::Journal as _;
 use crate::journal::file::FileJournal;
@@ -28,13 +28,14 @@ pub enum StoreCommand {
 }
 
 /// Runs `sluice store …`.
-pub fn run(config: &Config, what: StoreCommand) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, what: StoreCommand) -> anyhow::Result<()> {
     match what {
-        StoreCommand::AdoptJournal => adopt_journal(config),
+        StoreCommand::AdoptJournal => adopt_journal(settings),
     }
 }
 
-fn adopt_journal(config: &Config) -> anyhow::Result<()> {
+fn adopt_journal(settings: &Settings) -> anyhow::Result<()> {
+    let config = &settings.config;
     let journal_dir = config.journal_dir();
     anyhow::ensure!(
         journal_dir.is_dir(),
@@ -51,8 +52,8 @@ fn adopt_journal(config: &Config) -> anyhow::Result<()> {
         runtime.block_on(journal.close());
         (journal.id().to_owned(), stats.first_offset)
     };
-    let target = config.store_target()?;
-    let mut store = Store::open(&target).with_context(|| format!("cannot open the store at {target}"))?;
+    let target = &settings.store;
+    let mut store = Store::open(target).with_context(|| format!("cannot open the store at {target}"))?;
     let old = store.consumer_position(store_loader::CONSUMER)?;
     let new = ConsumerPosition { offset: first, journal_id: Some(id.clone()) };
     store

@@ -36,7 +36,7 @@ use super::{Backoff, ConsumerStatus, NeedsOperator};
 use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
 use crate::lake::objects::{WRITER_MARK, object_name};
-use crate::lake::{Lake, LakeConfig, LakeError, Layout};
+use crate::lake::{Lake, LakeConfig, LakeError, LakeSettings, Layout};
 
 /// The writer's consumer name in the journal.
 pub const CONSUMER: &str = "lake";
@@ -126,13 +126,8 @@ pub struct LakeWriter {
 impl LakeWriter {
     /// Reads the checkpoint and registers with the journal at it, so that retention keeps what
     /// the lake has not archived yet. Call before the server accepts traffic.
-    pub fn register(
-        journal: Arc<dyn Journal>,
-        lake: Lake,
-        config: &LakeConfig,
-        checkpoint_path: &Path,
-    ) -> anyhow::Result<LakeWriter> {
-        let layout = Layout::parse(&config.layout)?;
+    pub fn register(journal: Arc<dyn Journal>, lake: Lake, settings: &LakeSettings) -> anyhow::Result<LakeWriter> {
+        let checkpoint_path = settings.checkpoint.as_path();
         let saved = read_checkpoint(checkpoint_path)?;
         let stats = journal.stats();
         if let Some(c) = &saved {
@@ -182,8 +177,8 @@ impl LakeWriter {
             journal,
             reader,
             lake,
-            config: config.clone(),
-            layout,
+            config: settings.config.clone(),
+            layout: settings.layout.clone(),
             checkpoint_path: checkpoint_path.to_owned(),
             fresh,
             committed,

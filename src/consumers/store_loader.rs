@@ -36,7 +36,8 @@ use crate::store::{self, ConsumerPosition, FilterIndexes, LoadOutcome, Store, St
 /// The loader's consumer name, in the journal and in the store's `consumer_offsets`.
 pub const CONSUMER: &str = "store";
 
-/// Store loader settings (the `[store]` section's loader keys).
+/// Store loader settings: its part of `[store]`, resolved by [`crate::config`] (whose defaults
+/// these are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConfig {
     /// Most journal entries loaded in one transaction; larger batches load faster, smaller ones
@@ -44,21 +45,10 @@ pub struct LoaderConfig {
     pub batch_rows: usize,
     /// Which impressions count as the same and are stored once.
     pub dedup: DedupMode,
-    /// How long to wait for new entries before loading a partial batch, in milliseconds.
-    pub idle_ms: u64,
+    /// How long to wait for new entries before loading a partial batch.
+    pub idle: Duration,
     /// The optional impression filter indexes the loader creates at start.
     pub filter_indexes: FilterIndexes,
-}
-
-impl Default for LoaderConfig {
-    fn default() -> Self {
-        LoaderConfig {
-            batch_rows: 10_000,
-            dedup: DedupMode::Exact,
-            idle_ms: 200,
-            filter_indexes: FilterIndexes::default(),
-        }
-    }
 }
 
 /// The loader's live state, for `/readyz` and metrics.
@@ -93,7 +83,7 @@ pub async fn run(
     let mut reader = journal
         .reader(CONSUMER, from)
         .with_context(|| format!("store loader: opening the journal at offset {from}"))?;
-    let idle = Duration::from_millis(config.idle_ms);
+    let idle = config.idle;
     let mut first = Vec::new();
     if let Some(expected) = check {
         let batch = reader

@@ -61,6 +61,7 @@ pub mod layout;
 pub mod objects;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -115,10 +116,31 @@ impl Default for LakeConfig {
     }
 }
 
+/// The lake's settings resolved: the layout parsed, and where a local lake and the writer's
+/// checkpoint live.
+#[derive(Debug, Clone)]
+pub struct LakeSettings {
+    /// The settings as written.
+    pub config: LakeConfig,
+    /// `config.layout`, parsed.
+    pub layout: Layout,
+    /// The lake's directory when `url` is unset.
+    pub default_dir: PathBuf,
+    /// The lake writer's checkpoint: its lake and committed offset.
+    pub checkpoint: PathBuf,
+}
+
 impl LakeConfig {
-    /// Checks the values that can be checked without touching the store.
-    pub fn validate(&self) -> Result<(), LakeError> {
-        Layout::parse(&self.layout)?;
+    /// Checks the values and parses the layout, for a lake whose directory is `default_dir` when
+    /// `url` is unset and whose writer keeps its checkpoint in `checkpoint`.
+    pub fn resolve(self, default_dir: PathBuf, checkpoint: PathBuf) -> Result<LakeSettings, LakeError> {
+        let layout = self.validate()?;
+        Ok(LakeSettings { config: self, layout, default_dir, checkpoint })
+    }
+
+    /// Checks the values that can be checked without touching the store; the layout, parsed.
+    fn validate(&self) -> Result<Layout, LakeError> {
+        let layout = Layout::parse(&self.layout)?;
         let invalid = |reason: String| Err(LakeError::Config(reason));
         if self.flush_bytes == 0 {
             return invalid("lake.flush_bytes must be above 0".into());
@@ -140,7 +162,7 @@ impl LakeConfig {
                 self.part_bytes
             ));
         }
-        Ok(())
+        Ok(layout)
     }
 }
 

@@ -14,8 +14,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Per-field limits enforced on every impression at ingest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldLimits {
     /// Longest identifier-like string (key, split, treatment, label, environment, machine, sdk), in bytes.
     pub max_field_bytes: usize,

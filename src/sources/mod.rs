@@ -333,7 +333,7 @@ mod tests {
             journal,
             Arc::new(DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes).unwrap()),
             Arc::new(crate::consumers::store_loader::new_status()),
-            crate::store::QueryPool::new(config.store_target().unwrap(), 1, config.store.pool_wait()),
+            crate::store::QueryPool::new(config.clone().resolve().unwrap().store, 1, config.store.pool_wait()),
             crate::telemetry::metrics(),
         )
     }
