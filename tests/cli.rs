@@ -168,25 +168,20 @@ fn an_unreachable_postgresql_is_reported_with_what_to_check() {
 
 #[test]
 fn bench_loads_both_sources_and_reports_every_record_loaded() {
+    // The load generator is its own program, `sluice-load`; its server gets a temporary directory.
+    let sluice_load = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-load"))
+            .args(args)
+            .env_remove("SLUICE_CONFIG")
+            .env_remove("SLUICE_DATA_DIR")
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
     for (source, unit) in [("split", "impressions/s"), ("segment", "events/s")] {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().to_str().unwrap();
-        let (code, out, err) = sluice(
-            &[
-                "--data-dir",
-                data_dir,
-                "bench",
-                "--source",
-                source,
-                "--batches",
-                "6",
-                "--batch-size",
-                "50",
-                "--connections",
-                "2",
-            ],
-            &[],
-        );
+        let (code, out, err) =
+            sluice_load(&["--source", source, "--batches", "6", "--batch-size", "50", "--connections", "2"]);
         assert_eq!(code, 0, "{source}: {err}");
         assert!(out.contains(&format!("{unit}  (")), "{source}: {out}");
         assert!(out.contains("for 300;"), "{source}: every record acknowledged: {out}");

@@ -1,12 +1,12 @@
 /*!
 The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
-`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice store adopt-journal`, `sluice bench`.
+`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice store adopt-journal`
+(the load generator is a program of its own, `src/bin/sluice-load.rs`).
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
 */
 
 pub mod attribution;
-pub mod bench;
 pub mod export;
 pub mod journal;
 pub mod lake;
@@ -16,7 +16,6 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -29,6 +28,7 @@ use crate::store::{Store, StoreTarget};
 /// Point Split's "Outgoing Webhook (Impressions)" at http://HOST:7878/v1/split/impressions and
 /// Segment's webhook destination at /v1/segment/webhook (or Segment's libraries at http://HOST:7878),
 /// then query with `sluice export`, `sluice user`, GET /api/impressions, /api/events or /api/user/ID.
+/// Load benchmarks run with the separate `sluice-load` program (see BENCHMARKS.md).
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, propagate_version = true)]
 pub struct Cli {
@@ -60,9 +60,9 @@ pub enum Command {
     },
     /// Write records from the store to a file or stdout (no server needed; safe while it runs).
     Export {
-        /// What to export.
+        /// What to export (boxed: its filters make it many times the other commands' size).
         #[command(subcommand)]
-        what: export::ExportWhat,
+        what: Box<export::ExportWhat>,
     },
     /// Look at the lake (no server needed; safe while it runs).
     Lake {
@@ -76,8 +76,6 @@ pub enum Command {
         #[command(subcommand)]
         what: journal::JournalCommand,
     },
-    /// Load-test the Split webhook or the Segment Tracking API: records/s, latency, the in-process limit.
-    Bench(bench::BenchArgs),
     /// Create or upgrade the store's schema and exit (`serve` also does this on start).
     Migrate,
     /// Maintain the store's bookkeeping (no server may run on the data directory).
@@ -110,7 +108,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export { .. }
         | Command::Lake { .. }
         | Command::Journal { .. }
-        | Command::Bench(_)
         | Command::Migrate
         | Command::Store { .. }
         | Command::Anonymous { .. }
@@ -125,10 +122,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve { .. } => serve::run(settings),
-        Command::Export { what } => export::run(&settings.store, what),
+        Command::Export { what } => export::run(&settings.store, *what),
         Command::Lake { what } => lake::run(&settings.lake, what),
         Command::Journal { what } => journal::run(&settings.config, what),
-        Command::Bench(args) => bench::run(Arc::unwrap_or_clone(settings.config), args),
         Command::Migrate => migrate::run(&settings.store),
         Command::Store { what } => store::run(&settings, what),
         Command::Anonymous { id } => attribution::run(&settings, attribution::Lookup::Anonymous, &id),

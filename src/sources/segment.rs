@@ -331,9 +331,28 @@ async fn journal(state: &AppState, checked: Checked, received_at: i64) -> Result
     Ok(Outcome { accepted, rejected, faults })
 }
 
+/// What a `/v1/batch` request does with `body` on its way to the journal, without HTTP: the
+/// top-level parse and every event's checks, skew correction and re-serialisation. The
+/// in-process limit the load generator (`sluice-load`) sets HTTP ingest beside; a refused event
+/// is an error.
+pub fn batch_records_in_process(body: &[u8], config: &crate::config::Config) -> Result<Vec<Record>, AppError> {
+    let text = std::str::from_utf8(body).map_err(|e| AppError::bad_request(e.to_string()))?;
+    let arrival = Arrival {
+        via: Via::TrackingApi,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        source: None,
+        future_tolerance_ms: config.segment.future_tolerance_ms,
+    };
+    let prepared = TrackingBody::parse(text)?.prepare(None, &arrival, &BatchLimits::of(config))?;
+    match prepared.errors.first() {
+        Some((index, e, _)) => Err(AppError::bad_request(format!("event {index} was refused: {e}"))),
+        None => Ok(prepared.records),
+    }
+}
+
 /// What one Tracking API request may expand to.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
+pub(crate) struct BatchLimits {
     /// Most events in one `/v1/batch` (`limits.max_batch_records`, as for every source: Segment
     /// documents no count, only 500 KB per batch and 32 KB per event).
     pub max_items: usize,
@@ -354,7 +373,7 @@ impl BatchLimits {
 
 /// A Tracking API request body, its top level parsed (the events themselves stay raw until
 /// [`prepare`](TrackingBody::prepare)).
-pub struct TrackingBody<'a> {
+pub(crate) struct TrackingBody<'a> {
     text: &'a str,
     top: BTreeMap<String, &'a RawValue>,
 }

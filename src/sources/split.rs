@@ -109,9 +109,19 @@ async fn handle(state: &AppState, query: Option<&str>, headers: &HeaderMap, body
     Ok((status, Json(report)).into_response())
 }
 
+/// What a request does with `body` (gzip'd or not) on its way to the journal, without HTTP:
+/// decode, parse, validate. The in-process limit the load generator (`sluice-load`) sets HTTP
+/// ingest beside; refused elements are left out.
+pub fn records_in_process(body: Bytes, limits: &IngestLimits) -> Result<Vec<Record>, AppError> {
+    let mut reservation = body::ByteBudget::new(limits.max_in_flight_bytes).reservation();
+    let encoding = body::detect_encoding(&HeaderMap::new(), &body)?;
+    let plain = body::decode(encoding, body, limits.max_decompressed_bytes, &mut reservation)?;
+    Ok(parse_batch(&plain, limits, 0)?.0)
+}
+
 /// Splits a decoded body into journal records and the refused elements (for the dead-letter
 /// area, once the journal has answered).
-pub fn parse_batch(
+pub(crate) fn parse_batch(
     plain: &Bytes,
     limits: &IngestLimits,
     received_at: i64,

@@ -1,6 +1,9 @@
 /*!
-`sluice bench`: a load generator for the Split webhook (`--source split`, the default) or the
+`sluice-load`: a load generator for the Split webhook (`--source split`, the default) or the
 Segment Tracking API (`--source segment`, `/v1/batch`), with the in-process limit beside it.
+
+A program of its own rather than a `sluice` subcommand, so that the library exposes only one
+entry per source for it (`records_in_process`), not the parsers behind them.
 
 It builds realistic batches first (not timed: gzip'd unique impressions, or plain-JSON batches of
 unique page/track/identify events as Segment's libraries send them), then:
@@ -19,47 +22,48 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use clap::Args;
+use clap::Parser;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use rand::{Rng as _, SeedableRng as _};
+use sluice::cli::serve::Server;
+use sluice::config::{Config, Overrides, Settings};
+use sluice::consumers::store_loader;
+use sluice::journal::Journal as _;
+use sluice::journal::file::FileJournal;
+use sluice::sources::{segment, split};
 
-use crate::cli::serve::Server;
-use crate::config::{Config, IngestLimits};
-use crate::consumers::store_loader;
-use crate::http::body::{self, ByteBudget, Encoding};
-use crate::journal::Journal as _;
-use crate::journal::file::FileJournal;
-use crate::record::segment::{Arrival, Via};
-use crate::sources::segment::{BatchLimits, TrackingBody};
-use crate::sources::split::parse_batch;
-
-/// Settings of `sluice bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
+/// Load-test the Split webhook or the Segment Tracking API: records/s, latency, the in-process limit.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-load", version)]
+struct BenchArgs {
+    /// sluice's TOML configuration file: its journal and limits settings apply to the in-process
+    /// run and to the server started here (SLUICE_* variables as for `sluice`).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Server to load; by default one is started in this process on a temporary data directory.
     #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
+    url: Option<String>,
     /// Number of batches to send.
     #[arg(long, default_value_t = 300)]
-    pub batches: usize,
+    batches: usize,
     /// Records per batch (default: 1000 impressions, or 100 events as Segment's libraries batch).
     #[arg(long)]
-    pub batch_size: Option<usize>,
+    batch_size: Option<usize>,
     /// Which source to load.
     #[arg(long, value_enum, default_value_t = BenchSource::Split)]
-    pub source: BenchSource,
+    source: BenchSource,
     /// Concurrent connections (and in-process appenders).
     #[arg(long, default_value_t = 8)]
-    pub connections: usize,
+    connections: usize,
     /// Seed for the generated data; change it to send impressions the store has not seen.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    seed: u64,
 }
 
-/// The sources `sluice bench` can load.
+/// The sources `sluice-load` can load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchSource {
+enum BenchSource {
     /// Split's impressions webhook, gzip'd JSON arrays.
     Split,
     /// The Segment Tracking API's `/v1/batch`.
@@ -82,8 +86,13 @@ impl BenchSource {
     }
 }
 
-/// Runs `sluice bench`.
-pub fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = BenchArgs::parse();
+    let (settings, warnings) = Settings::load(args.config.as_deref(), &Overrides::default())?;
+    for warning in warnings {
+        eprintln!("sluice-load: warning: {warning}");
+    }
+    let config = Arc::unwrap_or_clone(settings.config);
     anyhow::ensure!(
         args.batches > 0 && args.batch_size != Some(0) && args.connections > 0,
         "--batches, --batch-size and --connections must be above 0"
@@ -326,28 +335,19 @@ async fn in_process(
     source: BenchSource,
 ) -> anyhow::Result<Duration> {
     let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
-    let budget = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
-    let limits: IngestLimits = config.limits;
+    let config = Arc::new(config.clone());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (journal, budget, next, bodies) = (journal.clone(), budget.clone(), next.clone(), bodies.clone());
+            let (journal, config, next, bodies) = (journal.clone(), config.clone(), next.clone(), bodies.clone());
             tokio::spawn(async move {
                 while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let records = match source {
-                        BenchSource::Split => {
-                            let mut reservation = budget.reservation();
-                            let plain = body::decode(
-                                Encoding::Gzip,
-                                body.clone(),
-                                limits.max_decompressed_bytes,
-                                &mut reservation,
-                            )?;
-                            parse_batch(&plain, &limits, 0).map_err(|e| anyhow::anyhow!("{e}"))?.0
-                        }
-                        BenchSource::Segment => segment_records(body)?,
-                    };
+                        BenchSource::Split => split::records_in_process(body.clone(), &config.limits),
+                        BenchSource::Segment => segment::batch_records_in_process(body, &config),
+                    }
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                     journal.append(records).await?;
                 }
                 anyhow::Ok(())
@@ -360,24 +360,6 @@ async fn in_process(
     let elapsed = started.elapsed();
     journal.close().await;
     Ok(elapsed)
-}
-
-/// What the Tracking API does with a `/v1/batch` body before the journal: the top-level parse and
-/// every event's checks, skew correction and re-serialisation.
-fn segment_records(body: &Bytes) -> anyhow::Result<Vec<crate::journal::Record>> {
-    let text = std::str::from_utf8(body)?;
-    let parsed = TrackingBody::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let arrival = Arrival {
-        via: Via::TrackingApi,
-        at_ms: chrono::Utc::now().timestamp_millis(),
-        source: None,
-        future_tolerance_ms: 600_000,
-    };
-    let prepared = parsed
-        .prepare(None, &arrival, &BatchLimits::of(&crate::config::Config::default()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    anyhow::ensure!(prepared.errors.is_empty(), "a generated event was refused: {:?}", prepared.errors[0].1);
-    Ok(prepared.records)
 }
 
 /// POSTs every body; returns the wall time, each request's latency and the records acknowledged.
