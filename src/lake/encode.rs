@@ -14,7 +14,7 @@ text, or as `payloadHex` when it is not UTF-8.
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{ArrayBuilder as _, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::LakeError;
-use crate::record::{FieldLimits, Impression, RecordKind, SegmentEvent};
-use crate::store::ImpressionView;
+use crate::record::impression::{self, ImpressionView};
+use crate::record::schema::{self as columns, Column, Kind, Value as Cell};
+use crate::record::{FieldLimits, Impression, RecordKind, SegmentEvent, segment_columns};
 
 /// How the lake's objects are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +117,6 @@ pub struct Pending {
 enum Body {
     Lines(Vec<u8>),
     Columns(Box<Columns>),
-    EventColumns(Box<EventColumns>),
 }
 
 impl Pending {
@@ -124,8 +124,12 @@ impl Pending {
     pub fn data(format: LakeFormat, kind: RecordKind) -> Pending {
         let body = match (format, kind) {
             (LakeFormat::NdjsonGzip | LakeFormat::NdjsonZstd, _) => Body::Lines(Vec::new()),
-            (LakeFormat::Parquet, RecordKind::SplitImpression) => Body::Columns(Box::default()),
-            (LakeFormat::Parquet, RecordKind::SegmentEvent) => Body::EventColumns(Box::default()),
+            (LakeFormat::Parquet, RecordKind::SplitImpression) => {
+                Body::Columns(Box::new(Columns::new(&impression::COLUMNS, "impressions")))
+            }
+            (LakeFormat::Parquet, RecordKind::SegmentEvent) => {
+                Body::Columns(Box::new(Columns::new(&segment_columns::COLUMNS, "events")))
+            }
         };
         Pending { format, body }
     }
@@ -135,24 +139,29 @@ impl Pending {
         Pending { format, body: Body::Lines(Vec::new()) }
     }
 
-    /// Appends a record as an NDJSON line or a row of columns. Only records of the object's kind.
+    /// Appends a record as an NDJSON line or a row of columns. Only records of the object's kind
+    /// (each object holds records of one kind, routed by kind).
     pub fn push(&mut self, record: &Parsed<'_>, received_at_ms: i64) {
         match (record, &mut self.body) {
             (Parsed::Impression(imp), Body::Lines(text)) => {
                 let extra = imp.extra_json();
                 // Writing into a Vec cannot fail.
-                let _ = crate::query::write_object(text, &view(imp, extra.as_deref(), received_at_ms));
+                let _ = crate::query::write_object(text, &ImpressionView::of(imp, extra.as_deref(), received_at_ms));
                 text.push(b'\n');
             }
             (Parsed::Impression(imp), Body::Columns(columns)) => {
-                columns.push(imp, imp.extra_json().as_deref(), received_at_ms)
+                let extra = imp.extra_json();
+                columns.push(&ImpressionView::of(imp, extra.as_deref(), received_at_ms).values())
             }
             (Parsed::Event { json, .. }, Body::Lines(text)) => {
                 text.extend_from_slice(json.as_bytes());
                 text.push(b'\n');
             }
-            (Parsed::Event { json, map }, Body::EventColumns(columns)) => columns.push(json, map, received_at_ms),
-            _ => unreachable!("each object holds records of one kind, routed by kind"),
+            (Parsed::Event { json, map }, Body::Columns(columns)) => {
+                // `parse` checked the event before it was routed here.
+                let Ok(e) = SegmentEvent::from_map(map) else { unreachable!("the event was validated by `parse`") };
+                columns.push(&segment_columns::values(&e, json, received_at_ms))
+            }
         }
     }
 
@@ -182,7 +191,6 @@ impl Pending {
         match self.body {
             Body::Lines(text) => compress(self.format, &text),
             Body::Columns(columns) => columns.finish(),
-            Body::EventColumns(columns) => columns.finish(),
         }
     }
 }
@@ -207,196 +215,104 @@ fn compress(format: LakeFormat, text: &[u8]) -> Result<Vec<u8>, LakeError> {
     }
 }
 
-/// An impression seen the way the export formatter sees stored rows.
-fn view<'a>(imp: &'a Impression<'a>, extra: Option<&'a str>, received_at: i64) -> ImpressionView<'a> {
-    ImpressionView {
-        key: &imp.key,
-        split: &imp.split,
-        environment: imp.environment_name.as_deref(),
-        environment_id: imp.environment_id.as_deref(),
-        treatment: &imp.treatment,
-        label: imp.label.as_deref(),
-        time: imp.time,
-        bucketing_key: imp.bucketing_key.as_deref(),
-        machine_name: imp.machine_name.as_deref(),
-        machine_ip: imp.machine_ip.as_deref(),
-        split_version_number: imp.split_version_number,
-        sdk: imp.sdk.as_deref(),
-        sdk_version: imp.sdk_version.as_deref(),
-        properties: imp.properties.as_deref(),
-        extra,
-        received_at,
-    }
-}
-
 /// The Parquet schema of impressions, named as in Split's impression export: `splitName` and
 /// `splitVersion` for the webhook's `split` and `splitVersionNumber`, `timestamp` for `time`,
 /// `receptionTimestamp` for sluice's arrival time; `extra` holds unknown fields as a JSON object.
 pub fn parquet_schema() -> Schema {
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
-    let millis = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Schema::new(vec![
-        text("key", false),
-        text("bucketingKey", true),
-        text("label", true),
-        text("treatment", false),
-        text("splitName", false),
-        Field::new("splitVersion", DataType::Int64, true),
-        text("properties", true),
-        text("environmentId", true),
-        text("environmentName", true),
-        text("sdk", true),
-        text("sdkVersion", true),
-        text("machineName", true),
-        text("machineIp", true),
-        Field::new("timestamp", millis.clone(), false),
-        Field::new("receptionTimestamp", millis, false),
-        text("extra", true),
-    ])
-}
-
-/// Impressions as Arrow columns, in the order of [`parquet_schema`] (text columns apart).
-struct Columns {
-    /// key, bucketingKey, label, treatment, splitName, properties, environmentId,
-    /// environmentName, sdk, sdkVersion, machineName, machineIp, extra.
-    texts: [StringBuilder; 13],
-    version: Int64Builder,
-    timestamp: TimestampMillisecondBuilder,
-    reception: TimestampMillisecondBuilder,
-}
-
-impl Default for Columns {
-    fn default() -> Self {
-        Columns {
-            texts: std::array::from_fn(|_| StringBuilder::new()),
-            version: Int64Builder::new(),
-            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            reception: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-        }
-    }
-}
-
-impl Columns {
-    fn push(&mut self, imp: &Impression<'_>, extra: Option<&str>, received_at_ms: i64) {
-        let values = [
-            Some(&*imp.key),
-            imp.bucketing_key.as_deref(),
-            imp.label.as_deref(),
-            Some(&*imp.treatment),
-            Some(&*imp.split),
-            imp.properties.as_deref(),
-            imp.environment_id.as_deref(),
-            imp.environment_name.as_deref(),
-            imp.sdk.as_deref(),
-            imp.sdk_version.as_deref(),
-            imp.machine_name.as_deref(),
-            imp.machine_ip.as_deref(),
-            extra,
-        ];
-        for (builder, value) in self.texts.iter_mut().zip(values) {
-            builder.append_option(value);
-        }
-        self.version.append_option(imp.split_version_number);
-        self.timestamp.append_value(imp.time);
-        self.reception.append_value(received_at_ms);
-    }
-
-    fn finish(mut self) -> Result<Vec<u8>, LakeError> {
-        let rows = self.timestamp.len();
-        let mut text: Vec<ArrayRef> = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let extra = text.pop().expect("13 text columns");
-        let rest = text.split_off(5);
-        let mut columns = text;
-        columns.push(Arc::new(self.version.finish()));
-        columns.extend(rest);
-        columns.push(Arc::new(self.timestamp.finish()));
-        columns.push(Arc::new(self.reception.finish()));
-        columns.push(extra);
-
-        write_parquet(Arc::new(parquet_schema()), columns, &format!("{rows} impressions"))
-    }
+    schema_of(&impression::COLUMNS)
 }
 
 /// The Parquet schema of Segment events: the typed fields the store indexes, in Segment's own
 /// names, and `raw`, the whole event as JSON text (everything else: `properties`, `traits`,
 /// `context`…), since events have no fixed shape to give columns to.
 pub fn event_parquet_schema() -> Schema {
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
-    let millis = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    Schema::new(vec![
-        text("messageId", false),
-        text("type", false),
-        text("event", true),
-        text("name", true),
-        text("userId", true),
-        text("anonymousId", true),
-        text("previousId", true),
-        text("groupId", true),
-        text("pageUrl", true),
-        text("pageReferrer", true),
-        text("source", true),
-        Field::new("timestamp", millis.clone(), false),
-        Field::new("originalTimestamp", millis.clone(), true),
-        Field::new("sentAt", millis.clone(), true),
-        Field::new("receivedAt", millis.clone(), true),
-        Field::new("receptionTimestamp", millis, false),
-        text("raw", false),
-    ])
+    schema_of(&segment_columns::COLUMNS)
 }
 
-/// Events as Arrow columns, in the order of [`event_parquet_schema`].
-struct EventColumns {
-    /// messageId, type, event, name, userId, anonymousId, previousId, groupId, pageUrl,
-    /// pageReferrer, source.
-    texts: [StringBuilder; 11],
-    /// timestamp, originalTimestamp, sentAt, receivedAt, receptionTimestamp.
-    times: [TimestampMillisecondBuilder; 5],
-    raw: StringBuilder,
+/// The Parquet schema of a column table: its Parquet columns, in their order.
+fn schema_of(table: &[Column]) -> Schema {
+    let fields = columns::parquet_columns(table).into_iter().map(|(_, column, parquet)| {
+        let data_type = match column.kind {
+            Kind::Text | Kind::Json | Kind::Extra => DataType::Utf8,
+            Kind::Int => DataType::Int64,
+            Kind::Millis => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            Kind::Bool => DataType::Boolean,
+            Kind::Bytes => DataType::Binary,
+        };
+        Field::new(parquet.name, data_type, column.nullable)
+    });
+    Schema::new(fields.collect::<Vec<_>>())
 }
 
-impl Default for EventColumns {
-    fn default() -> Self {
-        EventColumns {
-            texts: std::array::from_fn(|_| StringBuilder::new()),
-            times: std::array::from_fn(|_| TimestampMillisecondBuilder::new().with_timezone("UTC")),
-            raw: StringBuilder::new(),
-        }
+/// Records as Arrow columns, one builder per Parquet column of their table, in Parquet order.
+struct Columns {
+    table: &'static [Column],
+    /// Each builder with the index in the table of the value it takes.
+    builders: Vec<(usize, Builder)>,
+    rows: usize,
+    /// What the records are, for errors.
+    what: &'static str,
+}
+
+/// One Arrow column being built, typed by its column's [`Kind`].
+enum Builder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Millis(TimestampMillisecondBuilder),
+    Bool(BooleanBuilder),
+    Bytes(BinaryBuilder),
+}
+
+impl Columns {
+    fn new(table: &'static [Column], what: &'static str) -> Columns {
+        let builders = columns::parquet_columns(table)
+            .into_iter()
+            .map(|(i, column, _)| {
+                let builder = match column.kind {
+                    Kind::Text | Kind::Json | Kind::Extra => Builder::Text(StringBuilder::new()),
+                    Kind::Int => Builder::Int(Int64Builder::new()),
+                    Kind::Millis => Builder::Millis(TimestampMillisecondBuilder::new().with_timezone("UTC")),
+                    Kind::Bool => Builder::Bool(BooleanBuilder::new()),
+                    Kind::Bytes => Builder::Bytes(BinaryBuilder::new()),
+                };
+                (i, builder)
+            })
+            .collect();
+        Columns { table, builders, rows: 0, what }
     }
-}
 
-impl EventColumns {
-    fn push(&mut self, json: &str, map: &Map<String, Value>, received_at_ms: i64) {
-        // `parse` checked the event before it was routed here.
-        let Ok(e) = SegmentEvent::from_map(map) else { unreachable!("the event was validated by `parse`") };
-        let values = [
-            Some(e.message_id),
-            Some(e.event_type.name()),
-            e.event,
-            e.name,
-            e.user_id,
-            e.anonymous_id,
-            e.previous_id,
-            e.group_id,
-            e.page_url,
-            e.page_referrer,
-            e.source,
-        ];
-        for (builder, value) in self.texts.iter_mut().zip(values) {
-            builder.append_option(value);
+    /// Appends one record: its values in table order (those the store adds may be left out).
+    fn push(&mut self, values: &[Cell<'_>]) {
+        for (i, builder) in &mut self.builders {
+            match (builder, values[*i]) {
+                (Builder::Text(b), Cell::Text(s)) => b.append_value(s),
+                (Builder::Text(b), _) => b.append_null(),
+                (Builder::Int(b), Cell::Int(n)) => b.append_value(n),
+                (Builder::Int(b), _) => b.append_null(),
+                (Builder::Millis(b), Cell::Int(n)) => b.append_value(n),
+                (Builder::Millis(b), _) => b.append_null(),
+                (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+                (Builder::Bool(b), _) => b.append_null(),
+                (Builder::Bytes(b), Cell::Bytes(v)) => b.append_value(v),
+                (Builder::Bytes(b), _) => b.append_null(),
+            }
         }
-        let times = [Some(e.timestamp), e.original_timestamp, e.sent_at, e.received_at, Some(received_at_ms)];
-        for (builder, value) in self.times.iter_mut().zip(times) {
-            builder.append_option(value);
-        }
-        self.raw.append_value(json);
+        self.rows += 1;
     }
 
     fn finish(mut self) -> Result<Vec<u8>, LakeError> {
-        let rows = self.raw.len();
-        let mut columns: Vec<ArrayRef> = self.texts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        columns.extend(self.times.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.push(Arc::new(self.raw.finish()));
-        write_parquet(Arc::new(event_parquet_schema()), columns, &format!("{rows} events"))
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|(_, builder)| match builder {
+                Builder::Text(b) => Arc::new(b.finish()) as ArrayRef,
+                Builder::Int(b) => Arc::new(b.finish()),
+                Builder::Millis(b) => Arc::new(b.finish()),
+                Builder::Bool(b) => Arc::new(b.finish()),
+                Builder::Bytes(b) => Arc::new(b.finish()),
+            })
+            .collect();
+        write_parquet(Arc::new(schema_of(self.table)), columns, &format!("{} {}", self.rows, self.what))
     }
 }
 
@@ -508,6 +424,63 @@ mod tests {
     fn parse_refuses_event_times_outside_the_calendar() {
         let far = r#"{"key":"k","split":"s","treatment":"on","time":9223372036854775807}"#;
         assert!(parse(RecordKind::SplitImpression, far.as_bytes()).unwrap_err().contains("`time`"));
+    }
+
+    #[test]
+    fn parquet_objects_have_the_column_tables_schemas() {
+        for (kind, table, payload) in [
+            (RecordKind::SplitImpression, &impression::COLUMNS[..], FULL),
+            (RecordKind::SegmentEvent, &segment_columns::COLUMNS[..], EVENT),
+        ] {
+            let bytes = data_of(LakeFormat::Parquet, kind, &[payload]);
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                    .unwrap();
+            let got: Vec<(String, DataType, bool)> = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+                .collect();
+            let mut want: Vec<(usize, String, DataType, bool)> = table
+                .iter()
+                .filter_map(|c| {
+                    let p = c.parquet?;
+                    let ty = match c.kind {
+                        Kind::Millis => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                        Kind::Int => DataType::Int64,
+                        _ => DataType::Utf8,
+                    };
+                    Some((p.at, p.name.to_owned(), ty, c.nullable))
+                })
+                .collect();
+            want.sort_by_key(|w| w.0);
+            let want: Vec<_> = want.into_iter().map(|(_, name, ty, nullable)| (name, ty, nullable)).collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+        // Split's own impression export, in its order: lake readers may read columns by position.
+        let names: Vec<String> = parquet_schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "key",
+                "bucketingKey",
+                "label",
+                "treatment",
+                "splitName",
+                "splitVersion",
+                "properties",
+                "environmentId",
+                "environmentName",
+                "sdk",
+                "sdkVersion",
+                "machineName",
+                "machineIp",
+                "timestamp",
+                "receptionTimestamp",
+                "extra"
+            ]
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 
 use super::{ImpressionQuery, QueryError};
+use crate::record::impression;
+use crate::record::schema::{Column, Kind, Value};
 use crate::store::{ImpressionView, Store};
 
 /// How an export is encoded.
@@ -59,52 +61,9 @@ const BUFFER_BYTES: usize = 64 * 1024;
 /// The seed report's header, spaces included.
 const REPORT_HEADER: [&str; 6] = ["User Key", " Split", " Environment", " Treatment", " Rule", " Time"];
 
-/// The webhook's field names, in the order [`webhook_values`] returns their values.
-const WEBHOOK_FIELDS: [&str; 15] = [
-    "key",
-    "split",
-    "environmentId",
-    "environmentName",
-    "treatment",
-    "time",
-    "bucketingKey",
-    "label",
-    "machineName",
-    "machineIp",
-    "splitVersionNumber",
-    "sdk",
-    "sdkVersion",
-    "properties",
-    "receivedAt",
-];
-
-/// One field's value, typed so that each format can write text and numbers its own way.
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Text(Option<&'a str>),
-    Int(Option<i64>),
-}
-
-/// The values of [`WEBHOOK_FIELDS`] for one row.
-fn webhook_values<'a>(v: &ImpressionView<'a>) -> [Value<'a>; 15] {
-    use Value::{Int, Text};
-    [
-        Text(Some(v.key)),
-        Text(Some(v.split)),
-        Text(v.environment_id),
-        Text(v.environment),
-        Text(Some(v.treatment)),
-        Int(Some(v.time)),
-        Text(v.bucketing_key),
-        Text(v.label),
-        Text(v.machine_name),
-        Text(v.machine_ip),
-        Int(v.split_version_number),
-        Text(v.sdk),
-        Text(v.sdk_version),
-        Text(v.properties),
-        Int(Some(v.received_at)),
-    ]
+/// The columns exports write, in their order, with [`ImpressionView::values`].
+fn exported() -> impl Iterator<Item = &'static Column> {
+    impression::COLUMNS[..impression::VIEW_COLUMNS].iter()
 }
 
 /// Counts rows and reports every [`PROGRESS_EVERY`].
@@ -153,25 +112,24 @@ fn write_csv(
         number: String::new(),
     };
     if all_columns {
-        w.w.write_record(WEBHOOK_FIELDS.iter().chain(&["extra"]))?;
+        w.w.write_record(exported().filter_map(|c| c.field))?;
     } else {
         w.w.write_record(REPORT_HEADER)?;
     }
     let rows = store.query_impressions(q, &mut |v| {
         if all_columns {
-            for value in webhook_values(v) {
+            for value in v.values() {
                 w.cell(value)?;
             }
-            w.cell(Value::Text(v.extra))?;
         } else {
             // The report's one environment column shows the name, or the id when Split sent no name.
             for value in [
-                Value::Text(Some(v.key)),
-                Value::Text(Some(v.split)),
-                Value::Text(v.environment.or(v.environment_id)),
-                Value::Text(Some(v.treatment)),
-                Value::Text(v.label),
-                Value::Int(Some(v.time)),
+                Value::Text(v.key),
+                Value::Text(v.split),
+                Value::text(v.environment.or(v.environment_id)),
+                Value::Text(v.treatment),
+                Value::text(v.label),
+                Value::Int(v.time),
             ] {
                 w.cell(value)?;
             }
@@ -192,13 +150,18 @@ struct CsvOut<W: Write> {
 
 impl<W: Write> CsvOut<W> {
     fn cell(&mut self, value: Value<'_>) -> csv::Result<()> {
+        use std::fmt::Write as _;
+        self.number.clear();
         match value {
-            Value::Text(s) => self.w.write_field(defuse(s.unwrap_or("")).as_bytes()),
-            Value::Int(None) => self.w.write_field(""),
-            Value::Int(Some(n)) => {
-                use std::fmt::Write as _;
-                self.number.clear();
+            Value::Null => self.w.write_field(""),
+            Value::Text(s) => self.w.write_field(defuse(s).as_bytes()),
+            Value::Bytes(b) => self.w.write_field(b),
+            Value::Int(n) => {
                 let _ = write!(self.number, "{n}");
+                self.w.write_field(&self.number)
+            }
+            Value::Bool(b) => {
+                let _ = write!(self.number, "{b}");
                 self.w.write_field(&self.number)
             }
         }
@@ -239,20 +202,26 @@ fn write_json(
     Ok(rows)
 }
 
-/// Writes one impression as a JSON object: the webhook fields, `receivedAt`, then the unknown fields.
+/// Writes one impression as a JSON object: the exported columns (the webhook fields, `receivedAt`)
+/// by name, then the unknown fields.
 /// The lake writes its NDJSON objects with it too, so a lake line reads like an export line.
 pub(crate) fn write_object(w: &mut impl Write, v: &ImpressionView<'_>) -> std::io::Result<()> {
     w.write_all(b"{")?;
-    for (i, (name, value)) in WEBHOOK_FIELDS.iter().zip(webhook_values(v)).enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for (column, value) in exported().zip(v.values()) {
+        // Unknown fields are written as members of their own, below.
+        let Some(name) = column.field.filter(|_| column.kind != Kind::Extra) else { continue };
+        if !std::mem::take(&mut first) {
             w.write_all(b",")?;
         }
         // The names are plain ASCII identifiers: nothing to escape.
         write!(w, "\"{name}\":")?;
         match value {
-            Value::Text(Some(s)) => serde_json::to_writer(&mut *w, s)?,
-            Value::Int(Some(n)) => write!(w, "{n}")?,
-            Value::Text(None) | Value::Int(None) => w.write_all(b"null")?,
+            Value::Null => w.write_all(b"null")?,
+            Value::Text(s) => serde_json::to_writer(&mut *w, s)?,
+            Value::Int(n) => write!(w, "{n}")?,
+            Value::Bool(b) => write!(w, "{b}")?,
+            Value::Bytes(b) => serde_json::to_writer(&mut *w, &String::from_utf8_lossy(b))?,
         }
     }
     // The loader stores `extra` as a non-empty JSON object written by `Impression::extra_json`, so
@@ -479,6 +448,39 @@ anonymous28108,front_end_discount_coupon_anonymous,Production,off,default rule,1
                 .unwrap()
                 .ends_with("\r\nbob,sample_feature,Production,on,whitelisted,1572632224436\r\n")
         );
+    }
+
+    /// The member names of a JSON object, in order.
+    fn keys_of(object: &str) -> Vec<String> {
+        use serde::Deserializer as _;
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(keys)
+            }
+        }
+        serde_json::Deserializer::from_str(object).deserialize_map(Keys).unwrap()
+    }
+
+    #[test]
+    fn the_csv_header_and_the_ndjson_keys_are_the_column_table() {
+        let (_dir, mut store) = store_with(&[BOB]);
+        let exported: Vec<&Column> = impression::COLUMNS.iter().filter(|c| c.field.is_some()).collect();
+        let csv = export(&mut store, OutputFormat::Csv { all_columns: true });
+        let header: Vec<&str> = csv.lines().next().unwrap().trim_end().split(',').collect();
+        assert_eq!(header, exported.iter().map(|c| c.field.unwrap()).collect::<Vec<_>>());
+        // NDJSON writes the unknown fields as members of their own, not as `extra`.
+        let ndjson = export(&mut store, OutputFormat::Ndjson);
+        let want: Vec<&str> = exported.iter().filter(|c| c.kind != Kind::Extra).map(|c| c.field.unwrap()).collect();
+        assert_eq!(keys_of(ndjson.trim_end()), want);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::schema::{Column, Kind, RowError, Value};
+
 /// Per-field limits enforced on every impression at ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldLimits {
@@ -233,6 +235,161 @@ impl<'a> Impression<'a> {
         }
         out.push('}');
         Some(out)
+    }
+}
+
+/// The impression's columns, in the order exports write them (the webhook's field order, then
+/// sluice's `receivedAt` and `extra`), then the two the store adds: the journal offset and the
+/// identity. Parquet follows Split's own impression export, in its order and names.
+pub const COLUMNS: [Column; 18] = [
+    Column::new("key", Kind::Text).required().field("key").parquet("key", 0),
+    Column::new("split", Kind::Text).required().field("split").parquet("splitName", 4),
+    Column::new("environment_id", Kind::Text).field("environmentId").parquet("environmentId", 7),
+    Column::new("environment", Kind::Text).field("environmentName").parquet("environmentName", 8),
+    Column::new("treatment", Kind::Text).required().field("treatment").parquet("treatment", 3),
+    Column::new("time", Kind::Millis).required().field("time").parquet("timestamp", 13),
+    Column::new("bucketing_key", Kind::Text).field("bucketingKey").parquet("bucketingKey", 1),
+    Column::new("label", Kind::Text).field("label").parquet("label", 2),
+    Column::new("machine_name", Kind::Text).field("machineName").parquet("machineName", 11),
+    Column::new("machine_ip", Kind::Text).field("machineIp").parquet("machineIp", 12),
+    Column::new("split_version_number", Kind::Int).field("splitVersionNumber").parquet("splitVersion", 5),
+    Column::new("sdk", Kind::Text).field("sdk").parquet("sdk", 9),
+    Column::new("sdk_version", Kind::Text).field("sdkVersion").parquet("sdkVersion", 10),
+    Column::new("properties", Kind::Text).field("properties").parquet("properties", 6),
+    Column::new("received_at", Kind::Millis).required().field("receivedAt").parquet("receptionTimestamp", 14),
+    Column::new("extra", Kind::Extra).field("extra").parquet("extra", 15),
+    Column::new("journal_offset", Kind::Int).required(),
+    Column::new("identity", Kind::Bytes).required(),
+];
+
+/// How many of [`COLUMNS`] a record has values for (the rest the store adds), which are also the
+/// columns an [`ImpressionView`] reads back.
+pub const VIEW_COLUMNS: usize = 16;
+
+/// One impression as exports see it: a stored row, borrowed from the database row being read,
+/// or a parsed impression with its arrival time (the lake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImpressionView<'r> {
+    /// The user key.
+    pub key: &'r str,
+    /// The feature flag name.
+    pub split: &'r str,
+    /// `environmentName` as Split sent it.
+    pub environment: Option<&'r str>,
+    /// `environmentId` as Split sent it.
+    pub environment_id: Option<&'r str>,
+    /// The treatment served.
+    pub treatment: &'r str,
+    /// The targeting rule ("Rule" in the seed's report).
+    pub label: Option<&'r str>,
+    /// Evaluation time, epoch milliseconds.
+    pub time: i64,
+    /// The bucketing key.
+    pub bucketing_key: Option<&'r str>,
+    /// Host name of the SDK's machine.
+    pub machine_name: Option<&'r str>,
+    /// IP address of the SDK's machine.
+    pub machine_ip: Option<&'r str>,
+    /// The flag definition's version, epoch milliseconds.
+    pub split_version_number: Option<i64>,
+    /// The SDK language.
+    pub sdk: Option<&'r str>,
+    /// The SDK version.
+    pub sdk_version: Option<&'r str>,
+    /// Impression properties, a JSON document in a string.
+    pub properties: Option<&'r str>,
+    /// Fields sluice did not know, as one JSON object.
+    pub extra: Option<&'r str>,
+    /// When sluice received the impression, epoch milliseconds.
+    pub received_at: i64,
+}
+
+impl<'r> ImpressionView<'r> {
+    /// A parsed impression with its unknown fields (as [`Impression::extra_json`] writes them)
+    /// and arrival time.
+    pub fn of(imp: &'r Impression<'r>, extra: Option<&'r str>, received_at: i64) -> Self {
+        ImpressionView {
+            key: &imp.key,
+            split: &imp.split,
+            environment: imp.environment_name.as_deref(),
+            environment_id: imp.environment_id.as_deref(),
+            treatment: &imp.treatment,
+            label: imp.label.as_deref(),
+            time: imp.time,
+            bucketing_key: imp.bucketing_key.as_deref(),
+            machine_name: imp.machine_name.as_deref(),
+            machine_ip: imp.machine_ip.as_deref(),
+            split_version_number: imp.split_version_number,
+            sdk: imp.sdk.as_deref(),
+            sdk_version: imp.sdk_version.as_deref(),
+            properties: imp.properties.as_deref(),
+            extra,
+            received_at,
+        }
+    }
+
+    /// The values of the first [`VIEW_COLUMNS`] of [`COLUMNS`], in their order: what every
+    /// writer of impressions (store, CSV, NDJSON, Parquet) writes.
+    pub fn values(&self) -> [Value<'r>; VIEW_COLUMNS] {
+        [
+            Value::Text(self.key),
+            Value::Text(self.split),
+            Value::text(self.environment_id),
+            Value::text(self.environment),
+            Value::Text(self.treatment),
+            Value::Int(self.time),
+            Value::text(self.bucketing_key),
+            Value::text(self.label),
+            Value::text(self.machine_name),
+            Value::text(self.machine_ip),
+            Value::int(self.split_version_number),
+            Value::text(self.sdk),
+            Value::text(self.sdk_version),
+            Value::text(self.properties),
+            Value::Int(self.received_at),
+            Value::text(self.extra),
+        ]
+    }
+
+    /// The view of a stored row: `values` as [`values`](Self::values) returns them.
+    pub fn from_values(values: [Value<'r>; VIEW_COLUMNS]) -> Result<Self, RowError> {
+        let [
+            key,
+            split,
+            environment_id,
+            environment,
+            treatment,
+            time,
+            bucketing_key,
+            label,
+            machine_name,
+            machine_ip,
+            split_version_number,
+            sdk,
+            sdk_version,
+            properties,
+            received_at,
+            extra,
+        ] = values;
+        let c = &COLUMNS;
+        Ok(ImpressionView {
+            key: key.required_text(&c[0])?,
+            split: split.required_text(&c[1])?,
+            environment_id: environment_id.optional_text(&c[2])?,
+            environment: environment.optional_text(&c[3])?,
+            treatment: treatment.required_text(&c[4])?,
+            time: time.required_int(&c[5])?,
+            bucketing_key: bucketing_key.optional_text(&c[6])?,
+            label: label.optional_text(&c[7])?,
+            machine_name: machine_name.optional_text(&c[8])?,
+            machine_ip: machine_ip.optional_text(&c[9])?,
+            split_version_number: split_version_number.optional_int(&c[10])?,
+            sdk: sdk.optional_text(&c[11])?,
+            sdk_version: sdk_version.optional_text(&c[12])?,
+            properties: properties.optional_text(&c[13])?,
+            received_at: received_at.required_int(&c[14])?,
+            extra: extra.optional_text(&c[15])?,
+        })
     }
 }
 

@@ -1,11 +1,14 @@
 /*!
 Records: what the sources accept and the journal carries.
 
-Each record kind has one parser here, shared by ingest (validation) and by every consumer.
+Each record kind has one parser here, shared by ingest (validation) and by every consumer, and one
+column table ([`schema`]) that every store, export and lake format is generated from.
 */
 
 pub mod impression;
+pub mod schema;
 pub mod segment;
+pub mod segment_columns;
 
 pub use impression::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordError};
 pub use segment::{EventType, SegmentEvent};

@@ -6,6 +6,9 @@ skip entries, so SQLite and PostgreSQL store exactly the same rows for the same 
 use serde_json::{Map, Value};
 
 use crate::journal::Entry;
+use crate::record::impression::{self, ImpressionView};
+use crate::record::schema::Value as Cell;
+use crate::record::segment_columns;
 use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind, SegmentEvent};
 
 /// One journal entry parsed into what an insert binds.
@@ -34,6 +37,16 @@ pub(super) struct ImpressionRow<'e> {
     pub offset: u64,
 }
 
+impl ImpressionRow<'_> {
+    /// Its values for every column of [`impression::COLUMNS`], in their order.
+    pub fn values(&self) -> [Cell<'_>; impression::COLUMNS.len()] {
+        let record = ImpressionView::of(&self.imp, self.extra.as_deref(), self.received_at).values();
+        // Offsets beyond i64 fail the batch when its offset is committed, rolling these rows back.
+        let added = [Cell::Int(self.offset as i64), Cell::Bytes(&self.identity)];
+        std::array::from_fn(|i| if i < record.len() { record[i] } else { added[i - record.len()] })
+    }
+}
+
 /// A Segment event: its JSON (stored whole) and the parsed fields the typed columns come from.
 pub(super) struct EventRow<'e> {
     map: Map<String, Value>,
@@ -49,6 +62,13 @@ impl EventRow<'_> {
     /// The typed fields.
     pub fn event(&self) -> SegmentEvent<'_> {
         SegmentEvent::from_map(&self.map).expect("the event was validated when its row was parsed")
+    }
+
+    /// Its values for every column of [`segment_columns::COLUMNS`], in their order.
+    pub fn values(&self) -> [Cell<'_>; segment_columns::COLUMNS.len()] {
+        let record = segment_columns::values(&self.event(), self.raw, self.arrived_at);
+        // Offsets beyond i64 fail the batch when its offset is committed, rolling these rows back.
+        std::array::from_fn(|i| record.get(i).copied().unwrap_or(Cell::Int(self.offset as i64)))
     }
 }
 

@@ -32,11 +32,10 @@ pub use query_pool::{PooledStore, QueryPool};
 pub use sqlite::SqliteStore;
 
 use crate::journal::Entry;
+pub use crate::record::impression::ImpressionView;
+use crate::record::schema::{self, Column, RowError};
+pub use crate::record::segment_columns::EventView;
 
-/// The columns both backends' row readers (`view`) read, in their order: the fields of
-/// [`ImpressionView`].
-const VIEW_COLUMNS: &str = "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
-    machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at";
 use crate::record::DedupMode;
 
 /// Which database holds the store, resolved once at start-up from `--store` / `[store] url`.
@@ -338,60 +337,9 @@ pub struct LoadOutcome {
     pub next_offset: u64,
 }
 
-/// One stored impression, borrowed straight from the database row being read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImpressionView<'r> {
-    /// The user key.
-    pub key: &'r str,
-    /// The feature flag name.
-    pub split: &'r str,
-    /// `environmentName` as Split sent it.
-    pub environment: Option<&'r str>,
-    /// `environmentId` as Split sent it.
-    pub environment_id: Option<&'r str>,
-    /// The treatment served.
-    pub treatment: &'r str,
-    /// The targeting rule ("Rule" in the seed's report).
-    pub label: Option<&'r str>,
-    /// Evaluation time, epoch milliseconds.
-    pub time: i64,
-    /// The bucketing key.
-    pub bucketing_key: Option<&'r str>,
-    /// Host name of the SDK's machine.
-    pub machine_name: Option<&'r str>,
-    /// IP address of the SDK's machine.
-    pub machine_ip: Option<&'r str>,
-    /// The flag definition's version, epoch milliseconds.
-    pub split_version_number: Option<i64>,
-    /// The SDK language.
-    pub sdk: Option<&'r str>,
-    /// The SDK version.
-    pub sdk_version: Option<&'r str>,
-    /// Impression properties, a JSON document in a string.
-    pub properties: Option<&'r str>,
-    /// Fields sluice did not know, as one JSON object.
-    pub extra: Option<&'r str>,
-    /// When sluice received the impression, epoch milliseconds.
-    pub received_at: i64,
-}
-
-/// One stored Segment event, borrowed from the database row being read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventView<'r> {
-    /// The event's identity.
-    pub message_id: &'r str,
-    /// The call type.
-    pub event_type: &'r str,
-    /// The known user.
-    pub user_id: Option<&'r str>,
-    /// The device or browser.
-    pub anonymous_id: Option<&'r str>,
-    /// The `alias` call's former id.
-    pub previous_id: Option<&'r str>,
-    /// When it happened, epoch milliseconds.
-    pub timestamp: i64,
-    /// The whole event as journaled.
-    pub raw: &'r str,
+/// The SQL list of the columns of `table` that queries read back into its view, in table order.
+fn view_list(table: &[Column]) -> String {
+    schema::store_list(table.iter().filter(|c| c.view))
 }
 
 /// How many SQLite virtual machine steps pass between two checks of a query's deadline.
@@ -415,9 +363,6 @@ fn alias_reach_sql(inner: &str, outer: &str) -> String {
         SELECT id, is_user FROM reach{outer}"
     )
 }
-
-/// The columns both backends' event readers read, in [`EventView`]'s order.
-const EVENT_COLUMNS: &str = "message_id, type, user_id, anonymous_id, previous_id, timestamp, raw";
 
 /// What can go wrong opening or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -549,6 +494,9 @@ pub enum StoreError {
         /// This loader's journal.
         journal: String,
     },
+    /// A stored row does not fit the column table (a required column is NULL or of another type).
+    #[error("a row read from the store does not fit sluice's schema: {0}")]
+    Row(#[from] RowError),
     /// A journal offset is beyond what the store's signed 64-bit columns hold.
     #[error("journal offset {0} is too large for the store; the journal is damaged or was not written by sluice")]
     OffsetTooLarge(u64),

@@ -7,18 +7,18 @@ offset and the journal may delete segments below it as soon as it is told.
 */
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params, params_from_iter};
 
-use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
+use super::load_rows::{self, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{
-    ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS, migrations,
-};
+use super::{ConsumerPosition, EventView, ImpressionView, LoadOutcome, StoreError, migrations, view_list};
 use crate::journal::Entry;
-use crate::record::DedupMode;
+use crate::record::schema::{self, Column, Value};
+use crate::record::{DedupMode, impression, segment_columns};
 use crate::store::{EventQuery, ImpressionQuery, QueryError};
 
 /// The loader's page cache, in KiB (SQLite reads a negative `cache_size` as KiB). Identities and
@@ -43,16 +43,16 @@ const PAGE_BYTES: i64 = 16 * 1024;
 /// How long a statement waits for another connection's lock before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const INSERT_IMPRESSION: &str = "INSERT OR IGNORE INTO impressions (
-        key, split, environment, environment_id, treatment, label, time, bucketing_key, machine_name,
-        machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, journal_offset, identity
-    ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+/// `INSERT OR IGNORE` of every column of `table` into `name`.
+fn insert_sql(name: &str, table: &[Column]) -> String {
+    let slots: Vec<String> = (1..=table.len()).map(|i| format!("?{i}")).collect();
+    format!("INSERT OR IGNORE INTO {name} ({}) VALUES ({})", schema::store_list(table), slots.join(", "))
+}
 
-const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events (
-        message_id, type, event, name, user_id, anonymous_id, previous_id, group_id, timestamp,
-        original_timestamp, sent_at, received_at, arrived_at, timestamp_clamped, page_url, page_referrer,
-        source, raw, journal_offset
-    ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+static INSERT_IMPRESSION: LazyLock<String> = LazyLock::new(|| insert_sql("impressions", &impression::COLUMNS));
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_sql("events", &segment_columns::COLUMNS));
+static SELECT_IMPRESSIONS: LazyLock<String> = LazyLock::new(|| view_list(&impression::COLUMNS));
+static SELECT_EVENTS: LazyLock<String> = LazyLock::new(|| view_list(&segment_columns::COLUMNS));
 
 /// Moves a consumer's offset, but only within the journal the row names (see
 /// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
@@ -172,16 +172,16 @@ impl SqliteStore {
                     }
                 }
             });
-            let mut insert_impression = tx.prepare_cached(INSERT_IMPRESSION)?;
-            let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
+            let mut insert_impression = tx.prepare_cached(&INSERT_IMPRESSION)?;
+            let mut insert_event = tx.prepare_cached(&INSERT_EVENT)?;
             for row in parsed.iter().flatten() {
                 let changed = match row {
                     None => {
                         outcome.unparseable += 1;
                         continue;
                     }
-                    Some(LoadRow::Impression(row)) => insert_impression.execute(&impression_params(&row)[..])?,
-                    Some(LoadRow::Event(row)) => insert_event.execute(params_from_iter(event_params(&row)))?,
+                    Some(LoadRow::Impression(row)) => insert_impression.execute(params_from_iter(row.values()))?,
+                    Some(LoadRow::Event(row)) => insert_event.execute(params_from_iter(row.values()))?,
                 };
                 if changed == 1 {
                     outcome.inserted += 1;
@@ -227,8 +227,8 @@ impl SqliteStore {
         let mut clause = WhereClause::for_impressions(q);
         let limit = clause.limit(q.limit);
         // `time, rowid` is exactly the key of the time index, so rows come out without a sort.
-        let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, rowid{limit}", clause.sql);
-        self.stream(&sql, &clause, &mut |r| row(&view(r)?))
+        let sql = format!("SELECT {} FROM impressions{} ORDER BY time, rowid{limit}", *SELECT_IMPRESSIONS, clause.sql);
+        self.stream(&sql, &clause, &mut |r| row(&ImpressionView::from_values(values(r)?).map_err(StoreError::from)?))
     }
 
     /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
@@ -239,8 +239,8 @@ impl SqliteStore {
     ) -> Result<u64, QueryError> {
         let mut clause = WhereClause::for_events(q);
         let limit = clause.limit(q.limit);
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, rowid{limit}", clause.sql);
-        self.stream(&sql, &clause, &mut |r| row(&event_view(r)?))
+        let sql = format!("SELECT {} FROM events{} ORDER BY timestamp, rowid{limit}", *SELECT_EVENTS, clause.sql);
+        self.stream(&sql, &clause, &mut |r| row(&EventView::from_values(values(r)?).map_err(StoreError::from)?))
     }
 
     /// See [`super::Store::alias_reach`].
@@ -281,101 +281,40 @@ impl SqliteStore {
     }
 }
 
-/// An impression's values in [`INSERT_IMPRESSION`]'s order.
-fn impression_params<'r>(row: &'r ImpressionRow<'_>) -> [&'r dyn ToSql; 18] {
-    let imp = &row.imp;
-    [
-        &imp.key,
-        &imp.split,
-        &imp.environment_name,
-        &imp.environment_id,
-        &imp.treatment,
-        &imp.label,
-        &imp.time,
-        &imp.bucketing_key,
-        &imp.machine_name,
-        &imp.machine_ip,
-        &imp.split_version_number,
-        &imp.sdk,
-        &imp.sdk_version,
-        &imp.properties,
-        &row.extra,
-        &row.received_at,
-        &row.offset,
-        &row.identity,
-    ]
-}
-
-/// An event's values in [`INSERT_EVENT`]'s order.
-fn event_params<'r>(row: &'r EventRow<'_>) -> Vec<Box<dyn ToSql + 'r>> {
-    let e = row.event();
-    vec![
-        Box::new(e.message_id),
-        Box::new(e.event_type.name()),
-        Box::new(e.event),
-        Box::new(e.name),
-        Box::new(e.user_id),
-        Box::new(e.anonymous_id),
-        Box::new(e.previous_id),
-        Box::new(e.group_id),
-        Box::new(e.timestamp),
-        Box::new(e.original_timestamp),
-        Box::new(e.sent_at),
-        Box::new(e.received_at),
-        Box::new(row.arrived_at),
-        Box::new(e.timestamp_clamped),
-        Box::new(e.page_url),
-        Box::new(e.page_referrer),
-        Box::new(e.source),
-        Box::new(row.raw),
-        Box::new(row.offset),
-    ]
-}
-
 /// Settings every connection gets.
 fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -cache_kib)
 }
 
-/// Reads one row of [`VIEW_COLUMNS`] without copying its text.
-fn view<'r>(r: &'r Row<'_>) -> rusqlite::Result<ImpressionView<'r>> {
-    let text = |i| -> rusqlite::Result<&'r str> { Ok(r.get_ref(i)?.as_str()?) };
-    let opt_text = |i| -> rusqlite::Result<Option<&'r str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
-    let int = |i| -> rusqlite::Result<i64> { Ok(r.get_ref(i)?.as_i64()?) };
-    Ok(ImpressionView {
-        key: text(0)?,
-        split: text(1)?,
-        environment: opt_text(2)?,
-        environment_id: opt_text(3)?,
-        treatment: text(4)?,
-        label: opt_text(5)?,
-        time: int(6)?,
-        bucketing_key: opt_text(7)?,
-        machine_name: opt_text(8)?,
-        machine_ip: opt_text(9)?,
-        split_version_number: r.get_ref(10)?.as_i64_or_null()?,
-        sdk: opt_text(11)?,
-        sdk_version: opt_text(12)?,
-        properties: opt_text(13)?,
-        extra: opt_text(14)?,
-        received_at: int(15)?,
-    })
+/// The first `N` columns of a row as values, without copying text: a view's columns as
+/// [`view_list`] selects them.
+fn values<'r, const N: usize>(r: &'r Row<'_>) -> rusqlite::Result<[Value<'r>; N]> {
+    let mut values = [Value::Null; N];
+    for (i, value) in values.iter_mut().enumerate() {
+        *value = match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => Value::Int(n),
+            ValueRef::Real(_) => {
+                return Err(rusqlite::Error::InvalidColumnType(i, "real".into(), rusqlite::types::Type::Real));
+            }
+            text @ ValueRef::Text(_) => Value::Text(text.as_str()?),
+            ValueRef::Blob(b) => Value::Bytes(b),
+        };
+    }
+    Ok(values)
 }
 
-/// Reads one row of [`EVENT_COLUMNS`] without copying its text.
-fn event_view<'r>(r: &'r Row<'_>) -> rusqlite::Result<EventView<'r>> {
-    let text = |i| -> rusqlite::Result<&'r str> { Ok(r.get_ref(i)?.as_str()?) };
-    let opt_text = |i| -> rusqlite::Result<Option<&'r str>> { Ok(r.get_ref(i)?.as_str_or_null()?) };
-    Ok(EventView {
-        message_id: text(0)?,
-        event_type: text(1)?,
-        user_id: opt_text(2)?,
-        anonymous_id: opt_text(3)?,
-        previous_id: opt_text(4)?,
-        timestamp: r.get_ref(5)?.as_i64()?,
-        raw: text(6)?,
-    })
+impl ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => ValueRef::Null,
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Int(n) => ValueRef::Integer(n),
+            Value::Bool(b) => ValueRef::Integer(i64::from(b)),
+            Value::Bytes(b) => ValueRef::Blob(b),
+        }))
+    }
 }
 
 impl ToSql for SqlValue<'_> {

@@ -635,6 +635,68 @@ macro_rules! suite {
     };
 }
 
+/// Each column of `table_name` as the migrations created it: name, type as `kind` would have it
+/// on this backend, and whether it may be NULL; sorted by name (physical order is history).
+fn migrated_columns(store: &mut Store, table_name: &str) -> Vec<(String, String, bool)> {
+    let mut columns: Vec<(String, String, bool)> = match store {
+        Store::Sqlite(s) => {
+            let mut stmt = s.conn.prepare(&format!("PRAGMA table_info({table_name})")).unwrap();
+            stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? == 0)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+        Store::Postgres(p) => p
+            .client()
+            .unwrap()
+            .query(
+                "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1",
+                &[&table_name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    };
+    columns.sort();
+    columns
+}
+
+/// The same, from a column table.
+fn table_columns(b: Backend, table: &[crate::record::schema::Column]) -> Vec<(String, String, bool)> {
+    use crate::record::schema::Kind;
+    let mut columns: Vec<_> = table
+        .iter()
+        .map(|c| {
+            let ty = match (b, c.kind) {
+                (Backend::Sqlite, Kind::Text | Kind::Json | Kind::Extra) => "TEXT",
+                (Backend::Sqlite, Kind::Int | Kind::Millis | Kind::Bool) => "INTEGER",
+                (Backend::Sqlite, Kind::Bytes) => "BLOB",
+                (Backend::Postgres, Kind::Text | Kind::Extra) => "text",
+                (Backend::Postgres, Kind::Json) => "json",
+                (Backend::Postgres, Kind::Int | Kind::Millis) => "bigint",
+                (Backend::Postgres, Kind::Bool) => "boolean",
+                (Backend::Postgres, Kind::Bytes) => "bytea",
+            };
+            (c.store.to_owned(), ty.to_owned(), c.nullable)
+        })
+        .collect();
+    columns.sort();
+    columns
+}
+
+fn the_migrated_tables_hold_exactly_the_column_tables(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = f.open();
+    for (name, table) in [
+        ("impressions", &crate::record::impression::COLUMNS[..]),
+        ("events", &crate::record::segment_columns::COLUMNS[..]),
+    ] {
+        assert_eq!(migrated_columns(&mut store, name), table_columns(b, table), "{name} on {b:?}");
+    }
+}
+
 suite!(
     open_creates_the_schema_and_reopening_changes_nothing,
     concurrent_opens_migrate_once,
@@ -660,4 +722,5 @@ suite!(
     an_empty_set_matches_nothing_in_every_filter_while_no_filter_matches_everything,
     the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound,
     filter_indexes_exist_only_when_asked_for_and_serve_their_filter,
+    the_migrated_tables_hold_exactly_the_column_tables,
 );

@@ -18,7 +18,7 @@ mod connect;
 mod migrate;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::postgres::binary_copy::BinaryCopyInWriter;
@@ -30,76 +30,44 @@ use ::postgres::{Client, Row, Transaction};
 use self::connect::{Tls, TlsMode};
 use super::load_rows::{self, EventRow, ImpressionRow, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
-use super::{ConsumerPosition, EVENT_COLUMNS, EventView, ImpressionView, LoadOutcome, StoreError, VIEW_COLUMNS};
+use super::{ConsumerPosition, EventView, ImpressionView, LoadOutcome, StoreError, view_list};
 use crate::journal::Entry;
-use crate::record::DedupMode;
+use crate::record::schema::{self, Column, Kind, Value};
+use crate::record::{DedupMode, impression, segment_columns};
 use crate::store::{EventQuery, ImpressionQuery, QueryError};
 
 /// How long a connection attempt may take before it counts as a failure (and is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A table the loader `COPY`s into: its columns and, in the same order, their exact types
-/// (binary `COPY` needs them).
+/// A table the loader `COPY`s into, with its column table.
 struct CopyTarget {
     table: &'static str,
-    columns: &'static str,
-    types: &'static [Type],
+    columns: &'static [Column],
 }
 
-const IMPRESSIONS: CopyTarget = CopyTarget {
-    table: "impressions",
-    columns: "key, split, environment, environment_id, treatment, label, time, bucketing_key, \
-        machine_name, machine_ip, split_version_number, sdk, sdk_version, properties, extra, received_at, \
-        journal_offset, identity",
-    types: &[
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::BYTEA,
-    ],
-};
+const IMPRESSIONS: CopyTarget = CopyTarget { table: "impressions", columns: &impression::COLUMNS };
+const EVENTS: CopyTarget = CopyTarget { table: "events", columns: &segment_columns::COLUMNS };
 
-const EVENTS: CopyTarget = CopyTarget {
-    table: "events",
-    columns: "message_id, type, event, name, user_id, anonymous_id, previous_id, group_id, timestamp, \
-        original_timestamp, sent_at, received_at, arrived_at, timestamp_clamped, page_url, page_referrer, \
-        source, raw, journal_offset",
-    types: &[
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::BOOL,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSON,
-        Type::INT8,
-    ],
-};
+impl CopyTarget {
+    /// The exact type of each column, in table order: binary `COPY` needs them.
+    fn types(&self) -> Vec<Type> {
+        self.columns.iter().map(|c| pg_type(c.kind)).collect()
+    }
+}
+
+/// The PostgreSQL type of a column of `kind`, as the migrations create it.
+fn pg_type(kind: Kind) -> Type {
+    match kind {
+        Kind::Text | Kind::Extra => Type::TEXT,
+        Kind::Int | Kind::Millis => Type::INT8,
+        Kind::Bool => Type::BOOL,
+        Kind::Bytes => Type::BYTEA,
+        Kind::Json => Type::JSON,
+    }
+}
+
+static SELECT_IMPRESSIONS: LazyLock<String> = LazyLock::new(|| view_list(&impression::COLUMNS));
+static SELECT_EVENTS: LazyLock<String> = LazyLock::new(|| view_list(&segment_columns::COLUMNS));
 
 /// Moves a consumer's offset, but only within the journal the row names (see
 /// [`Store::bind_journal`](super::Store::bind_journal)): no row changes when another journal took it over.
@@ -356,8 +324,11 @@ impl PgStore {
         let mut clause = WhereClause::for_impressions(q);
         let limit = clause.limit(q.limit);
         // `time, journal_offset` is exactly the key of the time index, so rows come out without a sort.
-        let sql = format!("SELECT {VIEW_COLUMNS} FROM impressions{} ORDER BY time, journal_offset{limit}", clause.sql);
-        self.stream(&sql, &clause, &mut |r| row(&view(r).map_err(StoreError::from)?))
+        let sql = format!(
+            "SELECT {} FROM impressions{} ORDER BY time, journal_offset{limit}",
+            *SELECT_IMPRESSIONS, clause.sql
+        );
+        self.stream(&sql, &clause, &mut |r| row(&ImpressionView::from_values(values(r)?).map_err(StoreError::from)?))
     }
 
     /// Streams the events matching `q` to `row`, ordered by timestamp then arrival.
@@ -368,8 +339,9 @@ impl PgStore {
     ) -> Result<u64, QueryError> {
         let mut clause = WhereClause::for_events(q);
         let limit = clause.limit(q.limit);
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events{} ORDER BY timestamp, journal_offset{limit}", clause.sql);
-        self.stream(&sql, &clause, &mut |r| row(&event_view(r).map_err(StoreError::from)?))
+        let sql =
+            format!("SELECT {} FROM events{} ORDER BY timestamp, journal_offset{limit}", *SELECT_EVENTS, clause.sql);
+        self.stream(&sql, &clause, &mut |r| row(&EventView::from_values(values(r)?).map_err(StoreError::from)?))
     }
 
     /// See [`super::Store::alias_reach`].
@@ -452,7 +424,8 @@ fn load_table<R>(
     if rows.is_empty() {
         return Ok(0);
     }
-    let CopyTarget { table, columns, .. } = target;
+    let table = target.table;
+    let columns = schema::store_list(target.columns);
     let mut direct = tx.savepoint("direct")?;
     match copy_rows(&mut direct, table, target, rows, write) {
         Ok(()) => {
@@ -489,8 +462,9 @@ fn copy_rows<R>(
     rows: &[R],
     write: fn(&mut BinaryCopyInWriter<'_>, &R) -> Result<(), ::postgres::Error>,
 ) -> Result<(), ::postgres::Error> {
-    let sink = tx.copy_in(&format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", target.columns))?;
-    let mut writer = BinaryCopyInWriter::new(sink, target.types);
+    let columns = schema::store_list(target.columns);
+    let sink = tx.copy_in(&format!("COPY {table} ({columns}) FROM STDIN (FORMAT binary)"))?;
+    let mut writer = BinaryCopyInWriter::new(sink, &target.types());
     for row in rows {
         write(&mut writer, row)?;
     }
@@ -499,74 +473,43 @@ fn copy_rows<R>(
 }
 
 fn write_impression(writer: &mut BinaryCopyInWriter<'_>, row: &ImpressionRow<'_>) -> Result<(), ::postgres::Error> {
-    let imp = &row.imp;
     // Offsets beyond i64 were refused before the transaction began (the last one is the largest).
-    let journal_offset = row.offset as i64;
-    writer.write(&[
-        &imp.key.as_ref(),
-        &imp.split.as_ref(),
-        &imp.environment_name.as_deref(),
-        &imp.environment_id.as_deref(),
-        &imp.treatment.as_ref(),
-        &imp.label.as_deref(),
-        &imp.time,
-        &imp.bucketing_key.as_deref(),
-        &imp.machine_name.as_deref(),
-        &imp.machine_ip.as_deref(),
-        &imp.split_version_number,
-        &imp.sdk.as_deref(),
-        &imp.sdk_version.as_deref(),
-        &imp.properties.as_deref(),
-        &row.extra,
-        &row.received_at,
-        &journal_offset,
-        &row.identity.as_slice(),
-    ])
+    let values = row.values();
+    writer.write(&values.each_ref().map(|v| v as &(dyn ToSql + Sync)))
 }
 
 fn write_event(writer: &mut BinaryCopyInWriter<'_>, row: &EventRow<'_>) -> Result<(), ::postgres::Error> {
-    let e = row.event();
-    let journal_offset = row.offset as i64;
-    writer.write(&[
-        &e.message_id,
-        &e.event_type.name(),
-        &e.event,
-        &e.name,
-        &e.user_id,
-        &e.anonymous_id,
-        &e.previous_id,
-        &e.group_id,
-        &e.timestamp,
-        &e.original_timestamp,
-        &e.sent_at,
-        &e.received_at,
-        &row.arrived_at,
-        &e.timestamp_clamped,
-        &e.page_url,
-        &e.page_referrer,
-        &e.source,
-        &Json(row.raw),
-        &journal_offset,
-    ])
+    let values = row.values();
+    writer.write(&values.each_ref().map(|v| v as &(dyn ToSql + Sync)))
 }
 
-/// JSON text for a `json` column: its binary wire format is the text itself, so no parse and
-/// re-serialise is needed (the driver's own JSON support goes through `serde_json::Value`).
-#[derive(Debug)]
-struct Json<'a>(&'a str);
-
-impl ToSql for Json<'_> {
-    fn to_sql(&self, _: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(self.0.as_bytes());
-        Ok(IsNull::No)
+impl ToSql for Value<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            // A `json` column's binary wire format is the text itself, so no parse and
+            // re-serialise is needed (the driver's own JSON support goes through `serde_json::Value`).
+            Value::Text(s) if *ty == Type::JSON => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            Value::Text(s) => s.to_sql(ty, out),
+            Value::Int(n) => n.to_sql(ty, out),
+            Value::Bool(b) => b.to_sql(ty, out),
+            Value::Bytes(b) => b.to_sql(ty, out),
+        }
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON
+        [Type::TEXT, Type::INT8, Type::BOOL, Type::BYTEA, Type::JSON].contains(ty)
     }
 
     to_sql_checked!();
 }
+
+/// The text of a `json` column, read without parsing it (its binary wire format is the text).
+#[derive(Debug)]
+struct Json<'a>(&'a str);
 
 impl<'a> ::postgres::types::FromSql<'a> for Json<'a> {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
@@ -578,39 +521,25 @@ impl<'a> ::postgres::types::FromSql<'a> for Json<'a> {
     }
 }
 
-/// Reads one row of [`EVENT_COLUMNS`] without copying its text.
-fn event_view(r: &Row) -> Result<EventView<'_>, ::postgres::Error> {
-    Ok(EventView {
-        message_id: r.try_get(0)?,
-        event_type: r.try_get(1)?,
-        user_id: r.try_get(2)?,
-        anonymous_id: r.try_get(3)?,
-        previous_id: r.try_get(4)?,
-        timestamp: r.try_get(5)?,
-        raw: r.try_get::<_, Json<'_>>(6)?.0,
-    })
-}
-
-/// Reads one row of [`VIEW_COLUMNS`] without copying its text.
-fn view(r: &Row) -> Result<ImpressionView<'_>, ::postgres::Error> {
-    Ok(ImpressionView {
-        key: r.try_get(0)?,
-        split: r.try_get(1)?,
-        environment: r.try_get(2)?,
-        environment_id: r.try_get(3)?,
-        treatment: r.try_get(4)?,
-        label: r.try_get(5)?,
-        time: r.try_get(6)?,
-        bucketing_key: r.try_get(7)?,
-        machine_name: r.try_get(8)?,
-        machine_ip: r.try_get(9)?,
-        split_version_number: r.try_get(10)?,
-        sdk: r.try_get(11)?,
-        sdk_version: r.try_get(12)?,
-        properties: r.try_get(13)?,
-        extra: r.try_get(14)?,
-        received_at: r.try_get(15)?,
-    })
+/// The first `N` columns of a row as values, without copying text: a view's columns as
+/// [`view_list`] selects them.
+fn values<const N: usize>(r: &Row) -> Result<[Value<'_>; N], StoreError> {
+    let mut values = [Value::Null; N];
+    for (i, value) in values.iter_mut().enumerate() {
+        let ty = r.columns()[i].type_();
+        *value = if *ty == Type::JSON {
+            Value::text(r.try_get::<_, Option<Json<'_>>>(i)?.map(|j| j.0))
+        } else if *ty == Type::INT8 {
+            Value::int(r.try_get(i)?)
+        } else if *ty == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)?.map_or(Value::Null, Value::Bool)
+        } else if *ty == Type::BYTEA {
+            r.try_get::<_, Option<&[u8]>>(i)?.map_or(Value::Null, Value::Bytes)
+        } else {
+            Value::text(r.try_get(i)?)
+        };
+    }
+    Ok(values)
 }
 
 /// The error for an offset commit that found its row taken over by another journal.
