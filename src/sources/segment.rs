@@ -11,9 +11,11 @@ Segment events in, two ways Segment users already know:
   keys (HTTP Basic username, or `writeKey` in the body) and Segment's limits (32 KB per event,
   500 KB per batch).
 
-Each event goes through [`crate::record::segment::accept`]; valid ones are journaled, invalid ones
-dead-lettered with their reason, and the answer is 2xx only once the journal has them: Segment
-retries 5xx and 429 for hours and drops on other 4xx, so durability failures answer 503.
+Both plug into the [pipeline](super::pipeline), saying how a request is authorized and how its
+body is parsed. Each event goes through [`crate::record::segment::accept`]; valid ones are
+journaled, invalid ones dead-lettered with their reason, and the answer is 2xx only once the
+journal has them: Segment retries 5xx and 429 for hours and drops on other 4xx, so durability
+failures answer 503.
 */
 
 use std::collections::BTreeMap;
@@ -21,23 +23,22 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router, routing::post};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::Response;
+use axum::{Router, routing::post};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::{
-    ArrayError, RecordFault, Refused, admit, body, dead_letter_all, off_the_workers, parse_array, read_body,
-    refuse_when_over_limits,
-};
+use super::pipeline::{self, Answer, Batch, BodyLimits, Intake, Refused, Source};
+use super::{ArrayError, parse_array};
+use crate::config::Config;
 use crate::http::AppError;
 use crate::http::AppState;
+use crate::http::body;
 use crate::journal::Record;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
 use crate::record::{RecordError, RecordKind};
@@ -68,29 +69,12 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/segment/webhook", post(webhook)).route("/events", post(webhook)).merge(api.layer(cors))
 }
 
-/// The answer to a Segment request.
-#[derive(Debug, Serialize)]
-struct Report {
-    /// Segment's own field: true when the events were accepted.
-    success: bool,
-    /// Events made durable (left out when the Tracking API accepted everything, as Segment's
-    /// answer is exactly `{"success":true}`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accepted: Option<usize>,
-    /// Events refused; each is in the dead-letter area with its reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rejected: Option<usize>,
-    /// The first few refusals.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<RecordFault>,
-}
-
 async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
-    counted("segment_webhook", handle_webhook(&state, &headers, body).await)
+    pipeline::run(&state, Webhook, None, &headers, body).await
 }
 
 async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, AppError> {
-    counted("segment_api", handle_api(&state, &headers, body, None).await)
+    pipeline::run(&state, TrackingApi { implied: None }, None, &headers, body).await
 }
 
 async fn single(
@@ -99,62 +83,67 @@ async fn single(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    counted("segment_api", handle_api(&state, &headers, body, Some(t)).await)
+    pipeline::run(&state, TrackingApi { implied: Some(t) }, None, &headers, body).await
 }
 
-fn counted(source: &'static str, result: Result<Response, AppError>) -> Result<Response, AppError> {
-    let status = match &result {
-        Ok(r) => r.status(),
-        Err(e) => e.status(),
-    };
-    metrics::counter!("sluice_source_requests_total", "source" => source, "status" => status.as_str().to_owned())
-        .increment(1);
-    result
+/// The webhook destination in the [pipeline](super::pipeline): an optional signature, and one
+/// event or an array of them.
+struct Webhook;
+
+/// What a webhook request's `X-Signature` proves.
+enum Signature {
+    /// No secret is configured: nothing to prove.
+    NotRequired,
+    /// The header, not yet checked against the body.
+    Given(Vec<u8>),
+    /// Checked: what it covers.
+    Covers(Signed),
 }
 
-async fn handle_webhook(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, AppError> {
-    let secret = state.config.segment.webhook_secret.clone();
-    // The signature is a header: a request without a well-formed one is refused unread.
-    let signature = secret.as_ref().map(|_| signature_header(headers)).transpose()?;
-    refuse_when_over_limits(state)?;
-    let limits = state.config.limits;
-    let (raw, mut reservation) = read_body(state, headers, body, limits.max_body_bytes).await?;
-    let encoding = body::detect_encoding(headers, &raw)?;
-    let arrival_ms = chrono::Utc::now().timestamp_millis();
-    let future_tolerance_ms = state.config.segment.future_tolerance_ms;
-    let admitted = state.clone();
-    let (checked, _permit) = off_the_workers(move || {
+impl Source for Webhook {
+    type Credentials = Signature;
+    const ENDPOINT: &'static str = "segment_webhook";
+    const SOURCE: &'static str = "segment";
+    const ANSWER: Answer = Answer::SuccessAndCounts;
+
+    fn body_limits(&self, config: &Config) -> BodyLimits {
+        BodyLimits::of(&config.limits)
+    }
+
+    fn authorize(&self, config: &Config, _query: Option<&str>, headers: &HeaderMap) -> Result<Signature, AppError> {
+        // The signature is a header: a request without a well-formed one is refused unread.
+        match config.segment.webhook_secret {
+            Some(_) => Ok(Signature::Given(signature_header(headers)?)),
+            None => Ok(Signature::NotRequired),
+        }
+    }
+
+    fn verify(&self, config: &Config, signature: &mut Signature, raw: &[u8]) -> Result<(), AppError> {
         // On the bytes as sent, before anything is inflated or parsed.
-        let signed = match (&secret, &signature) {
-            (Some(secret), Some(given)) => Some(verify_webhook_signature(secret, &raw, given)?),
-            _ => None,
-        };
-        // Taken only now: a slow or unauthenticated sender holds no permit.
-        let permit = admit(&admitted)?;
-        let plain = body::decode(encoding, raw, limits.max_decompressed_bytes, &mut reservation)?;
-        let text = utf8(&plain)?;
-        let elements = webhook_events(text, limits.max_batch_records)?;
-        if signed == Some(Signed::SoleElement) && elements.len() != 1 {
+        if let (Signature::Given(given), Some(secret)) = (&*signature, &config.segment.webhook_secret) {
+            *signature = Signature::Covers(verify_webhook_signature(secret, raw, given)?);
+        }
+        Ok(())
+    }
+
+    fn parse(&self, signature: Signature, plain: &Bytes, intake: &mut Intake<'_>) -> Result<Batch, AppError> {
+        let text = utf8(plain)?;
+        let elements = webhook_events(text, intake.config.limits.max_batch_records)?;
+        if matches!(signature, Signature::Covers(Signed::SoleElement)) && elements.len() != 1 {
             return Err(AppError::Unauthorized(
                 "`X-Signature` covers only the first event of this array, so the other events are unverified: \
                  sign the whole body, or turn off batching in Segment's Webhooks (Actions) destination"
                     .into(),
             ));
         }
-        let arrival = Arrival { via: Via::Webhook, at_ms: arrival_ms, source: None, future_tolerance_ms };
-        Ok((prepare(&elements, &BatchDefaults::default(), &arrival).into_checked(), permit))
-    })
-    .await?;
-    let outcome = journal(state, checked, arrival_ms).await?;
-    let status =
-        if outcome.accepted == 0 && !outcome.faults.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let report = Report {
-        success: outcome.accepted > 0 || outcome.faults.is_empty(),
-        accepted: Some(outcome.accepted),
-        rejected: Some(outcome.rejected),
-        errors: outcome.faults,
-    };
-    Ok((status, Json(report)).into_response())
+        let arrival = Arrival {
+            via: Via::Webhook,
+            at_ms: intake.received_at,
+            source: None,
+            future_tolerance_ms: intake.config.segment.future_tolerance_ms,
+        };
+        Ok(prepare(&elements, &BatchDefaults::default(), &arrival).into_batch())
+    }
 }
 
 /// A webhook body's events: the body itself, or the elements of an array (at most `max`).
@@ -173,43 +162,65 @@ fn webhook_events(text: &str, max: usize) -> Result<Vec<&RawValue>, AppError> {
     })
 }
 
-/// The Tracking API: `/v1/batch` (`implied` is `None`) or a single-event endpoint.
-async fn handle_api(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
+/// The Tracking API in the [pipeline](super::pipeline): `/v1/batch` (`implied` is `None`) or a
+/// single-event endpoint, authorized by a write key.
+struct TrackingApi {
     implied: Option<EventType>,
-) -> Result<Response, AppError> {
-    let keys = &state.config.segment.write_keys;
-    // A write key in the Basic header is checked before the body is read; only a request that
-    // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
-    let authorized = match basic_write_key(headers) {
-        Some(given) => Some(authorize_write_key(keys, Some(&given))?),
-        None if keys.is_empty() => Some(None),
-        None => None,
-    };
-    refuse_when_over_limits(state)?;
-    let (raw, mut reservation) = read_body(state, headers, body, MAX_BATCH_BYTES).await.map_err(over_batch_limit)?;
-    let encoding = body::detect_encoding(headers, &raw)?;
-    let arrival_ms = chrono::Utc::now().timestamp_millis();
-    let admitted = state.clone();
-    let (checked, _permit) = off_the_workers(move || {
-        let plain = body::decode(encoding, raw, MAX_BATCH_BYTES, &mut reservation).map_err(over_batch_limit)?;
-        let text = utf8(&plain)?;
+}
+
+/// What the headers say about a Tracking API request's write key.
+enum WriteKey {
+    /// Checked (or none is needed): the source it names, if it names one.
+    Names(Option<String>),
+    /// Not in the headers: the body's `writeKey` must be checked.
+    InBody,
+}
+
+impl Source for TrackingApi {
+    type Credentials = WriteKey;
+    const ENDPOINT: &'static str = "segment_api";
+    const SOURCE: &'static str = "segment";
+    const ANSWER: Answer = Answer::Success;
+
+    fn body_limits(&self, _config: &Config) -> BodyLimits {
+        BodyLimits { sent: MAX_BATCH_BYTES, decoded: MAX_BATCH_BYTES }
+    }
+
+    fn body_error(&self, e: body::BodyError) -> AppError {
+        over_batch_limit(e)
+    }
+
+    fn authorize(&self, config: &Config, _query: Option<&str>, headers: &HeaderMap) -> Result<WriteKey, AppError> {
+        // A write key in the Basic header is checked before the body is read; only a request that
+        // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
+        let keys = &config.segment.write_keys;
+        Ok(match basic_write_key(headers) {
+            Some(given) => WriteKey::Names(authorize_write_key(keys, Some(&given))?),
+            None if keys.is_empty() => WriteKey::Names(None),
+            None => WriteKey::InBody,
+        })
+    }
+
+    fn authorized(&self, write_key: &WriteKey) -> bool {
+        matches!(write_key, WriteKey::Names(_))
+    }
+
+    fn parse(&self, write_key: WriteKey, plain: &Bytes, intake: &mut Intake<'_>) -> Result<Batch, AppError> {
+        let text = utf8(plain)?;
         let body = TrackingBody::parse(text)?;
-        let source = match authorized {
-            Some(source) => source,
-            None => authorize_write_key(&admitted.config.segment.write_keys, body.write_key()?.as_deref())?,
+        let source = match write_key {
+            WriteKey::Names(source) => source,
+            WriteKey::InBody => authorize_write_key(&intake.config.segment.write_keys, body.write_key()?.as_deref())?,
         };
-        let permit = admit(&admitted)?;
+        intake.admit()?;
         let arrival = Arrival {
             via: Via::TrackingApi,
-            at_ms: arrival_ms,
+            at_ms: intake.received_at,
             source: source.as_deref(),
-            future_tolerance_ms: admitted.config.segment.future_tolerance_ms,
+            future_tolerance_ms: intake.config.segment.future_tolerance_ms,
         };
-        let prepared = body.prepare(implied, &arrival, &BatchLimits::of(&admitted.config))?;
-        if implied.is_some()
+        let prepared = body.prepare(self.implied, &arrival, &BatchLimits::of(intake.config))?;
+        if self.implied.is_some()
             && let Some((_, fault, _)) = prepared.errors.first()
         {
             // One event, refused: the sender must hear why, as a 400 naming the field.
@@ -218,25 +229,8 @@ async fn handle_api(
                 None => AppError::bad_request(fault.reason.clone()),
             });
         }
-        Ok((prepared.into_checked(), permit))
-    })
-    .await?;
-    let outcome = journal(state, checked, arrival_ms).await?;
-    if outcome.faults.is_empty() {
-        return Ok((
-            StatusCode::OK,
-            Json(Report { success: true, accepted: None, rejected: None, errors: Vec::new() }),
-        )
-            .into_response());
+        Ok(prepared.into_batch())
     }
-    let status = if outcome.accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let report = Report {
-        success: outcome.accepted > 0,
-        accepted: Some(outcome.accepted),
-        rejected: Some(outcome.rejected),
-        errors: outcome.faults,
-    };
-    Ok((status, Json(report)).into_response())
 }
 
 /// The Tracking API's body limit is Segment's 500 KB per batch, whatever `[limits]` says.
@@ -251,13 +245,6 @@ fn over_batch_limit(e: body::BodyError) -> AppError {
     }
 }
 
-/// What happened to a request's events.
-struct Outcome {
-    accepted: usize,
-    rejected: usize,
-    faults: Vec<RecordFault>,
-}
-
 /// A request's events, checked: the records to journal and the refusals with their reasons.
 pub struct Prepared<'a> {
     /// Valid events, ready for the journal.
@@ -268,16 +255,10 @@ pub struct Prepared<'a> {
 
 impl Prepared<'_> {
     /// Copies the refused events out of the request body, so the body can go before the journal answers.
-    fn into_checked(self) -> Checked {
+    fn into_batch(self) -> Batch {
         let refused = self.errors.into_iter().map(|(index, e, record)| Refused::new(index, e, record)).collect();
-        Checked { records: self.records, refused }
+        Batch { records: self.records, refused }
     }
-}
-
-/// [`Prepared`], owning its refused events.
-struct Checked {
-    records: Vec<Record>,
-    refused: Vec<Refused>,
 }
 
 /// Runs every event through [`segment::accept`].
@@ -314,21 +295,6 @@ impl<'a> Prepared<'a> {
             }
         }
     }
-}
-
-/// Journals the valid events and, once they are durable, dead-letters the refused ones (after
-/// a 503 the sender retries, and they would be written twice).
-async fn journal(state: &AppState, checked: Checked, received_at: i64) -> Result<Outcome, AppError> {
-    let (accepted, rejected) = (checked.records.len(), checked.refused.len());
-    if accepted > 0 {
-        state.journal.append(checked.records).await.map_err(super::journal_unavailable)?;
-    }
-    let faults = dead_letter_all("segment", received_at, &checked.refused, &state.dead_letters);
-    metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "accepted")
-        .increment(accepted as u64);
-    metrics::counter!("sluice_source_records_total", "source" => "segment", "result" => "rejected")
-        .increment(rejected as u64);
-    Ok(Outcome { accepted, rejected, faults })
 }
 
 /// What a `/v1/batch` request does with `body` on its way to the journal, without HTTP: the
