@@ -25,12 +25,11 @@ Nothing here allocates more than the few strings it returns, and nothing can pan
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use url::Url;
 
 use super::AttributionSettings;
 use super::channel::{Channel, channel_group};
-use super::event;
+use super::event::Event;
 use super::knowledge::{
     APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS, SITES,
     SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
@@ -149,7 +148,7 @@ impl Referrer {
 }
 
 /// A click id found on the landing URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClickIdValue {
     /// The parameter: `gclid`, `msclkid`, `fbclid`, ….
     pub name: String,
@@ -159,7 +158,7 @@ pub struct ClickIdValue {
 
 /// The campaign a visit was tagged with: UTM parameters (landing URL first, then Segment's
 /// `context.campaign`) and the click id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Campaign {
     /// `utm_source`.
@@ -226,14 +225,14 @@ pub fn classify(page_url: Option<&str>, referrer: Option<&str>, settings: &Attri
 
 /// Classifies a Segment event that has a page (`page` events, or any event with `context.page`);
 /// `None` for events without one. Reads the fields listed in [`super`]'s docs.
-pub fn touchpoint(event: &Value, settings: &AttributionSettings) -> Option<Touchpoint> {
-    if !event::is_page_like(event) {
+pub fn touchpoint(event: &Event, settings: &AttributionSettings) -> Option<Touchpoint> {
+    if !event.is_page_like() {
         return None;
     }
     Some(classify_with_campaign(
-        event::page_url(event),
-        event::referrer(event),
-        event::at(event, &["context", "campaign"]),
+        event.page_url.as_deref(),
+        event.referrer.as_deref(),
+        Some(&event.context_campaign),
         settings,
     ))
 }
@@ -243,7 +242,7 @@ pub fn touchpoint(event: &Value, settings: &AttributionSettings) -> Option<Touch
 pub(crate) fn classify_with_campaign(
     page_url: Option<&str>,
     referrer: Option<&str>,
-    context_campaign: Option<&Value>,
+    context_campaign: Option<&Campaign>,
     settings: &AttributionSettings,
 ) -> Touchpoint {
     let page_url = page_url.filter(|u| !u.trim().is_empty());
@@ -434,7 +433,10 @@ fn origin_source(origin: &Origin) -> SourceMedium {
 
 /// UTM parameters and the click id from the landing URL, UTM fields falling back to
 /// `context.campaign`.
-fn landing_campaign(page_url: Option<&str>, context_campaign: Option<&Value>) -> (Campaign, Option<&'static ClickId>) {
+fn landing_campaign(
+    page_url: Option<&str>,
+    context_campaign: Option<&Campaign>,
+) -> (Campaign, Option<&'static ClickId>) {
     let mut campaign = Campaign::default();
     let mut click: Option<(usize, &'static ClickId, String)> = None;
     if let Some(query) = page_url.and_then(query_of) {
@@ -464,21 +466,18 @@ fn landing_campaign(page_url: Option<&str>, context_campaign: Option<&Value>) ->
             }
         }
     }
-    if let Some(Value::Object(ctx)) = context_campaign {
+    if let Some(context) = context_campaign {
         let fields = [
-            (&mut campaign.source, "source"),
-            (&mut campaign.medium, "medium"),
-            (&mut campaign.name, "name"),
-            (&mut campaign.term, "term"),
-            (&mut campaign.content, "content"),
-            (&mut campaign.id, "id"),
+            (&mut campaign.source, &context.source),
+            (&mut campaign.medium, &context.medium),
+            (&mut campaign.name, &context.name),
+            (&mut campaign.term, &context.term),
+            (&mut campaign.content, &context.content),
+            (&mut campaign.id, &context.id),
         ];
-        for (slot, key) in fields {
-            if slot.is_none()
-                && let Some(Value::String(v)) = ctx.get(key)
-                && !v.trim().is_empty()
-            {
-                *slot = Some(v.trim().to_owned());
+        for (slot, fallback) in fields {
+            if slot.is_none() {
+                slot.clone_from(fallback);
             }
         }
     }
@@ -678,7 +677,7 @@ mod tests {
         let t = classify_with_campaign(
             Some("https://a.example/?utm_source=news&UTM_MEDIUM=email&gclid=&msclkid=m1&fbclid=f1"),
             None,
-            Some(&ctx),
+            Some(&super::super::event::context_campaign(Some(&ctx))),
             &s,
         );
         assert_eq!(t.campaign.source.as_deref(), Some("news"));

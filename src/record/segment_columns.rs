@@ -35,19 +35,19 @@ pub const RECORD_COLUMNS: usize = 18;
 
 /// An event's values for the first [`RECORD_COLUMNS`] of [`COLUMNS`], in their order: `e` parsed
 /// from `raw`, which sluice received at `arrived_at` (epoch ms).
-pub fn values<'a>(e: &SegmentEvent<'a>, raw: &'a str, arrived_at: i64) -> [Value<'a>; RECORD_COLUMNS] {
+pub fn values<'a>(e: &'a SegmentEvent<'_>, raw: &'a str, arrived_at: i64) -> [Value<'a>; RECORD_COLUMNS] {
     [
-        Value::Text(e.message_id),
+        Value::Text(&e.message_id),
         Value::Text(e.event_type.name()),
-        Value::text(e.event),
-        Value::text(e.name),
-        Value::text(e.user_id),
-        Value::text(e.anonymous_id),
-        Value::text(e.previous_id),
-        Value::text(e.group_id),
-        Value::text(e.page_url),
-        Value::text(e.page_referrer),
-        Value::text(e.source),
+        Value::text(e.event.as_deref()),
+        Value::text(e.name.as_deref()),
+        Value::text(e.user_id.as_deref()),
+        Value::text(e.anonymous_id.as_deref()),
+        Value::text(e.previous_id.as_deref()),
+        Value::text(e.group_id.as_deref()),
+        Value::text(e.page_url.as_deref()),
+        Value::text(e.page_referrer.as_deref()),
+        Value::text(e.source.as_deref()),
         Value::Int(e.timestamp),
         Value::int(e.original_timestamp),
         Value::int(e.sent_at),

@@ -3,19 +3,13 @@ Journal entries turned into the rows a store writes: the one place both backends
 skip entries, so SQLite and PostgreSQL store exactly the same rows for the same batch.
 */
 
-use serde_json::{Map, Value};
-
 use crate::journal::Entry;
 use crate::record::impression::{self, ImpressionView};
 use crate::record::schema::Value as Cell;
 use crate::record::segment_columns;
-use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind, SegmentEvent};
+use crate::record::{self, Decoded, DedupMode, IDENTITY_BYTES, Impression, SegmentEvent};
 
 /// One journal entry parsed into what an insert binds.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "impressions are the bulk of every batch: boxing them would cost an allocation per row"
-)]
 pub(super) enum LoadRow<'e> {
     /// A Split impression, for the `impressions` table.
     Impression(ImpressionRow<'e>),
@@ -47,9 +41,9 @@ impl ImpressionRow<'_> {
     }
 }
 
-/// A Segment event: its JSON (stored whole) and the parsed fields the typed columns come from.
+/// A Segment event: its JSON (stored whole) and the typed fields the columns come from.
 pub(super) struct EventRow<'e> {
-    map: Map<String, Value>,
+    event: SegmentEvent<'e>,
     /// The event's JSON as journaled.
     pub raw: &'e str,
     /// When sluice received it, epoch milliseconds.
@@ -58,15 +52,10 @@ pub(super) struct EventRow<'e> {
     pub offset: u64,
 }
 
-impl EventRow<'_> {
-    /// The typed fields.
-    pub fn event(&self) -> SegmentEvent<'_> {
-        SegmentEvent::from_map(&self.map).expect("the event was validated when its row was parsed")
-    }
-
+impl<'e> EventRow<'e> {
     /// Its values for every column of [`segment_columns::COLUMNS`], in their order.
     pub fn values(&self) -> [Cell<'_>; segment_columns::COLUMNS.len()] {
-        let record = segment_columns::values(&self.event(), self.raw, self.arrived_at);
+        let record = segment_columns::values(&self.event, self.raw, self.arrived_at);
         // Offsets beyond i64 fail the batch when its offset is committed, rolling these rows back.
         std::array::from_fn(|i| record.get(i).copied().unwrap_or(Cell::Int(self.offset as i64)))
     }
@@ -103,28 +92,16 @@ fn parse(entry: &Entry, mode: DedupMode) -> Option<LoadRow<'_>> {
 }
 
 fn read(entry: &Entry, mode: DedupMode) -> Result<LoadRow<'_>, String> {
-    std::str::from_utf8(&entry.payload).map_err(|e| format!("payload is not UTF-8: {e}")).and_then(|json| {
-        match entry.kind {
-            RecordKind::SplitImpression => Impression::parse(json, &FieldLimits::NONE)
-                .map(|imp| {
-                    LoadRow::Impression(ImpressionRow {
-                        identity: imp.identity(mode),
-                        extra: imp.extra_json(),
-                        received_at: entry.received_at_ms,
-                        offset: entry.offset,
-                        imp,
-                    })
-                })
-                .map_err(|e| e.to_string()),
-            RecordKind::SegmentEvent => SegmentEvent::parse_journaled(json)
-                .and_then(|map| {
-                    SegmentEvent::from_map(&map)?;
-                    Ok(map)
-                })
-                .map(|map| {
-                    LoadRow::Event(EventRow { map, raw: json, arrived_at: entry.received_at_ms, offset: entry.offset })
-                })
-                .map_err(|e| e.to_string()),
+    Ok(match record::decode(entry.kind, &entry.payload).map_err(|e| e.to_string())? {
+        Decoded::Impression(imp) => LoadRow::Impression(ImpressionRow {
+            identity: imp.identity(mode),
+            extra: imp.extra_json(),
+            received_at: entry.received_at_ms,
+            offset: entry.offset,
+            imp,
+        }),
+        Decoded::Event(event, raw) => {
+            LoadRow::Event(EventRow { event, raw, arrived_at: entry.received_at_ms, offset: entry.offset })
         }
     })
 }
