@@ -9,8 +9,8 @@ events (sessionization).
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Value, json};
-use sluice::attribution::{AttributionSettings, classify, sessions};
+use serde_json::json;
+use sluice::attribution::{AttributionSettings, Event, classify, sessions};
 
 /// Landing URL and referrer pairs, weighted roughly like a B2B site's traffic.
 const MIX: &[(&str, Option<&str>)] = &[
@@ -34,7 +34,7 @@ const MIX: &[(&str, Option<&str>)] = &[
     ("https://www.example.com/case-study", Some("https://mail.google.com/")),
 ];
 
-fn events(devices: usize, per_device: usize) -> Vec<Value> {
+fn events(devices: usize, per_device: usize) -> Vec<Event> {
     let mut out = Vec::with_capacity(devices * per_device);
     for d in 0..devices {
         for i in 0..per_device {
@@ -54,7 +54,7 @@ fn events(devices: usize, per_device: usize) -> Vec<Value> {
             if let Some(r) = referrer {
                 e["context"]["page"]["referrer"] = json!(r);
             }
-            out.push(e);
+            out.push(Event::from_value(&e));
         }
     }
     out

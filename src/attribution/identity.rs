@@ -24,9 +24,8 @@ check that it finds what [`user_cluster`] finds over all the events.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::event;
+use super::event::Event;
 
 /// The links between ids found in a set of events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +52,7 @@ pub struct UserCluster {
 
 impl Links {
     /// The links in these events (any order; repeated events change nothing).
-    pub fn from_events(events: &[Value]) -> Self {
+    pub fn from_events(events: &[Event]) -> Self {
         let mut links = Links::default();
         for event in events {
             links.add(event);
@@ -62,15 +61,15 @@ impl Links {
     }
 
     /// Adds the links one event carries.
-    pub fn add(&mut self, event: &Value) {
-        let Some(user) = event::user_id(event) else { return };
+    pub fn add(&mut self, event: &Event) {
+        let Some(user) = &event.user_id else { return };
         self.user_ids.insert(user.to_owned());
-        if let Some(anonymous) = event::anonymous_id(event) {
+        if let Some(anonymous) = &event.anonymous_id {
             self.devices.entry(user.to_owned()).or_default().insert(anonymous.to_owned());
             self.users.entry(anonymous.to_owned()).or_default().insert(user.to_owned());
         }
-        if event::kind(event) == Some("alias")
-            && let Some(previous) = event::previous_id(event)
+        if event.kind.as_deref() == Some("alias")
+            && let Some(previous) = &event.previous_id
             && previous != user
         {
             self.aliases.entry(user.to_owned()).or_default().insert(previous.to_owned());
@@ -119,12 +118,16 @@ mod tests {
 
     use super::*;
 
-    fn identify(user: &str, anonymous: &str) -> Value {
-        json!({"type": "identify", "userId": user, "anonymousId": anonymous, "messageId": format!("{user}-{anonymous}")})
+    fn identify(user: &str, anonymous: &str) -> Event {
+        Event::from_value(
+            &json!({"type": "identify", "userId": user, "anonymousId": anonymous, "messageId": format!("{user}-{anonymous}")}),
+        )
     }
 
-    fn alias(previous: &str, user: &str) -> Value {
-        json!({"type": "alias", "previousId": previous, "userId": user, "messageId": format!("{previous}->{user}")})
+    fn alias(previous: &str, user: &str) -> Event {
+        Event::from_value(
+            &json!({"type": "alias", "previousId": previous, "userId": user, "messageId": format!("{previous}->{user}")}),
+        )
     }
 
     fn cluster(users: &[&str], anonymous: &[&str]) -> UserCluster {
@@ -139,8 +142,10 @@ mod tests {
         let events = [
             identify("john", "laptop"),
             identify("john", "phone"),
-            json!({"type": "track", "userId": "john", "anonymousId": "tablet", "event": "Signed In"}),
-            json!({"type": "track", "userId": "john", "event": "Server Side"}),
+            Event::from_value(
+                &json!({"type": "track", "userId": "john", "anonymousId": "tablet", "event": "Signed In"}),
+            ),
+            Event::from_value(&json!({"type": "track", "userId": "john", "event": "Server Side"})),
         ];
         assert_eq!(
             user_cluster("john", &Links::from_events(&events)),

@@ -2,8 +2,8 @@
 Marketing attribution from Segment events: where each visit came from, how visits group into
 sessions, and which devices belong to which user.
 
-This module is pure: functions over slices of `serde_json::Value` events (Segment Spec shape)
-and an [`AttributionSettings`], no I/O. The store-backed caller loads the events touching an id
+This module is pure: functions over slices of [`Event`]s (the fields of a Segment event it
+reads, typed) and an [`AttributionSettings`], no I/O. The store-backed caller loads the events touching an id
 and serves the results (`GET /api/anonymous/{id}`, `GET /api/user/{id}` in the seed's shapes):
 
 ```text
@@ -41,9 +41,9 @@ pub mod sessions;
 mod cases;
 
 pub use channel::Channel;
-pub use event::for_attribution_from_str;
+pub use event::{Event, touchpoint};
 pub use identity::{Links, UserCluster, user_cluster};
-pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
+pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify};
 pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
 
 /// The `[attribution]` configuration section.

@@ -25,12 +25,10 @@ Nothing here allocates more than the few strings it returns, and nothing can pan
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use url::Url;
 
 use super::AttributionSettings;
 use super::channel::{Channel, channel_group};
-use super::event;
 use super::knowledge::{
     APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS, SITES,
     SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
@@ -149,7 +147,7 @@ impl Referrer {
 }
 
 /// A click id found on the landing URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClickIdValue {
     /// The parameter: `gclid`, `msclkid`, `fbclid`, ….
     pub name: String,
@@ -159,7 +157,7 @@ pub struct ClickIdValue {
 
 /// The campaign a visit was tagged with: UTM parameters (landing URL first, then Segment's
 /// `context.campaign`) and the click id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Campaign {
     /// `utm_source`.
@@ -224,26 +222,12 @@ pub fn classify(page_url: Option<&str>, referrer: Option<&str>, settings: &Attri
     classify_with_campaign(page_url, referrer, None, settings)
 }
 
-/// Classifies a Segment event that has a page (`page` events, or any event with `context.page`);
-/// `None` for events without one. Reads the fields listed in [`super`]'s docs.
-pub fn touchpoint(event: &Value, settings: &AttributionSettings) -> Option<Touchpoint> {
-    if !event::is_page_like(event) {
-        return None;
-    }
-    Some(classify_with_campaign(
-        event::page_url(event),
-        event::referrer(event),
-        event::at(event, &["context", "campaign"]),
-        settings,
-    ))
-}
-
 /// [`classify`], falling back to Segment's `context.campaign` object for UTM fields the landing
 /// URL does not carry.
 pub(crate) fn classify_with_campaign(
     page_url: Option<&str>,
     referrer: Option<&str>,
-    context_campaign: Option<&Value>,
+    context_campaign: Option<&Campaign>,
     settings: &AttributionSettings,
 ) -> Touchpoint {
     let page_url = page_url.filter(|u| !u.trim().is_empty());
@@ -434,7 +418,10 @@ fn origin_source(origin: &Origin) -> SourceMedium {
 
 /// UTM parameters and the click id from the landing URL, UTM fields falling back to
 /// `context.campaign`.
-fn landing_campaign(page_url: Option<&str>, context_campaign: Option<&Value>) -> (Campaign, Option<&'static ClickId>) {
+fn landing_campaign(
+    page_url: Option<&str>,
+    context_campaign: Option<&Campaign>,
+) -> (Campaign, Option<&'static ClickId>) {
     let mut campaign = Campaign::default();
     let mut click: Option<(usize, &'static ClickId, String)> = None;
     if let Some(query) = page_url.and_then(query_of) {
@@ -464,21 +451,18 @@ fn landing_campaign(page_url: Option<&str>, context_campaign: Option<&Value>) ->
             }
         }
     }
-    if let Some(Value::Object(ctx)) = context_campaign {
+    if let Some(context) = context_campaign {
         let fields = [
-            (&mut campaign.source, "source"),
-            (&mut campaign.medium, "medium"),
-            (&mut campaign.name, "name"),
-            (&mut campaign.term, "term"),
-            (&mut campaign.content, "content"),
-            (&mut campaign.id, "id"),
+            (&mut campaign.source, &context.source),
+            (&mut campaign.medium, &context.medium),
+            (&mut campaign.name, &context.name),
+            (&mut campaign.term, &context.term),
+            (&mut campaign.content, &context.content),
+            (&mut campaign.id, &context.id),
         ];
-        for (slot, key) in fields {
-            if slot.is_none()
-                && let Some(Value::String(v)) = ctx.get(key)
-                && !v.trim().is_empty()
-            {
-                *slot = Some(v.trim().to_owned());
+        for (slot, fallback) in fields {
+            if slot.is_none() {
+                slot.clone_from(fallback);
             }
         }
     }
@@ -674,7 +658,13 @@ mod tests {
     #[test]
     fn campaign_reads_landing_utm_then_falls_back_to_context_campaign() {
         let s = AttributionSettings::default();
-        let ctx = serde_json::json!({"source": "ctx-source", "name": "ctx-name", "term": "t"});
+        // Segment's `context.campaign` {"source": "ctx-source", "name": "ctx-name", "term": "t"}.
+        let ctx = Campaign {
+            source: Some("ctx-source".into()),
+            name: Some("ctx-name".into()),
+            term: Some("t".into()),
+            ..Campaign::default()
+        };
         let t = classify_with_campaign(
             Some("https://a.example/?utm_source=news&UTM_MEDIUM=email&gclid=&msclkid=m1&fbclid=f1"),
             None,

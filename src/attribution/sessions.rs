@@ -32,12 +32,11 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::AttributionSettings;
 use super::channel::Channel;
-use super::event;
-use super::referrer::{Campaign, Referrer, Touchpoint, touchpoint};
+use super::event::{Event, touchpoint};
+use super::referrer::{Campaign, Referrer, Touchpoint};
 
 /// One visit of one device, as served by `GET /api/anonymous/{id}` (camelCase JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +86,7 @@ struct Row<'a> {
     time: DateTime<Utc>,
     raw_time: &'a str,
     message_id: &'a str,
-    event: &'a Value,
+    event: &'a Event,
 }
 
 /// The session being built.
@@ -114,7 +113,7 @@ impl<'a> Open<'a> {
         self.last_raw = row.raw_time;
         self.user = user;
         self.events += 1;
-        if event::kind(row.event) == Some("page") {
+        if row.event.kind.as_deref() == Some("page") {
             self.pageviews += 1;
         }
     }
@@ -166,13 +165,14 @@ fn source_key(referrer: &Referrer) -> (&'static str, Option<&str>) {
 /// with the last `userId` seen on that device at or before the session's last event, so sessions
 /// before the first `identify` are `null` and, on a shared device, each session names whoever was
 /// logged in (what `GET /api/anonymous/{id}` wants).
-pub fn sessions(events: &[Value], user_id: Option<&str>, settings: &AttributionSettings) -> Vec<Session> {
+pub fn sessions(events: &[Event], user_id: Option<&str>, settings: &AttributionSettings) -> Vec<Session> {
     let mut rows: Vec<Row<'_>> = events
         .iter()
         .filter_map(|event| {
-            let anonymous_id = event::anonymous_id(event)?;
-            let (raw_time, time) = event::timestamp(event)?;
-            Some(Row { anonymous_id, time, raw_time, message_id: event::message_id(event).unwrap_or(""), event })
+            let anonymous_id = event.anonymous_id.as_deref()?;
+            let (raw_time, time) = event.timestamp.as_ref()?;
+            let message_id = event.message_id.as_deref().unwrap_or("");
+            Some(Row { anonymous_id, time: *time, raw_time, message_id, event })
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -181,7 +181,7 @@ pub fn sessions(events: &[Value], user_id: Option<&str>, settings: &AttributionS
             .then(a.time.cmp(&b.time))
             .then(a.message_id.cmp(b.message_id))
             // Only full ties (a re-delivery that differs) reach this: keep the order total.
-            .then_with(|| a.event.to_string().cmp(&b.event.to_string()))
+            .then_with(|| a.event.cmp(b.event))
     });
     let mut seen = HashSet::new();
     rows.retain(|row| row.message_id.is_empty() || seen.insert(row.message_id));
@@ -192,7 +192,7 @@ pub fn sessions(events: &[Value], user_id: Option<&str>, settings: &AttributionS
         let mut open: Option<Open<'_>> = None;
         let mut known_user: Option<&str> = None;
         for row in device {
-            known_user = event::user_id(row.event).or(known_user);
+            known_user = row.event.user_id.as_deref().or(known_user);
             if let Some(o) = open.take_if(|o| row.time - o.last >= timeout) {
                 out.push(o.finish(user_id));
             }
@@ -240,7 +240,7 @@ pub fn last_non_direct_touch(sessions: &[Session]) -> Option<&Session> {
 mod tests {
     use chrono::{SecondsFormat, TimeDelta};
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -267,8 +267,12 @@ mod tests {
     const MIN: i64 = 60_000;
     const TIMEOUT: i64 = 30 * MIN;
 
+    fn typed(events: &[Value]) -> Vec<Event> {
+        events.iter().map(Event::from_value).collect()
+    }
+
     fn run(events: &[Value]) -> Vec<Session> {
-        sessions(events, None, &AttributionSettings::default())
+        sessions(&typed(events), None, &AttributionSettings::default())
     }
 
     fn starts(sessions: &[Session]) -> Vec<&str> {
@@ -337,7 +341,7 @@ mod tests {
     #[test]
     fn the_timeout_is_configurable() {
         let settings = AttributionSettings { session_timeout_ms: 5 * 60_000, ..AttributionSettings::default() };
-        let s = sessions(&[page(0, "a", "/", None), page(5 * MIN, "b", "/", None)], None, &settings);
+        let s = sessions(&typed(&[page(0, "a", "/", None), page(5 * MIN, "b", "/", None)]), None, &settings);
         assert_eq!(starts(&s), ["a", "b"]);
     }
 
@@ -420,7 +424,7 @@ mod tests {
         let s = run(&events);
         let users: Vec<_> = s.iter().map(|s| s.user_id.as_deref()).collect();
         assert_eq!(users, [None, Some("john@gmail.com"), Some("john@gmail.com")]);
-        let stamped = sessions(&events, Some("j"), &AttributionSettings::default());
+        let stamped = sessions(&typed(&events), Some("j"), &AttributionSettings::default());
         assert!(stamped.iter().all(|s| s.user_id.as_deref() == Some("j")));
     }
 
@@ -500,7 +504,7 @@ mod tests {
             (events, shuffled) in event_strategy().prop_flat_map(|e| (Just(e.clone()), Just(e).prop_shuffle())),
         ) {
             let settings = AttributionSettings::default();
-            prop_assert_eq!(sessions(&events, None, &settings), sessions(&shuffled, None, &settings));
+            prop_assert_eq!(sessions(&typed(&events), None, &settings), sessions(&typed(&shuffled), None, &settings));
         }
     }
 }

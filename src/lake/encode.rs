@@ -22,10 +22,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::LakeError;
-use crate::record::{FieldLimits, Impression, RecordKind, SegmentEvent};
+use crate::record::{self, Decoded, Impression, RecordKind, SegmentEvent};
 use crate::store::ImpressionView;
 
 /// How the lake's objects are encoded.
@@ -59,45 +58,18 @@ impl LakeFormat {
     }
 }
 
-/// A journaled record parsed for the lake.
-#[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one lives at a time, on the stack, per record: boxing would only add an allocation"
-)]
-pub enum Parsed<'a> {
-    /// A Split impression.
-    Impression(Impression<'a>),
-    /// A Segment event: its JSON as journaled (already one line, with sluice's arrival time in
-    /// its `sluice` object) and the same parsed, for Parquet's typed columns.
-    Event {
-        /// The event's JSON text.
-        json: &'a str,
-        /// The event, parsed.
-        map: Map<String, Value>,
-    },
-}
-
-/// The event time a record is partitioned by and the record itself, parsed once: the same
-/// parse routes the record and is appended to its object; or why the record cannot be encoded.
-pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Parsed<'_>), String> {
-    let text = std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8: {e}"))?;
-    let (ms, field, parsed) = match kind {
-        RecordKind::SplitImpression => {
-            let imp =
-                Impression::parse(text, &FieldLimits::NONE).map_err(|e| format!("not a valid impression: {e}"))?;
-            (imp.time, "time", Parsed::Impression(imp))
-        }
-        RecordKind::SegmentEvent => {
-            let map = SegmentEvent::parse_journaled(text).map_err(|e| format!("not a valid Segment event: {e}"))?;
-            let timestamp =
-                SegmentEvent::from_map(&map).map_err(|e| format!("not a valid Segment event: {e}"))?.timestamp;
-            (timestamp, "timestamp", Parsed::Event { json: text, map })
-        }
+/// The event time a record is partitioned by and the record itself, decoded once
+/// ([`record::decode`]): the same decode routes the record and is appended to its object; or why
+/// the record cannot be encoded.
+pub fn parse(kind: RecordKind, payload: &[u8]) -> Result<(DateTime<Utc>, Decoded<'_>), String> {
+    let decoded = record::decode(kind, payload).map_err(|e| e.to_string())?;
+    let (ms, field) = match &decoded {
+        Decoded::Impression(imp) => (imp.time, "time"),
+        Decoded::Event(event, _) => (event.timestamp, "timestamp"),
     };
     let time = DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| format!("field `{field}`: {ms} ms is outside the calendar sluice can partition"))?;
-    Ok((time, parsed))
+    Ok((time, decoded))
 }
 
 /// The arrival time of an error record, for its partition (the epoch if it is out of range).
@@ -136,22 +108,22 @@ impl Pending {
     }
 
     /// Appends a record as an NDJSON line or a row of columns. Only records of the object's kind.
-    pub fn push(&mut self, record: &Parsed<'_>, received_at_ms: i64) {
+    pub fn push(&mut self, record: &Decoded<'_>, received_at_ms: i64) {
         match (record, &mut self.body) {
-            (Parsed::Impression(imp), Body::Lines(text)) => {
+            (Decoded::Impression(imp), Body::Lines(text)) => {
                 let extra = imp.extra_json();
                 // Writing into a Vec cannot fail.
                 let _ = crate::query::write_object(text, &view(imp, extra.as_deref(), received_at_ms));
                 text.push(b'\n');
             }
-            (Parsed::Impression(imp), Body::Columns(columns)) => {
+            (Decoded::Impression(imp), Body::Columns(columns)) => {
                 columns.push(imp, imp.extra_json().as_deref(), received_at_ms)
             }
-            (Parsed::Event { json, .. }, Body::Lines(text)) => {
+            (Decoded::Event(_, json), Body::Lines(text)) => {
                 text.extend_from_slice(json.as_bytes());
                 text.push(b'\n');
             }
-            (Parsed::Event { json, map }, Body::EventColumns(columns)) => columns.push(json, map, received_at_ms),
+            (Decoded::Event(event, json), Body::EventColumns(columns)) => columns.push(json, event, received_at_ms),
             _ => unreachable!("each object holds records of one kind, routed by kind"),
         }
     }
@@ -365,21 +337,19 @@ impl Default for EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, json: &str, map: &Map<String, Value>, received_at_ms: i64) {
-        // `parse` checked the event before it was routed here.
-        let Ok(e) = SegmentEvent::from_map(map) else { unreachable!("the event was validated by `parse`") };
+    fn push(&mut self, json: &str, e: &SegmentEvent<'_>, received_at_ms: i64) {
         let values = [
-            Some(e.message_id),
+            Some(&*e.message_id),
             Some(e.event_type.name()),
-            e.event,
-            e.name,
-            e.user_id,
-            e.anonymous_id,
-            e.previous_id,
-            e.group_id,
-            e.page_url,
-            e.page_referrer,
-            e.source,
+            e.event.as_deref(),
+            e.name.as_deref(),
+            e.user_id.as_deref(),
+            e.anonymous_id.as_deref(),
+            e.previous_id.as_deref(),
+            e.group_id.as_deref(),
+            e.page_url.as_deref(),
+            e.page_referrer.as_deref(),
+            e.source.as_deref(),
         ];
         for (builder, value) in self.texts.iter_mut().zip(values) {
             builder.append_option(value);

@@ -10,7 +10,7 @@ would give them, with no reprocessing step.
 What one answer costs is bounded, because anyone who can post events can attach ids and events
 to someone else's user: the identity search is one recursive query over the alias links plus
 one query for the devices, both stopped at `attribution.max_cluster_ids`; the events are read
-one row at a time, each cut down to the fields attribution reads, and at most
+one row at a time, each read into the fields attribution reads ([`Event`]), and at most
 `attribution.max_events` of them. An answer that hit a bound says so in `truncated`. Id lists
 go to the database in chunks of [`IDS_PER_QUERY`], below both backends' limits on bound values.
 */
@@ -18,10 +18,9 @@ go to the database in chunks of [`IDS_PER_QUERY`], below both backends' limits o
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::{EventQuery, QueryError};
-use crate::attribution::{self, AttributionSettings, Session, UserCluster};
+use crate::attribution::{self, AttributionSettings, Event, Session, UserCluster};
 use crate::store::Store;
 
 /// Most ids bound in one query: SQLite allows 32,766 values per statement, PostgreSQL 65,535.
@@ -167,9 +166,9 @@ pub fn cluster(store: &mut Store, id: &str, max_ids: usize) -> Result<(UserClust
     ))
 }
 
-/// The events of the devices `anonymous_ids`, each cut down to what attribution reads, at most
+/// The events of the devices `anonymous_ids`, each read into what attribution reads, at most
 /// `max_events` of them (oldest first within each chunk of devices), and whether there were more.
-fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Result<(Vec<Value>, bool), QueryError> {
+fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Result<(Vec<Event>, bool), QueryError> {
     let max_events = max_events.max(1);
     let mut out = Vec::new();
     let mut truncated = false;
@@ -186,7 +185,7 @@ fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Res
             }
             // Every stored event passed `record::segment::accept`; one that does not parse means
             // a damaged store, and leaving it out beats refusing every answer for that user.
-            match attribution::for_attribution_from_str(e.raw) {
+            match Event::from_json(e.raw) {
                 Ok(event) => out.push(event),
                 Err(err) => {
                     tracing::error!(message_id = e.message_id, error = %err, "a stored event is not valid JSON; left out")

@@ -1,10 +1,12 @@
 /*!
 Records: what the sources accept and the journal carries.
 
-Each record kind has one parser here, shared by ingest (validation) and by every consumer.
+Each record kind has one parser here, shared by ingest (validation) and by every consumer, and
+[`decode`] is how a consumer reads any journaled record: one parse into its typed fields.
 */
 
 pub mod impression;
+pub(crate) mod json;
 pub mod segment;
 
 pub use impression::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordError};
@@ -40,6 +42,45 @@ impl RecordKind {
         match self {
             RecordKind::SplitImpression => "split_impression",
             RecordKind::SegmentEvent => "segment_event",
+        }
+    }
+}
+
+/// A journaled record, decoded: its typed fields, text borrowed from the payload (owned only
+/// where the JSON escaped it), and the payload's text, which the store and the lake keep.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// A Split impression.
+    Impression(Impression<'a>),
+    /// A Segment event and its JSON text as journaled.
+    Event(SegmentEvent<'a>, &'a str),
+}
+
+/// Why a journaled record cannot be decoded: ingest validated it, so this means a bug, a
+/// damaged journal, or a record journaled before a rule was tightened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The payload is not UTF-8 text.
+    #[error("the record is not UTF-8: {0}")]
+    NotUtf8(#[from] std::str::Utf8Error),
+    /// The payload is not a valid impression.
+    #[error("not a valid impression: {0}")]
+    Impression(RecordError),
+    /// The payload is not a valid Segment event.
+    #[error("not a valid Segment event: {0}")]
+    Event(RecordError),
+}
+
+/// Decodes a journaled record of `kind`: what the store loader and the lake writer both read
+/// records with, so that a record's payload is parsed once per consumer and the same way.
+pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let text = std::str::from_utf8(payload)?;
+    match kind {
+        RecordKind::SplitImpression => {
+            Impression::parse(text, &FieldLimits::NONE).map(Decoded::Impression).map_err(DecodeError::Impression)
+        }
+        RecordKind::SegmentEvent => {
+            SegmentEvent::decode(text).map(|event| Decoded::Event(event, text)).map_err(DecodeError::Event)
         }
     }
 }

@@ -6,18 +6,28 @@ At ingest, [`accept`] validates one event and fills in what Segment's own server
 `messageId` when the client sent none, `receivedAt`, and the clock-skew-corrected `timestamp`
 (Tracking API only: webhook events were already processed by Segment and keep theirs). It adds a
 `sluice` object with sluice's own arrival time, the route and the source the write key names, and
-returns the JSON to journal. Consumers read that JSON back with [`SegmentEvent::parse`], which
-applies the same checks and exposes the typed fields the store indexes.
+returns the JSON to journal. Consumers read that JSON back with [`SegmentEvent::decode`], which
+applies the same checks and yields the typed fields the store indexes.
 
-The journaled event is the event as sent, re-serialised (key order may change), with those
-fields added; `writeKey` is removed so that credentials never reach the store or the lake.
+The journaled event is the event as sent, re-serialised as `serde_json::Value` writes it (keys
+sorted, compact), with those fields added; `writeKey` is removed so that credentials never reach
+the store or the lake.
+
+Each reader parses an event once and builds no `Value` tree (`record::json`): ingest parses it
+into a `Node` (strings borrowed from the request), checks and rewrites that, and writes it out;
+a consumer reads the journaled text's top level only (`Members`), and a nested object
+(`context`, `properties`) only where a typed field lives in it. The rules below are written
+once, over the `Json` trait, for both.
 */
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use super::RecordError;
 use super::impression::{check_no_nul, strip_position};
+use super::json::{Json, Kind, Members, Node};
 
 /// Segment's limit on one event, in bytes of JSON.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -128,11 +138,11 @@ pub fn accept(
             ),
         });
     }
-    let mut event = SegmentEvent::parse_map(raw)?;
+    let mut event = parse_object(raw)?;
     event.remove("writeKey");
     if let Some(t) = defaults.implied_type {
         // As Segment does: `/v1/track` makes a track call whatever the body says.
-        event.insert("type".into(), Value::String(t.name().into()));
+        event.insert("type", Node::Str(t.name().into()));
     }
     for (name, batch) in [("context", defaults.context), ("integrations", defaults.integrations)] {
         merge_defaults(&mut event, name, batch)?;
@@ -153,7 +163,7 @@ pub fn accept(
         stringify_number(&mut event, field);
     }
     if !event.contains_key("messageId") {
-        event.insert("messageId".into(), Value::String(derived_message_id(raw, position, &event, arrival)));
+        event.insert("messageId", Node::Str(derived_message_id(raw, position, &event, arrival).into()));
     }
     let clamped = set_timestamps(&mut event, defaults.sent_at, arrival)?;
     let mut sluice = Map::new();
@@ -166,13 +176,32 @@ pub fn accept(
         sluice.insert("timestampClamped".into(), original.into());
     }
     keep_aside(&mut event, "sluice");
-    event.insert("sluice".into(), Value::Object(sluice));
-    SegmentEvent::from_map(&event)?;
-    Ok(Value::Object(event).to_string())
+    event.insert("sluice", Node::from_value(&Value::Object(sluice)));
+    SegmentEvent::read(|key| event.member(key))?;
+    // The event grows by sluice's fields, about 200 bytes.
+    let mut json = Vec::with_capacity(raw.len() + 256);
+    serde_json::to_writer(&mut json, &event)
+        .map_err(|e| RecordError { field: None, reason: format!("cannot write it: {e}") })?;
+    // serde_json writes UTF-8.
+    String::from_utf8(json).map_err(|e| RecordError { field: None, reason: format!("cannot write it: {e}") })
+}
+
+/// Parses one event as sent: a JSON object, or the error `Value` would give.
+fn parse_object(raw: &str) -> Result<Node<'_>, RecordError> {
+    match Node::parse(raw) {
+        Ok(event @ Node::Object(_)) => Ok(event),
+        Ok(other) => Err(RecordError {
+            field: None,
+            reason: format!("an event must be a JSON object, not {}", (&other).kind().name()),
+        }),
+        Err(e) => {
+            Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e.to_string())) })
+        }
+    }
 }
 
 /// True when `event` is more than `limit` bytes of JSON; stops counting there.
-fn serialized_len_over(event: &Map<String, Value>, limit: usize) -> bool {
+fn serialized_len_over(event: &Node<'_>, limit: usize) -> bool {
     struct Counter {
         left: usize,
     }
@@ -185,20 +214,20 @@ fn serialized_len_over(event: &Map<String, Value>, limit: usize) -> bool {
             Ok(())
         }
     }
-    // A map of JSON values always serializes: the only possible error is the counter's.
+    // A tree of JSON values always serializes: the only possible error is the counter's.
     serde_json::to_writer(Counter { left: limit }, event).is_err()
 }
 
 /// Moves a client's field named like one sluice writes (`sluice`) out of the way, so that
 /// sluice's own wins and the client's is kept: under the name with a leading `_` (more `_` while
 /// that name is taken too).
-fn keep_aside(event: &mut Map<String, Value>, name: &str) {
+fn keep_aside(event: &mut Node<'_>, name: &str) {
     if let Some(theirs) = event.remove(name) {
         let mut aside = format!("_{name}");
         while event.contains_key(&aside) {
             aside.insert(0, '_');
         }
-        event.insert(aside, theirs);
+        event.insert(&aside, theirs);
     }
 }
 
@@ -207,10 +236,10 @@ fn keep_aside(event: &mut Map<String, Value>, name: &str) {
 /// one, the same bytes may well be two real events (two clicks sent by `curl`), so the arrival
 /// time and the position in the request make each one distinct; a retry of such an event cannot
 /// be told from a second event, and is kept, as Segment's API would.
-fn derived_message_id(raw: &str, position: usize, event: &Map<String, Value>, arrival: &Arrival<'_>) -> String {
+fn derived_message_id(raw: &str, position: usize, event: &Node<'_>, arrival: &Arrival<'_>) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(raw.as_bytes());
-    if event.get("timestamp").is_none_or(Value::is_null) {
+    if event.member("timestamp").is_none_or(Json::is_null) {
         h.update(&arrival.at_ms.to_le_bytes());
         h.update(&(position as u64).to_le_bytes());
     }
@@ -218,64 +247,63 @@ fn derived_message_id(raw: &str, position: usize, event: &Map<String, Value>, ar
 }
 
 /// Adds the batch's `context` (or `integrations`) keys that the event lacks.
-fn merge_defaults(
-    event: &mut Map<String, Value>,
-    name: &str,
-    batch: Option<&Map<String, Value>>,
-) -> Result<(), RecordError> {
+fn merge_defaults(event: &mut Node<'_>, name: &str, batch: Option<&Map<String, Value>>) -> Result<(), RecordError> {
     let Some(batch) = batch else { return Ok(()) };
-    match event.entry(name).or_insert_with(|| Value::Object(Map::new())) {
-        Value::Object(own) => {
+    match event.member_mut(name) {
+        Some(own @ Node::Object(_)) => {
             for (k, v) in batch {
-                own.entry(k.clone()).or_insert_with(|| v.clone());
+                if !own.contains_key(k) {
+                    own.insert(k, Node::from_value(v));
+                }
             }
             Ok(())
         }
-        Value::Null => {
-            event.insert(name.into(), Value::Object(batch.clone()));
+        None | Some(Node::Null) => {
+            event.insert(name, Node::from_map(batch));
             Ok(())
         }
-        other => Err(RecordError::field(name, format!("must be an object, not {}", kind(other)))),
+        Some(other) => Err(RecordError::field(name, format!("must be an object, not {}", (&*other).kind().name()))),
     }
 }
 
 /// Ids sent as JSON numbers become strings, as Segment's libraries send them.
-fn stringify_number(event: &mut Map<String, Value>, field: &str) {
-    if let Some(v) = event.get_mut(field)
-        && let Value::Number(n) = v
+fn stringify_number(event: &mut Node<'_>, field: &str) {
+    if let Some(v) = event.member_mut(field)
+        && (&*v).kind() == Kind::Number
+        && let Value::Number(n) = (&*v).to_value()
     {
-        *v = Value::String(n.to_string());
+        *v = Node::Str(n.to_string().into());
     }
 }
 
 /// Sets `timestamp`, `originalTimestamp` and `receivedAt` as the route demands and clamps a
 /// timestamp too far in the future; returns the clamped original, if one was.
 fn set_timestamps(
-    event: &mut Map<String, Value>,
+    event: &mut Node<'_>,
     batch_sent_at: Option<&Value>,
     arrival: &Arrival<'_>,
 ) -> Result<Option<String>, RecordError> {
     let arrived = millis_to_time(arrival.at_ms, "sluice.arrivedAt")?;
+    let given = |event: &Node<'_>, field: &str| -> Result<Option<DateTime<Utc>>, RecordError> {
+        match event.member(field) {
+            Some(v) if !v.is_null() => Ok(Some(parse_time(v, field)?)),
+            _ => Ok(None),
+        }
+    };
     let timestamp = match arrival.via {
         Via::TrackingApi => {
-            let original = match event.get("timestamp") {
-                Some(v) if !v.is_null() => Some(parse_time(v, "timestamp")?),
-                _ => None,
-            };
-            if event.get("sentAt").is_none_or(Value::is_null)
+            let original = given(event, "timestamp")?;
+            if event.member("sentAt").is_none_or(Json::is_null)
                 && let Some(batch) = batch_sent_at
             {
                 // Segment keeps the batch's `sentAt` on each of its events.
-                event.insert("sentAt".into(), batch.clone());
+                event.insert("sentAt", Node::from_value(batch));
             }
-            let sent_at = match event.get("sentAt") {
-                Some(v) if !v.is_null() => Some(parse_time(v, "sentAt")?),
-                _ => None,
-            };
+            let sent_at = given(event, "sentAt")?;
             if let Some(original) = original {
-                event.insert("originalTimestamp".into(), format_time(original).into());
+                event.insert("originalTimestamp", Node::Str(format_time(original).into()));
             }
-            event.insert("receivedAt".into(), format_time(arrived).into());
+            event.insert("receivedAt", Node::Str(format_time(arrived).into()));
             match (original, sent_at) {
                 // Segment's correction: the client's clock may be off, but the interval between
                 // the call and the send is measured on that one clock and is right.
@@ -289,12 +317,9 @@ fn set_timestamps(
                 (None, _) => arrived,
             }
         }
-        Via::Webhook => match event.get("timestamp") {
-            Some(v) if !v.is_null() => parse_time(v, "timestamp")?,
-            _ => match event.get("receivedAt") {
-                Some(v) if !v.is_null() => parse_time(v, "receivedAt")?,
-                _ => arrived,
-            },
+        Via::Webhook => match given(event, "timestamp")? {
+            Some(timestamp) => timestamp,
+            None => given(event, "receivedAt")?.unwrap_or(arrived),
         },
     };
     // Saturating: the tolerance is bounded by the configuration, but no value of it may panic.
@@ -303,29 +328,30 @@ fn set_timestamps(
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let (timestamp, clamped) =
         if timestamp > latest { (arrived, Some(format_time(timestamp))) } else { (timestamp, None) };
-    event.insert("timestamp".into(), format_time(timestamp).into());
+    event.insert("timestamp", Node::Str(format_time(timestamp).into()));
     Ok(clamped)
 }
 
-/// One stored Segment event's typed fields, borrowing from the parsed JSON.
+/// One Segment event's typed fields: what the store's columns and the lake's Parquet columns
+/// hold. Text is borrowed from the event's JSON where it holds no escape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentEvent<'a> {
     /// The call type.
     pub event_type: EventType,
     /// The event's identity: re-sent events share it and are stored once.
-    pub message_id: &'a str,
+    pub message_id: Cow<'a, str>,
     /// The `track` event's name.
-    pub event: Option<&'a str>,
+    pub event: Option<Cow<'a, str>>,
     /// The `page` or `screen` name.
-    pub name: Option<&'a str>,
+    pub name: Option<Cow<'a, str>>,
     /// The known user.
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<Cow<'a, str>>,
     /// The device or browser.
-    pub anonymous_id: Option<&'a str>,
+    pub anonymous_id: Option<Cow<'a, str>>,
     /// The `alias` call's former id.
-    pub previous_id: Option<&'a str>,
+    pub previous_id: Option<Cow<'a, str>>,
     /// The `group` call's group.
-    pub group_id: Option<&'a str>,
+    pub group_id: Option<Cow<'a, str>>,
     /// When the event happened, epoch milliseconds (corrected for clock skew where sluice could).
     pub timestamp: i64,
     /// The client's own timestamp, as sent, epoch milliseconds.
@@ -339,65 +365,54 @@ pub struct SegmentEvent<'a> {
     /// True when the timestamp was in the future and was clamped to the arrival time.
     pub timestamp_clamped: bool,
     /// The page URL (`context.page.url`, else `properties.url`).
-    pub page_url: Option<&'a str>,
+    pub page_url: Option<Cow<'a, str>>,
     /// The page referrer (`context.page.referrer`, else `properties.referrer`).
-    pub page_referrer: Option<&'a str>,
+    pub page_referrer: Option<Cow<'a, str>>,
     /// The source the write key names.
-    pub source: Option<&'a str>,
+    pub source: Option<Cow<'a, str>>,
 }
 
 impl<'a> SegmentEvent<'a> {
-    /// Parses event JSON into a map of every field, however large: what [`accept`] rewrites.
-    pub fn parse_map(json: &str) -> Result<Map<String, Value>, RecordError> {
-        match serde_json::from_str::<Value>(json) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(other) => Err(RecordError {
-                field: None,
-                reason: format!("an event must be a JSON object, not {}", kind(&other)),
-            }),
-            Err(e) => {
-                Err(RecordError { field: None, reason: format!("not valid JSON: {}", strip_position(&e.to_string())) })
-            }
+    /// Reads journaled event JSON (as [`accept`] wrote it) into its typed fields, with the same
+    /// checks. Only the top level is parsed, and of the nested objects only the keys the typed
+    /// fields come from are looked up: an event whose `properties` or `traits` are megabytes
+    /// costs a scan of them here, nothing built.
+    pub fn decode(json: &'a str) -> Result<Self, RecordError> {
+        match Members::parse(json) {
+            Some(members) => SegmentEvent::read(|key| members.get(key)),
+            // Not an object, or not JSON: the error the whole parse gives says which.
+            None => Err(parse_object(json)
+                .err()
+                .unwrap_or_else(|| RecordError { field: None, reason: "not a JSON object sluice can read".into() })),
         }
     }
 
-    /// Parses journaled event JSON (as [`accept`] produced it) into a map to read its typed
-    /// fields from: only what [`SegmentEvent::from_map`] reads is built, so an event whose
-    /// `properties` or `traits` are megabytes costs a few hundred bytes here (whoever stores the
-    /// event keeps its text as it is). Text the shortcut cannot read goes the long way, with its
-    /// error. Not for [`accept`], which must keep every field.
-    pub fn parse_journaled(json: &str) -> Result<Map<String, Value>, RecordError> {
-        match read_fields(json) {
-            Some(map) => Ok(map),
-            None => SegmentEvent::parse_map(json),
-        }
-    }
-
-    /// Reads and checks the typed fields of an event that went through [`accept`].
-    pub fn from_map(event: &'a Map<String, Value>) -> Result<SegmentEvent<'a>, RecordError> {
-        let type_name = string(event, "type")?.ok_or_else(|| {
+    /// Reads and checks the typed fields of an event whose top-level members `member` gives.
+    pub(crate) fn read<J: Json<'a>>(member: impl Fn(&str) -> Option<J>) -> Result<Self, RecordError> {
+        let type_name = string(member("type"), "type")?.ok_or_else(|| {
             RecordError::field("type", "is required: one of track, page, identify, alias, group, screen")
         })?;
-        let event_type = EventType::from_name(type_name).ok_or_else(|| {
+        let event_type = EventType::from_name(&type_name).ok_or_else(|| {
             RecordError::field(
                 "type",
                 format!("`{type_name}` is not a Segment call type: use track, page, identify, alias, group or screen"),
             )
         })?;
         for field in ["properties", "traits", "context", "integrations"] {
-            if let Some(v) = event.get(field)
-                && !(v.is_object() || v.is_null())
+            if let Some(v) = member(field)
+                && !matches!(v.kind(), Kind::Object | Kind::Null)
             {
-                return Err(RecordError::field(field, format!("must be an object, not {}", kind(v))));
+                return Err(RecordError::field(field, format!("must be an object, not {}", v.kind().name())));
             }
         }
-        let message_id = string(event, "messageId")?.ok_or_else(|| RecordError::field("messageId", "is required"))?;
-        let user_id = string(event, "userId")?;
-        let anonymous_id = string(event, "anonymousId")?;
-        let previous_id = string(event, "previousId")?;
-        let group_id = string(event, "groupId")?;
-        let name = string(event, "name")?;
-        let event_name = string(event, "event")?;
+        let message_id =
+            string(member("messageId"), "messageId")?.ok_or_else(|| RecordError::field("messageId", "is required"))?;
+        let user_id = string(member("userId"), "userId")?;
+        let anonymous_id = string(member("anonymousId"), "anonymousId")?;
+        let previous_id = string(member("previousId"), "previousId")?;
+        let group_id = string(member("groupId"), "groupId")?;
+        let name = string(member("name"), "name")?;
+        let event_name = string(member("event"), "event")?;
         match event_type {
             EventType::Alias => {
                 if previous_id.is_none() {
@@ -425,13 +440,13 @@ impl<'a> SegmentEvent<'a> {
             _ => {}
         }
         let time = |field: &str| -> Result<Option<i64>, RecordError> {
-            match event.get(field) {
+            match member(field) {
                 Some(v) if !v.is_null() => Ok(Some(parse_time(v, field)?.timestamp_millis())),
                 _ => Ok(None),
             }
         };
         let timestamp = time("timestamp")?.ok_or_else(|| RecordError::field("timestamp", "is required"))?;
-        let sluice = event.get("sluice").and_then(Value::as_object);
+        let sluice = member("sluice").filter(|s| s.kind() == Kind::Object);
         Ok(SegmentEvent {
             event_type,
             message_id,
@@ -445,81 +460,27 @@ impl<'a> SegmentEvent<'a> {
             original_timestamp: time("originalTimestamp")?,
             sent_at: time("sentAt")?,
             received_at: time("receivedAt")?,
-            arrived_at: sluice.and_then(|s| s.get("arrivedAt")).and_then(Value::as_i64),
-            timestamp_clamped: sluice.is_some_and(|s| s.contains_key("timestampClamped")),
-            page_url: stored_str(event, PAGE_URL_PATHS)?,
-            page_referrer: stored_str(event, REFERRER_PATHS)?,
-            source: sluice.and_then(|s| s.get("source")).and_then(Value::as_str),
+            arrived_at: sluice.and_then(|s| s.get("arrivedAt")).and_then(Json::as_i64),
+            timestamp_clamped: sluice.is_some_and(|s| s.get("timestampClamped").is_some()),
+            page_url: stored_str(&member, PAGE_URL_PATHS)?,
+            page_referrer: stored_str(&member, REFERRER_PATHS)?,
+            source: sluice.and_then(|s| s.get("source")).and_then(Json::as_str),
         })
     }
 }
 
-/// The top-level fields [`SegmentEvent::from_map`] reads, besides the objects below.
-const READ_FIELDS: &[&str] = &[
-    "type",
-    "messageId",
-    "userId",
-    "anonymousId",
-    "previousId",
-    "groupId",
-    "name",
-    "event",
-    "timestamp",
-    "originalTimestamp",
-    "sentAt",
-    "receivedAt",
-    "sluice",
-];
+#[cfg(test)]
+impl<'a> SegmentEvent<'a> {
+    /// The typed fields of a parsed event: the reference [`SegmentEvent::decode`] is tested against.
+    pub fn from_map(event: &'a Map<String, Value>) -> Result<Self, RecordError> {
+        SegmentEvent::read(|key| event.get(key))
+    }
 
-/// The fields [`SegmentEvent::from_map`] reads, parsed ([`SegmentEvent::parse_journaled`]);
-/// the objects it only checks the type of (`traits`, `integrations`) become empty ones and
-/// `properties`/`context` keep the keys of
-/// [`PAGE_URL_PATHS`] and [`REFERRER_PATHS`]. `None` for text that is not a JSON object (a
-/// repeated key keeps its last value, as with `Value`).
-fn read_fields(json: &str) -> Option<Map<String, Value>> {
-    use serde_json::value::RawValue;
-    use std::collections::BTreeMap;
-    type Raw<'j> = BTreeMap<String, &'j RawValue>;
-    /// A nested object with only `keys` parsed, or the value whole when it is not an object.
-    fn cut(raw: &RawValue, keys: &[&str]) -> Option<Value> {
-        if !raw.get().trim_start().starts_with('{') {
-            return serde_json::from_str(raw.get()).ok();
-        }
-        let fields: Raw<'_> = serde_json::from_str(raw.get()).ok()?;
-        let mut kept = Map::new();
-        for key in keys {
-            if let Some(value) = fields.get(*key) {
-                kept.insert((*key).to_owned(), serde_json::from_str(value.get()).ok()?);
-            }
-        }
-        Some(Value::Object(kept))
+    /// Parses event JSON into a map of every field.
+    pub fn parse_map(json: &str) -> Result<Map<String, Value>, RecordError> {
+        let Value::Object(map) = (&parse_object(json)?).to_value() else { unreachable!("parse_object yields objects") };
+        Ok(map)
     }
-    if !json.trim_start().starts_with('{') {
-        return None;
-    }
-    let fields: Raw<'_> = serde_json::from_str(json).ok()?;
-    let mut map = Map::new();
-    for (key, raw) in &fields {
-        let value = match key.as_str() {
-            "properties" => cut(raw, &["url", "referrer"])?,
-            "traits" | "integrations" => cut(raw, &[])?,
-            "context" if raw.get().trim_start().starts_with('{') => {
-                let context: Raw<'_> = serde_json::from_str(raw.get()).ok()?;
-                let mut kept = Map::new();
-                for (name, keys) in [("page", &["url", "referrer"][..]), ("referrer", &["url", "link"][..])] {
-                    if let Some(value) = context.get(name) {
-                        kept.insert(name.to_owned(), cut(value, keys)?);
-                    }
-                }
-                Value::Object(kept)
-            }
-            "context" => serde_json::from_str(raw.get()).ok()?,
-            read if READ_FIELDS.contains(&read) => serde_json::from_str(raw.get()).ok()?,
-            _ => continue,
-        };
-        map.insert(key.clone(), value);
-    }
-    Some(map)
 }
 
 /// Where an event carries the URL of the page it happened on, first match wins: `context.page`
@@ -536,57 +497,86 @@ pub const REFERRER_PATHS: &[&[&str]] = &[
     &["context", "referrer", "link"],
 ];
 
-/// The first non-blank string found at one of `paths` (each a path of object keys), trimmed.
-pub fn first_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Option<&'a str> {
-    first_str_at(event, paths).map(|(_, s)| s)
+/// The first non-blank string found at one of `paths` (each a path of object keys from the
+/// event's top-level members, which `member` gives), trimmed.
+pub(crate) fn first_str<'v, J: Json<'v>>(
+    member: impl Fn(&str) -> Option<J>,
+    paths: &[&[&str]],
+) -> Option<Cow<'v, str>> {
+    first_str_at(&member, paths).map(|(_, s)| s)
 }
 
 /// [`first_str`] and the path it was found at.
-fn first_str_at<'a, 'p>(event: &'a Map<String, Value>, paths: &[&'p [&'p str]]) -> Option<(&'p [&'p str], &'a str)> {
+fn first_str_at<'v, 'p, J: Json<'v>>(
+    member: &impl Fn(&str) -> Option<J>,
+    paths: &[&'p [&'p str]],
+) -> Option<(&'p [&'p str], Cow<'v, str>)> {
     paths.iter().find_map(|path| {
         let (first, rest) = path.split_first()?;
-        rest.iter()
-            .try_fold(event.get(*first)?, |value, key| value.get(key))
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| (*path, s))
+        let text = member(first)?.at(rest)?.as_str()?;
+        let trimmed = trim(text);
+        (!trimmed.is_empty()).then_some((*path, trimmed))
     })
 }
 
+/// `text` without leading and trailing whitespace, still borrowed where it was.
+pub(crate) fn trim(text: Cow<'_, str>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
+        Cow::Owned(s) => Cow::Owned(s.trim().to_owned()),
+    }
+}
+
 /// [`first_str`] for a value stored in a text column: one holding a NUL is refused, naming its path.
-fn stored_str<'a>(event: &'a Map<String, Value>, paths: &[&[&str]]) -> Result<Option<&'a str>, RecordError> {
-    match first_str_at(event, paths) {
-        Some((path, s)) => check_no_nul(&path.join("."), s).map(|()| Some(s)),
+fn stored_str<'v, J: Json<'v>>(
+    member: &impl Fn(&str) -> Option<J>,
+    paths: &[&[&str]],
+) -> Result<Option<Cow<'v, str>>, RecordError> {
+    match first_str_at(member, paths) {
+        Some((path, s)) => check_no_nul(&path.join("."), &s).map(|()| Some(s)),
         None => Ok(None),
     }
 }
 
 /// A string field: absent, null and "" are all `None`; another type or an over-long value is an error.
-fn string<'a>(event: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, RecordError> {
-    match event.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_ID_BYTES => {
-            Err(RecordError::field(field, format!("is {} bytes long; the limit is {MAX_ID_BYTES}", s.len())))
+fn string<'v, J: Json<'v>>(value: Option<J>, field: &str) -> Result<Option<Cow<'v, str>>, RecordError> {
+    let Some(value) = value else { return Ok(None) };
+    match value.kind() {
+        Kind::Null => Ok(None),
+        Kind::String => {
+            let s = value.as_str().unwrap_or_default();
+            if s.is_empty() {
+                Ok(None)
+            } else if s.len() > MAX_ID_BYTES {
+                Err(RecordError::field(field, format!("is {} bytes long; the limit is {MAX_ID_BYTES}", s.len())))
+            } else {
+                check_no_nul(field, &s).map(|()| Some(s))
+            }
         }
-        Some(Value::String(s)) => check_no_nul(field, s).map(|()| Some(s.as_str())),
-        Some(other) => Err(RecordError::field(field, format!("must be a string, not {}", kind(other)))),
+        other => Err(RecordError::field(field, format!("must be a string, not {}", other.name()))),
     }
 }
 
 /// Reads a Segment timestamp: ISO 8601 / RFC 3339 (a time without an offset is UTC), or epoch
 /// milliseconds as a number.
-fn parse_time(v: &Value, field: &str) -> Result<DateTime<Utc>, RecordError> {
-    let bad =
-        || RecordError::field(field, format!("`{v}` is not a time: send ISO 8601, e.g. 2026-11-29T12:00:00.000Z"));
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc()))
-            .map_err(|_| bad()),
-        Value::Number(n) => n.as_i64().and_then(DateTime::from_timestamp_millis).ok_or_else(bad),
-        _ => Err(RecordError::field(field, format!("must be an ISO 8601 time string, not {}", kind(v)))),
+fn parse_time<'v>(v: impl Json<'v>, field: &str) -> Result<DateTime<Utc>, RecordError> {
+    let bad = || {
+        RecordError::field(
+            field,
+            format!("`{}` is not a time: send ISO 8601, e.g. 2026-11-29T12:00:00.000Z", v.to_value()),
+        )
+    };
+    match v.kind() {
+        Kind::String => {
+            let s = v.as_str().unwrap_or_default();
+            DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc()))
+                .map_err(|_| bad())
+        }
+        Kind::Number => v.as_i64().and_then(DateTime::from_timestamp_millis).ok_or_else(bad),
+        other => Err(RecordError::field(field, format!("must be an ISO 8601 time string, not {}", other.name()))),
     }
 }
 
@@ -597,18 +587,6 @@ fn millis_to_time(ms: i64, field: &str) -> Result<DateTime<Utc>, RecordError> {
 /// Times are written as Segment writes them: UTC, milliseconds, `Z`.
 fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// The JSON type of `v`, for error messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -779,18 +757,42 @@ mod tests {
         let p = SegmentEvent::from_map(&e).unwrap();
         assert_eq!(p.event_type, EventType::Page);
         assert_eq!(p.message_id, "m");
-        assert_eq!((p.anonymous_id, p.user_id, p.name), (Some("a"), Some("u"), Some("Home")));
-        assert_eq!(p.page_url, Some("https://x.test/?utm_source=g"));
-        assert_eq!(p.page_referrer, Some("https://www.google.com/"));
+        assert_eq!(
+            (p.anonymous_id.as_deref(), p.user_id.as_deref(), p.name.as_deref()),
+            (Some("a"), Some("u"), Some("Home"))
+        );
+        assert_eq!(p.page_url.as_deref(), Some("https://x.test/?utm_source=g"));
+        assert_eq!(p.page_referrer.as_deref(), Some("https://www.google.com/"));
         assert_eq!(p.timestamp, ARRIVED);
-        assert_eq!((p.received_at, p.arrived_at, p.source), (Some(ARRIVED), Some(ARRIVED), Some("web")));
+        assert_eq!((p.received_at, p.arrived_at, p.source.as_deref()), (Some(ARRIVED), Some(ARRIVED), Some("web")));
         let e = accepted(
             json!({"type": "page", "anonymousId": "a", "properties": {"url": "https://p.test/", "referrer": ""}}),
             &BatchDefaults::default(),
             &api(),
         );
         let p = SegmentEvent::from_map(&e).unwrap();
-        assert_eq!((p.page_url, p.page_referrer), (Some("https://p.test/"), None));
+        assert_eq!((p.page_url.as_deref(), p.page_referrer.as_deref()), (Some("https://p.test/"), None));
+    }
+
+    #[test]
+    fn the_journaled_text_is_the_event_as_serde_json_value_writes_it() {
+        // Keys sorted at every depth, a repeated key's last value, escapes and numbers re-written,
+        // no whitespace: what the journal held before events were parsed into borrowed trees.
+        let raw = r#" { "type" : "track", "event":"E\u00e9\/", "userId": 7, "messageId":"m",
+            "properties": {"z": 1.50, "a": [1e2, {"y": null, "b": "\n"}], "a": -0, "big": 18446744073709551615},
+            "timestamp": "2025-11-29T11:00:00Z", "context": {"z": true, "b": "x", "sluice": {}}, "sluice": 1 } "#;
+        let out = accept(raw, 0, &BatchDefaults::default(), &api()).unwrap();
+        let reparsed: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(reparsed.to_string(), out, "the text is in Value's own form");
+        assert_eq!(
+            out,
+            concat!(
+                r#"{"_sluice":1,"context":{"b":"x","sluice":{},"z":true},"event":"Eé/","messageId":"m","#,
+                r#""originalTimestamp":"2025-11-29T11:00:00.000Z","properties":{"a":-0.0,"big":18446744073709551615,"z":1.5},"#,
+                r#""receivedAt":"2025-11-29T12:00:00.000Z","sluice":{"arrivedAt":1764417600000,"source":"web","via":"tracking-api"},"#,
+                r#""timestamp":"2025-11-29T11:00:00.000Z","type":"track","userId":"7"}"#
+            )
+        );
     }
 
     #[test]
@@ -843,12 +845,12 @@ mod tests {
             "traits": {"t": [1, 2, 3]}, "context": {"page": {"url": "https://p/", "title": "x"}, "userAgent": "u"},
             "custom": {"anything": [1]},
         });
-        let map = SegmentEvent::parse_journaled(&event.to_string()).unwrap();
-        assert_eq!(map["properties"], json!({"url": "https://shop/"}));
-        assert_eq!(map["traits"], json!({}));
-        assert_eq!(map["context"], json!({"page": {"url": "https://p/"}}));
-        assert!(!map.contains_key("custom"));
-        assert_eq!(SegmentEvent::from_map(&map).unwrap().page_url, Some("https://p/"));
+        let json = event.to_string();
+        let decoded = SegmentEvent::decode(&json).unwrap();
+        assert_eq!(decoded.page_url.as_deref(), Some("https://p/"));
+        assert_eq!(decoded.page_referrer, None);
+        assert!(matches!(decoded.message_id, Cow::Borrowed("m")), "text without escapes is borrowed");
+        assert_eq!(Some(decoded), SegmentEvent::from_map(event.as_object().unwrap()).ok());
     }
 
     mod prop {
@@ -916,14 +918,11 @@ mod tests {
             }
 
             #[test]
-            fn the_fields_read_from_a_cut_map_are_those_of_the_whole_event(event in event_strategy()) {
+            fn the_fields_decoded_from_text_are_those_of_the_whole_event(event in event_strategy()) {
                 let json = event.to_string();
-                let (cut, whole) = (SegmentEvent::parse_journaled(&json), SegmentEvent::parse_map(&json));
-                let typed = |map: &Result<Map<String, Value>, RecordError>| match map {
-                    Ok(map) => format!("{:?}", SegmentEvent::from_map(map)),
-                    Err(e) => format!("{e:?}"),
-                };
-                prop_assert_eq!(typed(&cut), typed(&whole));
+                let whole = SegmentEvent::parse_map(&json);
+                let reference = whole.as_ref().map_err(Clone::clone).and_then(SegmentEvent::from_map);
+                prop_assert_eq!(SegmentEvent::decode(&json), reference);
             }
 
             #[test]

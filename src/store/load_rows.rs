@@ -3,16 +3,10 @@ Journal entries turned into the rows a store writes: the one place both backends
 skip entries, so SQLite and PostgreSQL store exactly the same rows for the same batch.
 */
 
-use serde_json::{Map, Value};
-
 use crate::journal::Entry;
-use crate::record::{DedupMode, FieldLimits, IDENTITY_BYTES, Impression, RecordKind, SegmentEvent};
+use crate::record::{self, Decoded, DedupMode, IDENTITY_BYTES, Impression, SegmentEvent};
 
 /// One journal entry parsed into what an insert binds.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "impressions are the bulk of every batch: boxing them would cost an allocation per row"
-)]
 pub(super) enum LoadRow<'e> {
     /// A Split impression, for the `impressions` table.
     Impression(ImpressionRow<'e>),
@@ -34,9 +28,9 @@ pub(super) struct ImpressionRow<'e> {
     pub offset: u64,
 }
 
-/// A Segment event: its JSON (stored whole) and the parsed fields the typed columns come from.
+/// A Segment event: its JSON (stored whole) and the typed fields the columns come from.
 pub(super) struct EventRow<'e> {
-    map: Map<String, Value>,
+    event: SegmentEvent<'e>,
     /// The event's JSON as journaled.
     pub raw: &'e str,
     /// When sluice received it, epoch milliseconds.
@@ -45,10 +39,10 @@ pub(super) struct EventRow<'e> {
     pub offset: u64,
 }
 
-impl EventRow<'_> {
-    /// The typed fields.
-    pub fn event(&self) -> SegmentEvent<'_> {
-        SegmentEvent::from_map(&self.map).expect("the event was validated when its row was parsed")
+impl<'e> EventRow<'e> {
+    /// The typed fields (a copy of borrowed text: cheap).
+    pub fn event(&self) -> SegmentEvent<'e> {
+        self.event.clone()
     }
 }
 
@@ -83,28 +77,16 @@ fn parse(entry: &Entry, mode: DedupMode) -> Option<LoadRow<'_>> {
 }
 
 fn read(entry: &Entry, mode: DedupMode) -> Result<LoadRow<'_>, String> {
-    std::str::from_utf8(&entry.payload).map_err(|e| format!("payload is not UTF-8: {e}")).and_then(|json| {
-        match entry.kind {
-            RecordKind::SplitImpression => Impression::parse(json, &FieldLimits::NONE)
-                .map(|imp| {
-                    LoadRow::Impression(ImpressionRow {
-                        identity: imp.identity(mode),
-                        extra: imp.extra_json(),
-                        received_at: entry.received_at_ms,
-                        offset: entry.offset,
-                        imp,
-                    })
-                })
-                .map_err(|e| e.to_string()),
-            RecordKind::SegmentEvent => SegmentEvent::parse_journaled(json)
-                .and_then(|map| {
-                    SegmentEvent::from_map(&map)?;
-                    Ok(map)
-                })
-                .map(|map| {
-                    LoadRow::Event(EventRow { map, raw: json, arrived_at: entry.received_at_ms, offset: entry.offset })
-                })
-                .map_err(|e| e.to_string()),
+    Ok(match record::decode(entry.kind, &entry.payload).map_err(|e| e.to_string())? {
+        Decoded::Impression(imp) => LoadRow::Impression(ImpressionRow {
+            identity: imp.identity(mode),
+            extra: imp.extra_json(),
+            received_at: entry.received_at_ms,
+            offset: entry.offset,
+            imp,
+        }),
+        Decoded::Event(event, raw) => {
+            LoadRow::Event(EventRow { event, raw, arrived_at: entry.received_at_ms, offset: entry.offset })
         }
     })
 }

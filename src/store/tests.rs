@@ -578,7 +578,8 @@ fn the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound(b:
         .collect();
     let entries: Vec<_> = raw.iter().enumerate().map(|(i, e)| event_entry(i as u64, e)).collect();
     store.load("store", &entries, DedupMode::Exact).unwrap();
-    let all: Vec<serde_json::Value> = raw.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let all: Vec<crate::attribution::Event> =
+        raw.iter().map(|e| crate::attribution::Event::from_json(e).unwrap()).collect();
     let links = Links::from_events(&all);
     for start in ["new@x", "old@x", "stranger", "kiosk", "other", "a2", "nobody", "chain0", "chain150", "chain300"] {
         assert_eq!(cluster(&mut store, start, 10_000).unwrap(), (user_cluster(start, &links), false), "{start}");
