@@ -11,7 +11,8 @@ below, so an answer holds a few hundred bytes per event however much each one ca
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::referrer::Campaign;
+use super::AttributionSettings;
+use super::referrer::{Campaign, Touchpoint, classify_with_campaign};
 use crate::record::json::{Json, Kind, Members};
 use crate::record::segment::{self, trim};
 
@@ -87,6 +88,20 @@ impl Event {
     }
 }
 
+/// Classifies a Segment event that has a page (`page` events, or any event with `context.page`);
+/// `None` for events without one. Reads the fields listed in [`super`]'s docs.
+pub fn touchpoint(event: &Event, settings: &AttributionSettings) -> Option<Touchpoint> {
+    if !event.is_page_like() {
+        return None;
+    }
+    Some(classify_with_campaign(
+        event.page_url.as_deref(),
+        event.referrer.as_deref(),
+        Some(&event.context_campaign),
+        settings,
+    ))
+}
+
 /// A non-blank string, trimmed.
 fn non_blank<'v>(value: impl Json<'v>) -> Option<String> {
     let text = trim(value.as_str()?);
@@ -95,7 +110,7 @@ fn non_blank<'v>(value: impl Json<'v>) -> Option<String> {
 
 /// The UTM fields of Segment's `context.campaign` object (`name` is `utm_campaign`); none
 /// for anything else.
-pub(crate) fn context_campaign<'v>(campaign: Option<impl Json<'v>>) -> Campaign {
+fn context_campaign<'v>(campaign: Option<impl Json<'v>>) -> Campaign {
     let Some(campaign) = campaign.filter(|c| c.kind() == Kind::Object) else { return Campaign::default() };
     let field = |key: &str| campaign.get(key).and_then(non_blank);
     Campaign {

@@ -41,9 +41,9 @@ pub mod sessions;
 mod cases;
 
 pub use channel::Channel;
-pub use event::Event;
+pub use event::{Event, touchpoint};
 pub use identity::{Links, UserCluster, user_cluster};
-pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify, touchpoint};
+pub use referrer::{Campaign, ClickIdValue, Referrer, Touchpoint, classify};
 pub use sessions::{Session, first_touch, last_non_direct_touch, last_touch, sessions};
 
 /// The `[attribution]` configuration section.

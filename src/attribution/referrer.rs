@@ -29,7 +29,6 @@ use url::Url;
 
 use super::AttributionSettings;
 use super::channel::{Channel, channel_group};
-use super::event::Event;
 use super::knowledge::{
     APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS, SITES,
     SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
@@ -221,20 +220,6 @@ pub struct Touchpoint {
 /// Classifies a visit from its landing URL and referrer (either may be absent).
 pub fn classify(page_url: Option<&str>, referrer: Option<&str>, settings: &AttributionSettings) -> Touchpoint {
     classify_with_campaign(page_url, referrer, None, settings)
-}
-
-/// Classifies a Segment event that has a page (`page` events, or any event with `context.page`);
-/// `None` for events without one. Reads the fields listed in [`super`]'s docs.
-pub fn touchpoint(event: &Event, settings: &AttributionSettings) -> Option<Touchpoint> {
-    if !event.is_page_like() {
-        return None;
-    }
-    Some(classify_with_campaign(
-        event.page_url.as_deref(),
-        event.referrer.as_deref(),
-        Some(&event.context_campaign),
-        settings,
-    ))
 }
 
 /// [`classify`], falling back to Segment's `context.campaign` object for UTM fields the landing
@@ -673,11 +658,17 @@ mod tests {
     #[test]
     fn campaign_reads_landing_utm_then_falls_back_to_context_campaign() {
         let s = AttributionSettings::default();
-        let ctx = serde_json::json!({"source": "ctx-source", "name": "ctx-name", "term": "t"});
+        // Segment's `context.campaign` {"source": "ctx-source", "name": "ctx-name", "term": "t"}.
+        let ctx = Campaign {
+            source: Some("ctx-source".into()),
+            name: Some("ctx-name".into()),
+            term: Some("t".into()),
+            ..Campaign::default()
+        };
         let t = classify_with_campaign(
             Some("https://a.example/?utm_source=news&UTM_MEDIUM=email&gclid=&msclkid=m1&fbclid=f1"),
             None,
-            Some(&super::super::event::context_campaign(Some(&ctx))),
+            Some(&ctx),
             &s,
         );
         assert_eq!(t.campaign.source.as_deref(), Some("news"));

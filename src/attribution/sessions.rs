@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AttributionSettings;
 use super::channel::Channel;
-use super::event::Event;
-use super::referrer::{Campaign, Referrer, Touchpoint, touchpoint};
+use super::event::{Event, touchpoint};
+use super::referrer::{Campaign, Referrer, Touchpoint};
 
 /// One visit of one device, as served by `GET /api/anonymous/{id}` (camelCase JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

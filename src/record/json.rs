@@ -323,7 +323,7 @@ impl<'a> Node<'a> {
     /// The member `key` of an object.
     pub fn member(&self, key: &str) -> Option<&Node<'a>> {
         let members = self.as_object()?;
-        members.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &members[i].1)
+        position(members, key).map(|i| &members[i].1)
     }
 
     /// Whether an object has the member `key`.
@@ -344,16 +344,26 @@ impl<'a> Node<'a> {
     /// Takes the member `key` out of an object.
     pub fn remove(&mut self, key: &str) -> Option<Node<'a>> {
         let Node::Object(members) = self else { return None };
-        let i = members.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        let i = position(members, key)?;
         Some(members.remove(i).1)
     }
 
     /// The member `key` of an object, to change.
     pub fn member_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
         let Node::Object(members) = self else { return None };
-        let i = members.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        let i = position(members, key)?;
         Some(&mut members[i].1)
     }
+}
+
+/// Where the member `key` is among an object's sorted members.
+fn position(members: &[(Cow<'_, str>, Node<'_>)], key: &str) -> Option<usize> {
+    if members.len() <= 16 {
+        // An event's objects are small: comparing lengths first skips most string comparisons,
+        // which a binary search makes in full (they were a fifth of ingest's time in a profile).
+        return members.iter().position(|(k, _)| k.len() == key.len() && k == key);
+    }
+    members.binary_search_by(|(k, _)| (**k).cmp(key)).ok()
 }
 
 impl<'v, 'a> Json<'v> for &'v Node<'a> {
@@ -474,6 +484,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
         let mut members: Vec<(Cow<'de, str>, Node<'de>)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
         while let Some(Text(key)) = map.next_key()? {
             members.push((key, map.next_value()?));
+        }
+        if members.is_sorted_by(|a, b| a.0 < b.0) {
+            // Sorted and unique already (what the journal holds): nothing to do.
+            return Ok(Node::Object(members));
         }
         // Stable, so that of repeated keys the last one stays last, and is kept (as `Value` keeps it).
         members.sort_by(|a, b| a.0.cmp(&b.0));

@@ -87,3 +87,31 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded<'_>, DecodeErr
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_reads_each_kind_into_its_typed_fields_or_says_why_not() {
+        let imp = br#"{"key":"k","split":"s","treatment":"on","time":1700000000000,"label":"l"}"#;
+        assert!(matches!(decode(RecordKind::SplitImpression, imp), Ok(Decoded::Impression(i)) if i.split == "s"));
+        let event = r#"{"type":"page","messageId":"m","anonymousId":"a","timestamp":"2026-11-01T10:00:00Z"}"#;
+        match decode(RecordKind::SegmentEvent, event.as_bytes()) {
+            Ok(Decoded::Event(e, text)) => {
+                assert_eq!((e.event_type, &*e.message_id, text), (EventType::Page, "m", event));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = decode(RecordKind::SegmentEvent, br#"{"type":"page"}"#).unwrap_err();
+        assert!(matches!(&err, DecodeError::Event(e) if e.field.as_deref() == Some("messageId")), "{err}");
+        assert!(err.to_string().starts_with("not a valid Segment event: field `messageId`"), "{err}");
+        assert!(
+            decode(RecordKind::SplitImpression, br#"{"split":"s"}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("not a valid impression")
+        );
+        assert!(matches!(decode(RecordKind::SegmentEvent, b"\xff"), Err(DecodeError::NotUtf8(_))));
+    }
+}

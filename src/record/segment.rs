@@ -13,11 +13,11 @@ The journaled event is the event as sent, re-serialised as `serde_json::Value` w
 sorted, compact), with those fields added; `writeKey` is removed so that credentials never reach
 the store or the lake.
 
-Each reader parses an event once and builds no `Value` tree: ingest parses it into a [`Node`]
-(strings borrowed from the request), checks and rewrites that, and writes it out; a consumer
-reads the journaled text's top level only ([`Members`]), and a nested object (`context`,
-`properties`) only where a typed field lives in it. The rules below are written once, over
-[`Json`], for both.
+Each reader parses an event once and builds no `Value` tree (`record::json`): ingest parses it
+into a `Node` (strings borrowed from the request), checks and rewrites that, and writes it out;
+a consumer reads the journaled text's top level only (`Members`), and a nested object
+(`context`, `properties`) only where a typed field lives in it. The rules below are written
+once, over the `Json` trait, for both.
 */
 
 use std::borrow::Cow;
