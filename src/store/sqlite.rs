@@ -435,6 +435,22 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_row_insert_keeps_the_first_of_equal_impressions_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
+        // Three keys, each repeated with a later time: equal under per-version dedup.
+        let n = ROWS_PER_INSERT as u64 * 2 + 5;
+        let entries: Vec<_> = (0..n)
+            .map(|i| entry(i, &impression(&format!("k{}", i % 3), "s", "P", "on", "r", 100 + i as i64)))
+            .collect();
+        let outcome = store.load("store", &entries, DedupMode::PerVersion).unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (3, n - 3));
+        let mut stmt = store.conn.prepare("SELECT time FROM impressions ORDER BY key").unwrap();
+        let times: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(times, [100, 101, 102]);
+    }
+
+    #[test]
     fn a_batch_spanning_many_parse_chunks_loads_every_row_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("sluice.db")).unwrap();
