@@ -1,14 +1,24 @@
 //! sluice: your own copy of your Split impressions and Segment events.
 //!
 //! Records flow through the modules in this order:
-//! [`sources`] (HTTP: the Split webhook, Segment's webhook and Tracking API; decode, validate
-//! with the parsers in [`record`]) → [`journal`] (durable; ack after fsync) → [`consumers`] (the
-//! store loader, the lake writer) → [`store`] (SQLite or PostgreSQL) and [`lake`] (objects).
+//! [`sources`] (HTTP: the Split webhook, Segment's webhook and Tracking API, each plugged into
+//! the one ingest pipeline, `sources::pipeline`: authorize, read within limits, decode and parse
+//! off the async workers, journal, dead-letter, answer) → [`journal`] (durable; ack after fsync)
+//! → [`consumers`] (the store loader, the lake writer; each reads entries with
+//! [`record::decode`]) → [`store`] (SQLite or PostgreSQL) and [`lake`] (objects).
+//! [`record`] holds, per record kind, the one parser and the one column table
+//! ([`record::impression::COLUMNS`], [`record::segment_columns::COLUMNS`]) that the store's
+//! INSERT/COPY/SELECT lists, the CSV and NDJSON exports and the Parquet schemas are generated from.
 //! [`query`] reads the store, using [`attribution`] (pure: Segment events in, touchpoints,
 //! sessions and identities out) for the attribution answers; [`api`] serves sources, queries and
-//! operations over HTTP; [`cli`] wires it all together. Below them: [`http`] (the state, error
-//! and body limits every handler shares), [`dead_letter`] (where sources and the store loader
-//! put what they reject), [`config`] and [`telemetry`].
+//! operations over HTTP; [`cli`] wires it all together from the [`config::Settings`] resolved
+//! once at start-up. Below them: [`http`] (the state, error and body limits every handler
+//! shares), [`dead_letter`] (where sources and the store loader put what they reject),
+//! [`config`] and [`telemetry`].
+//!
+//! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
+//! `consumers::store_loader` (`record::decode`) → `store` → `query::format` (a CSV row), and
+//! `journal` → `consumers::lake_writer` → `lake::encode` (a Parquet row) → `lake::objects`.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
