@@ -39,7 +39,11 @@ pub struct TimeRange {
 /// under its parameter's name, `from` and `to` included.
 fn query_pairs(flags: &[(&str, &[String])], range: &TimeRange) -> Vec<(String, String)> {
     let range = [("from", range.from.as_slice()), ("to", range.to.as_slice())];
-    flags.iter().chain(&range).flat_map(|(name, values)| values.iter().map(|v| ((*name).to_owned(), v.clone()))).collect()
+    flags
+        .iter()
+        .chain(&range)
+        .flat_map(|(name, values)| values.iter().map(|v| ((*name).to_owned(), v.clone())))
+        .collect()
 }
 
 /// Filters and output of `sluice export events`. Repeat a filter for "any of".
