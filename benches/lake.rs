@@ -1,5 +1,6 @@
 /*!
-Lake throughput per format, next to raw PUTs of the same bytes to the same store in the same run.
+Lake throughput per format, next to a tight loop that encodes the same records into the same
+objects and PUTs them to the same store, and raw PUTs of the same bytes, in the same run.
 
 A journal is filled once with ~330-byte impressions over four event hours. Each run points a
 fresh lake writer (new checkpoint, new prefix) at it with shutdown already requested, so it
@@ -7,6 +8,12 @@ archives the whole journal and returns: the time covers reading the journal, par
 encoding, uploading (default 8 MiB buffers) and checkpointing. The raw baseline then PUTs the
 very objects that run wrote, same sizes, same store, same `Lake::put` (so the local directory's
 fsyncs count on both sides), one after another as the writer does.
+
+The tight loop is what the writer would cost with nothing but its work: for each object the run
+wrote, it parses that object's records from memory (`encode::parse`), appends them to a
+`Pending` of the same format, finishes it and PUTs it to the same store under another prefix,
+one object after another on one task. No journal read, no routing, no checkpoint, no mark.
+*lake / tight* is the writer's records/s as a share of the loop's.
 
 The journal fill is timed too: a durable append of the same records in 10,000-record batches is
 the most sluice can ingest (HTTP, gunzip and validation only lower it), so *lake / append* says
@@ -17,6 +24,7 @@ Stores: a local directory, and s3s-fs on loopback when `TEST_S3S_FS` names its b
 
     cargo bench --bench lake                       # 200,000 records, 3 runs per case, medians
     TEST_S3S_FS=~/.cache/sluice-test-tools/bin/s3s-fs cargo bench --bench lake
+    cargo bench --bench lake -- json.gz            # one format (json.gz, json.zst or parquet)
 
 Under `cargo test` (no `--bench` argument) it does one tiny run as a smoke test.
 */
@@ -30,7 +38,9 @@ use bytes::Bytes;
 use sluice::consumers::lake_writer::{LakeStatus, LakeWriter};
 use sluice::journal::file::{FileJournal, FileJournalConfig};
 use sluice::journal::{Journal, Record};
-use sluice::lake::{Lake, LakeConfig, LakeFormat};
+use sluice::lake::encode::{self, Pending};
+use sluice::lake::objects::offsets;
+use sluice::lake::{Lake, LakeConfig, LakeFormat, Layout};
 use sluice::record::RecordKind;
 use tokio_util::sync::CancellationToken;
 
@@ -138,14 +148,52 @@ struct Figures {
     objects: usize,
 }
 
-/// One lake run over the whole journal, then the raw PUTs of the same objects.
+/// The records of each object `objects` names (`<kind>/<partition>/<first>-<last>.<ext>`): those
+/// of that kind and partition with offsets from `first` to `last` (record `i` is at offset `i`).
+fn records_per_object<'a>(records: &'a [Record], objects: &[(String, Vec<u8>)]) -> Vec<(String, Vec<&'a Record>)> {
+    let layout = Layout::parse("firehose").unwrap();
+    objects
+        .iter()
+        .map(|(name, _)| {
+            let (folder, file) = name.rsplit_once('/').unwrap();
+            let (first, last) = offsets(file).unwrap();
+            let mine = (first..=last)
+                .map(|offset| &records[offset as usize])
+                .filter(|r| {
+                    let (time, _) = encode::parse(r.kind, &r.payload).unwrap();
+                    format!("{}/{}", r.kind.name(), layout.render(time)) == folder
+                })
+                .collect();
+            (name.clone(), mine)
+        })
+        .collect()
+}
+
+/// The tight loop: each object's records parsed, encoded and PUT, one object after another.
+async fn tight_loop(lake: &Lake, format: LakeFormat, part_bytes: usize, objects: &[(String, Vec<&Record>)]) -> f64 {
+    let started = Instant::now();
+    for (name, records) in objects {
+        let mut pending = Pending::data(format, records[0].kind);
+        for record in records {
+            let (_, parsed) = encode::parse(record.kind, &record.payload).unwrap();
+            pending.push(&parsed, record.received_at_ms);
+        }
+        let bytes = Bytes::from(pending.finish().unwrap());
+        lake.put(&lake.path(name), bytes, part_bytes).await.unwrap();
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// One lake run over the whole journal, then the tight loop over the same records and the raw
+/// PUTs of the same objects.
 async fn run(
     journal: &Arc<FileJournal>,
+    records: &[Record],
     store: &Store,
     format: LakeFormat,
     run: &str,
     work: &Path,
-) -> (Figures, Figures) {
+) -> (Figures, f64, Figures) {
     let prefix = format!("{run}/lake");
     let config = LakeConfig { url: Some(format!("{}/{prefix}", store.url_base)), format, ..store.config.clone() };
     let lake = Lake::open(&config, work).unwrap();
@@ -158,7 +206,12 @@ async fn run(
     writer.run(stop, Arc::new(LakeStatus::default())).await.unwrap();
     let lake_seconds = started.elapsed().as_secs_f64();
     let objects = files(&store.disk.join(&prefix));
+    let objects: Vec<_> = objects.into_iter().filter(|(name, _)| !name.starts_with('_')).collect();
     let bytes: u64 = objects.iter().map(|(_, b)| b.len() as u64).sum();
+
+    let per_object = records_per_object(records, &objects);
+    let tight_config = LakeConfig { url: Some(format!("{}/{run}/tight", store.url_base)), ..config.clone() };
+    let tight = tight_loop(&Lake::open(&tight_config, work).unwrap(), format, config.part_bytes, &per_object).await;
 
     let raw_config = LakeConfig { url: Some(format!("{}/{run}/raw", store.url_base)), ..store.config.clone() };
     let raw = Lake::open(&raw_config, work).unwrap();
@@ -170,6 +223,7 @@ async fn run(
     let raw_seconds = started.elapsed().as_secs_f64();
     (
         Figures { seconds: lake_seconds, bytes, objects: objects.len() },
+        tight,
         Figures { seconds: raw_seconds, bytes, objects: objects.len() },
     )
 }
@@ -181,6 +235,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
+    // Like criterion's filter: `cargo bench --bench lake -- json.gz` measures that format only.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let formats: Vec<LakeFormat> = [LakeFormat::NdjsonGzip, LakeFormat::NdjsonZstd, LakeFormat::Parquet]
+        .into_iter()
+        .filter(|f| filters.is_empty() || filters.iter().any(|x| f.extension().contains(x.as_str())))
+        .collect();
     let (records, runs) = if full { (200_000, 3) } else { (2_000, 1) };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -188,8 +248,9 @@ fn main() {
         let journal = Arc::new(FileJournal::open(&root.path().join("journal"), FileJournalConfig::default()).unwrap());
         let mut input_bytes = 0;
         let mut append_seconds = 0.0;
-        for chunk in (0..records).collect::<Vec<_>>().chunks(10_000) {
-            let batch: Vec<Record> = chunk.iter().map(|&i| impression(i)).collect();
+        let all: Vec<Record> = (0..records).map(impression).collect();
+        for batch in all.chunks(10_000) {
+            let batch = batch.to_vec();
             input_bytes += batch.iter().map(|r| r.payload.len() as u64).sum::<u64>();
             let started = Instant::now();
             journal.append(batch).await.unwrap();
@@ -205,30 +266,32 @@ fn main() {
             input_bytes as f64 / 1e6
         );
         println!(
-            "| store | format | objects | MB written | lake records/s | lake MB/s in | lake MB/s written | raw PUT MB/s | lake / raw | lake / append |"
+            "| store | format | objects | MB written | lake records/s | tight loop records/s | lake / tight | lake MB/s written | raw PUT MB/s | lake / raw | lake / append |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for store in &stores {
-            for format in [LakeFormat::NdjsonGzip, LakeFormat::NdjsonZstd, LakeFormat::Parquet] {
-                let (mut lake_s, mut raw_s, mut last) = (Vec::new(), Vec::new(), None);
+            for format in formats.iter().copied() {
+                let (mut lake_s, mut tight_s, mut raw_s, mut last) = (Vec::new(), Vec::new(), Vec::new(), None);
                 for r in 0..runs {
                     let name = format!("{}-{}", format.extension().replace('.', "-"), r);
-                    let (lake, raw) = run(&journal, store, format, &name, root.path()).await;
+                    let (lake, tight, raw) = run(&journal, &all, store, format, &name, root.path()).await;
                     lake_s.push(lake.seconds);
+                    tight_s.push(tight);
                     raw_s.push(raw.seconds);
                     last = Some(lake);
                 }
                 let last = last.unwrap();
-                let (lake, raw) = (median(lake_s), median(raw_s));
+                let (lake, tight, raw) = (median(lake_s), median(tight_s), median(raw_s));
                 let mb = last.bytes as f64 / 1e6;
                 println!(
-                    "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.0}% |",
+                    "| {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.0}% | {:.0}% |",
                     store.name,
                     format.extension(),
                     last.objects,
                     mb,
                     records as f64 / lake,
-                    input_bytes as f64 / 1e6 / lake,
+                    records as f64 / tight,
+                    100.0 * tight / lake,
                     mb / lake,
                     mb / raw,
                     100.0 * raw / lake,

@@ -191,33 +191,20 @@ async fn sessions_over_http(
     ids: Vec<String>,
     connections: usize,
 ) -> anyhow::Result<(Duration, usize)> {
-    let ids = Arc::new(ids);
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (client, base, ids, next) = (client.clone(), base.to_owned(), ids.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut sessions = 0;
-                while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let response = client.get(format!("{base}/api/anonymous/{id}")).send().await?;
-                    anyhow::ensure!(
-                        response.status().is_success(),
-                        "/api/anonymous/{id} answered {}",
-                        response.status()
-                    );
-                    let answer: serde_json::Value = response.json().await?;
-                    // A device that sent no page has no sessions; the total is checked below.
-                    sessions += answer["sessions"].as_array().map_or(0, Vec::len);
-                }
-                anyhow::Ok(sessions)
-            })
-        })
-        .collect();
-    let mut sessions = 0;
-    for w in workers {
-        sessions += w.await??;
-    }
+    let (client, base) = (client.clone(), Arc::<str>::from(base));
+    let answers = in_turn(Arc::new(ids), connections, move |id| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let response = client.get(format!("{base}/api/anonymous/{id}")).send().await?;
+            anyhow::ensure!(response.status().is_success(), "/api/anonymous/{id} answered {}", response.status());
+            let answer: serde_json::Value = response.json().await?;
+            // A device that sent no page has no sessions; the total is checked below.
+            Ok(answer["sessions"].as_array().map_or(0, Vec::len))
+        }
+    })
+    .await?;
+    let sessions: usize = answers.into_iter().sum();
     anyhow::ensure!(sessions > 0, "no device had a session: the generated pages were not stored");
     Ok((started.elapsed(), sessions))
 }
@@ -336,27 +323,21 @@ async fn in_process(
 ) -> anyhow::Result<Duration> {
     let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
     let config = Arc::new(config.clone());
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (journal, config, next, bodies) = (journal.clone(), config.clone(), next.clone(), bodies.clone());
-            tokio::spawn(async move {
-                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let records = match source {
-                        BenchSource::Split => split::records_in_process(body.clone(), &config.limits),
-                        BenchSource::Segment => segment::batch_records_in_process(body, &config),
-                    }
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    journal.append(records).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await??;
-    }
+    let appender = journal.clone();
+    in_turn(bodies.clone(), connections, move |body| {
+        let (journal, config) = (appender.clone(), config.clone());
+        async move {
+            let records = match source {
+                BenchSource::Split => split::records_in_process(body, &config.limits),
+                BenchSource::Segment => segment::batch_records_in_process(&body, &config),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            journal.append(records).await?;
+            Ok(())
+        }
+    })
+    .await?;
     let elapsed = started.elapsed();
     journal.close().await;
     Ok(elapsed)
@@ -371,46 +352,60 @@ async fn over_http(
     source: BenchSource,
     batch_size: usize,
 ) -> anyhow::Result<(Duration, Vec<Duration>, usize)> {
-    let url = format!("{base}{}", source.path());
-    let next = Arc::new(AtomicUsize::new(0));
+    let (client, url) = (client.clone(), Arc::<str>::from(format!("{base}{}", source.path())));
     let started = Instant::now();
+    let answers = in_turn(bodies.clone(), connections, move |body| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            loop {
+                let t = Instant::now();
+                let response = client.post(&*url).body(body.clone()).send().await?;
+                let status = response.status();
+                let text = response.text().await?;
+                if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                    // Backpressure is part of the contract: wait as told and resend.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
+                let report: serde_json::Value = serde_json::from_str(&text)?;
+                // The Tracking API answers exactly `{"success":true}` when it took everything.
+                return Ok((t.elapsed(), report["accepted"].as_u64().map_or(batch_size, |n| n as usize)));
+            }
+        }
+    })
+    .await?;
+    let accepted = answers.iter().map(|(_, accepted)| accepted).sum();
+    Ok((started.elapsed(), answers.into_iter().map(|(latency, _)| latency).collect(), accepted))
+}
+
+/// Runs `work` on every item with `connections` workers, each taking the next item not yet
+/// taken; returns the answers (in no particular order) or the first error.
+async fn in_turn<T, R, F, Fut>(items: Arc<Vec<T>>, connections: usize, work: F) -> anyhow::Result<Vec<R>>
+where
+    T: Clone + Send + Sync + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<R>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, url, next, bodies) = (client.clone(), url.clone(), next.clone(), bodies.clone());
+            let (items, next, work) = (items.clone(), next.clone(), work.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut accepted = 0usize;
-                while let Some(gz) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    loop {
-                        let t = Instant::now();
-                        let response = client.post(&url).body(gz.clone()).send().await?;
-                        let status = response.status();
-                        let text = response.text().await?;
-                        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-                            // Backpressure is part of the contract: wait as told and resend.
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                        anyhow::ensure!(status.is_success(), "the server answered {status}: {text}");
-                        latencies.push(t.elapsed());
-                        let report: serde_json::Value = serde_json::from_str(&text)?;
-                        // The Tracking API answers exactly `{"success":true}` when it took everything.
-                        accepted += report["accepted"].as_u64().map_or(batch_size, |n| n as usize);
-                        break;
-                    }
+                let mut answers = Vec::new();
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    answers.push(work(item.clone()).await?);
                 }
-                anyhow::Ok((latencies, accepted))
+                anyhow::Ok(answers)
             })
         })
         .collect();
-    let mut all = Vec::new();
-    let mut accepted = 0;
-    for w in workers {
-        let (l, a) = w.await??;
-        all.extend(l);
-        accepted += a;
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await??);
     }
-    Ok((started.elapsed(), all, accepted))
+    Ok(answers)
 }
 
 /// Polls `/readyz` until the store loader has caught up with the journal. Only the store: the

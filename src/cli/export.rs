@@ -24,6 +24,28 @@ pub enum ExportWhat {
     Events(EventArgs),
 }
 
+/// `--from` and `--to`, as both exports take them.
+#[derive(Debug, Args)]
+pub struct TimeRange {
+    /// From this time, inclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Until this time, exclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+}
+
+/// Flags as query parameters, so the CLI and the HTTP API share one parser: each flag's values
+/// under its parameter's name, `from` and `to` included.
+fn query_pairs(flags: &[(&str, &[String])], range: &TimeRange) -> Vec<(String, String)> {
+    let range = [("from", range.from.as_slice()), ("to", range.to.as_slice())];
+    flags
+        .iter()
+        .chain(&range)
+        .flat_map(|(name, values)| values.iter().map(|v| ((*name).to_owned(), v.clone())))
+        .collect()
+}
+
 /// Filters and output of `sluice export events`. Repeat a filter for "any of".
 #[derive(Debug, Args)]
 pub struct EventArgs {
@@ -42,12 +64,9 @@ pub struct EventArgs {
     /// `anonymousId`.
     #[arg(long, value_name = "ID")]
     pub anonymous_id: Vec<String>,
-    /// From this time, inclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
-    #[arg(long, value_name = "TIME")]
-    pub from: Option<String>,
-    /// Until this time, exclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<String>,
+    /// The time range.
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Output format: ndjson or json.
     #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
     pub format: String,
@@ -62,19 +81,16 @@ pub struct EventArgs {
 impl EventArgs {
     /// The flags as query parameters, so the CLI and the HTTP API share one parser.
     fn to_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs = Vec::new();
-        let mut push =
-            |name: &str, values: &[String]| pairs.extend(values.iter().map(|v| (name.to_owned(), v.clone())));
-        push("messageId", &self.message_id);
-        push("type", &self.event_type);
-        push("event", &self.event);
-        push("userId", &self.user_id);
-        push("anonymousId", &self.anonymous_id);
-        push("from", self.from.as_slice());
-        push("to", self.to.as_slice());
-        push("format", std::slice::from_ref(&self.format));
-        push("limit", self.limit.as_slice());
-        pairs
+        let flags: [(&str, &[String]); 7] = [
+            ("messageId", &self.message_id),
+            ("type", &self.event_type),
+            ("event", &self.event),
+            ("userId", &self.user_id),
+            ("anonymousId", &self.anonymous_id),
+            ("format", std::slice::from_ref(&self.format)),
+            ("limit", self.limit.as_slice()),
+        ];
+        query_pairs(&flags, &self.range)
     }
 }
 
@@ -96,12 +112,9 @@ pub struct ImpressionArgs {
     /// Targeting rule (label), e.g. "default rule".
     #[arg(long, value_name = "LABEL")]
     pub label: Vec<String>,
-    /// From this time, inclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
-    #[arg(long, value_name = "TIME")]
-    pub from: Option<String>,
-    /// Until this time, exclusive: epoch ms, RFC 3339 or YYYY-MM-DD (UTC midnight).
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<String>,
+    /// The time range.
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Output format: csv, ndjson or json.
     #[arg(long, value_name = "FORMAT", default_value = "csv")]
     pub format: String,
@@ -119,20 +132,17 @@ pub struct ImpressionArgs {
 impl ImpressionArgs {
     /// The flags as query parameters, so the CLI and the HTTP API share one parser.
     fn to_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs = Vec::new();
-        let mut push =
-            |name: &str, values: &[String]| pairs.extend(values.iter().map(|v| (name.to_owned(), v.clone())));
-        push("environment", &self.environment);
-        push("split", &self.split);
-        push("key", &self.key);
-        push("treatment", &self.treatment);
-        push("label", &self.label);
-        push("from", self.from.as_slice());
-        push("to", self.to.as_slice());
-        push("format", std::slice::from_ref(&self.format));
-        push("columns", std::slice::from_ref(&self.columns));
-        push("limit", self.limit.as_slice());
-        pairs
+        let flags: [(&str, &[String]); 8] = [
+            ("environment", &self.environment),
+            ("split", &self.split),
+            ("key", &self.key),
+            ("treatment", &self.treatment),
+            ("label", &self.label),
+            ("format", std::slice::from_ref(&self.format)),
+            ("columns", std::slice::from_ref(&self.columns)),
+            ("limit", self.limit.as_slice()),
+        ];
+        query_pairs(&flags, &self.range)
     }
 }
 

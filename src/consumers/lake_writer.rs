@@ -9,7 +9,7 @@ together pass `lake.max_buffered_bytes` (the oldest goes first), and on shutdown
 the buffer to an upload task that compresses it on a blocking thread and uploads it, so several
 objects are compressed in parallel and uploaded while the writer goes on routing; a folder has at
 most one upload in flight, because its objects must land in offset order (see [`crate::lake`]).
-The writer's committed offset is the lowest offset still in a buffer or an upload; it is saved to `<data-dir>/lake-writer.json` and only then committed to the journal, so
+The writer's committed offset is the lowest offset still in a buffer or an upload; it is saved to `<data-dir>/lake-writer.json` (at most once a second, and when stopping) and only then committed to the journal, so
 the journal never deletes what the checkpoint would re-read. How re-read records are recognised
 as already archived is described in [`crate::lake`].
 
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,7 @@ use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
 use crate::lake::objects::{WRITER_MARK, object_name};
 use crate::lake::{Lake, LakeConfig, LakeError, LakeSettings, Layout};
+use crate::record::RecordKind;
 
 /// The writer's consumer name in the journal.
 pub const CONSUMER: &str = "lake";
@@ -45,6 +47,8 @@ pub const CONSUMER: &str = "lake";
 const READ_BATCH: usize = 10_000;
 /// How long a stopping writer waits for more entries before it flushes and returns.
 const SHUTDOWN_IDLE: Duration = Duration::from_millis(20);
+/// Most folders the writer keeps rendered.
+const FOLDER_CACHE: usize = 4_096;
 /// Least time between two checkpoint saves when no flush forces one.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -196,17 +200,17 @@ impl LakeWriter {
             flush_age: Duration::from_secs(self.config.flush_secs),
             writer: self,
             buffers: HashMap::new(),
+            folders: HashMap::new(),
             buffered_bytes: 0,
             uploads: JoinSet::new(),
             uploading: HashMap::new(),
             max_uploads,
-            uploaded: false,
             watermarks: HashMap::new(),
             next: 0,
             marked: 0,
             mark_seen: None,
             check: None,
-            last_read: None,
+            read_ahead: None,
             last_save: Instant::now(),
             shutdown,
             status,
@@ -236,14 +240,15 @@ struct Run {
     /// The writer as registered: its journal reader, lake, settings and checkpoint.
     writer: LakeWriter,
     buffers: HashMap<String, Buffer>,
+    /// Folders rendered so far, by record kind, error or not, and the layout's period the
+    /// record's time falls in: rendering a template costs more than parsing a small record.
+    folders: HashMap<(RecordKind, bool, i64), Arc<str>>,
     buffered_bytes: u64,
     /// Flushed buffers being compressed and uploaded; each returns its folder.
     uploads: JoinSet<anyhow::Result<String>>,
     /// The folders in `uploads`, with the first offset of each one's object.
     uploading: HashMap<String, u64>,
     max_uploads: usize,
-    /// An upload finished since the last commit.
-    uploaded: bool,
     /// For folders of re-read records: the highest offset already in an object (listed once).
     watermarks: HashMap<String, Option<u64>>,
     /// One past the last offset read.
@@ -255,8 +260,10 @@ struct Run {
     /// The offset and fingerprint the mark found at start-up gives for the record before it,
     /// checked when the writer reads that record again.
     check: Option<(u64, u32)>,
-    /// The last entry read, whose fingerprint a raised mark carries.
-    last_read: Option<Entry>,
+    /// The last entry of the batch being added (or last added), whose offset and fingerprint a
+    /// raised mark carries: raising it past the whole batch at once covers the objects of every
+    /// folder that flushes within the batch with one raise, not one per object.
+    read_ahead: Option<Entry>,
     last_save: Instant,
     flush_age: Duration,
     shutdown: CancellationToken,
@@ -350,8 +357,8 @@ impl Run {
         NeedsOperator(message).into()
     }
 
-    /// Raises the lake's mark to every offset read so far, before an object holding offsets up
-    /// to `last` is uploaded. The mark must be as this writer last saw it: if it moved, another
+    /// Raises the lake's mark past every offset read so far (the batch being added included),
+    /// before an object holding offsets up to `last` is uploaded. The mark must be as this writer last saw it: if it moved, another
     /// sluice writes this lake (a second data directory, or a copy of this one running beside it).
     async fn mark(&mut self, last: u64) -> anyhow::Result<()> {
         if last < self.marked {
@@ -366,8 +373,8 @@ impl Run {
         }
         let mark = Mark {
             journal: self.writer.journal.id().to_owned(),
-            offset: self.next,
-            last: self.last_read.as_ref().map(Entry::fingerprint),
+            offset: self.read_ahead.as_ref().map_or(self.next, |entry| entry.offset + 1),
+            last: self.read_ahead.as_ref().map(Entry::fingerprint),
         };
         let bytes = Bytes::from(serde_json::to_vec(&mark)?);
         let (lake, path) = (self.writer.lake.clone(), self.writer.lake.path(WRITER_MARK));
@@ -402,9 +409,12 @@ impl Run {
                 while !self.uploads.is_empty() {
                     self.finish_upload().await?;
                 }
-                self.commit().await?;
+                self.commit(true).await?;
                 tracing::info!(offset = self.status.committed_offset(), "lake writer flushed everything; stopping");
                 return Ok(());
+            }
+            if let Some(last) = batch.last() {
+                self.read_ahead = Some(last.clone());
             }
             for entry in batch {
                 self.add(entry).await?;
@@ -430,7 +440,7 @@ impl Run {
                 self.finished(done)?;
             }
             self.status.buffered(self.buffered_bytes);
-            self.commit().await?;
+            self.commit(false).await?;
         }
     }
 
@@ -449,27 +459,23 @@ impl Run {
             }
         }
         self.next = entry.offset + 1;
-        self.last_read = Some(entry.clone());
-        let kind = entry.kind.name();
         let parsed = encode::parse(entry.kind, &entry.payload);
         let folder = match &parsed {
-            Ok((time, _)) => format!("{kind}/{}", self.writer.layout.render(*time)),
-            Err(_) => {
-                let arrival = encode::arrival_time(entry.received_at_ms);
-                format!("errors/{kind}/{}", self.writer.layout.render(arrival))
-            }
+            Ok((time, _)) => self.folder(entry.kind, false, *time),
+            Err(_) => self.folder(entry.kind, true, encode::arrival_time(entry.received_at_ms)),
         };
+        let folder = &*folder;
         if entry.offset < self.writer.restart_horizon {
-            let mark = match self.watermarks.get(&folder) {
+            let mark = match self.watermarks.get(folder) {
                 Some(mark) => *mark,
                 None => {
                     let lake = self.writer.lake.clone();
                     let mark =
                         until_ok(&self.status, &self.shutdown, self.writer.committed, "listing a partition", || {
-                            lake.watermark(&folder)
+                            lake.watermark(folder)
                         })
                         .await?;
-                    self.watermarks.insert(folder.clone(), mark);
+                    self.watermarks.insert(folder.to_owned(), mark);
                     mark
                 }
             };
@@ -480,15 +486,20 @@ impl Run {
         }
         let size = entry.payload.len() as u64;
         let format = self.writer.config.format;
-        let buffer = self.buffers.entry(folder.clone()).or_insert_with(|| Buffer {
-            pending: if parsed.is_ok() { Pending::data(format, entry.kind) } else { Pending::errors(format) },
-            first: entry.offset,
-            last: entry.offset,
-            records: 0,
-            bytes: 0,
-            opened: Instant::now(),
-            errors: parsed.is_err(),
-        });
+        // Looked up by reference: a new key is allocated once per buffer, not once per record.
+        if !self.buffers.contains_key(folder) {
+            let buffer = Buffer {
+                pending: if parsed.is_ok() { Pending::data(format, entry.kind) } else { Pending::errors(format) },
+                first: entry.offset,
+                last: entry.offset,
+                records: 0,
+                bytes: 0,
+                opened: Instant::now(),
+                errors: parsed.is_err(),
+            };
+            self.buffers.insert(folder.to_owned(), buffer);
+        }
+        let Some(buffer) = self.buffers.get_mut(folder) else { unreachable!("inserted above") };
         match &parsed {
             Ok((_, record)) => buffer.pending.push(record, entry.received_at_ms),
             Err(reason) => {
@@ -500,9 +511,26 @@ impl Run {
         buffer.bytes += size;
         self.buffered_bytes += size;
         if buffer.bytes >= self.writer.config.flush_bytes {
-            self.flush(&folder).await?;
+            self.flush(folder).await?;
         }
         Ok(())
+    }
+
+    /// The folder of a record of `kind` at `time`: `<kind>/<partition>`, or under `errors/` for
+    /// a record that cannot be encoded (`time` is then its arrival). Rendered once per period of
+    /// the layout while the cache holds it.
+    fn folder(&mut self, kind: RecordKind, error: bool, time: DateTime<Utc>) -> Arc<str> {
+        let layout = &self.writer.layout;
+        let render = || -> Arc<str> {
+            let prefix = if error { "errors/" } else { "" };
+            format!("{prefix}{}/{}", kind.name(), layout.render(time)).into()
+        };
+        let Some(period) = layout.period_secs() else { return render() };
+        // Records arrive near each other in time, so a bound only matters for pathological ones.
+        if self.folders.len() >= FOLDER_CACHE {
+            self.folders.clear();
+        }
+        self.folders.entry((kind, error, time.timestamp().div_euclid(period))).or_insert_with(render).clone()
     }
 
     /// Hands folder `folder`'s buffer to an upload task, which compresses it and uploads it as
@@ -548,17 +576,17 @@ impl Run {
     fn finished(&mut self, done: Result<anyhow::Result<String>, tokio::task::JoinError>) -> anyhow::Result<()> {
         let folder = done.context("a lake upload task panicked")??;
         self.uploading.remove(&folder);
-        self.uploaded = true;
         Ok(())
     }
 
-    /// Saves and commits the lowest offset still buffered or uploading, if it moved: always after
-    /// an upload finished, otherwise at most every [`CHECKPOINT_EVERY`].
-    async fn commit(&mut self) -> anyhow::Result<()> {
+    /// Saves and commits the lowest offset still buffered or uploading, if it moved: when
+    /// `stopping`, otherwise at most every [`CHECKPOINT_EVERY`]. Not after every upload: each save
+    /// is an fsync the writer waits for, and a checkpoint that lags only means that a restart
+    /// re-reads a little more, which the watermarks skip.
+    async fn commit(&mut self, stopping: bool) -> anyhow::Result<()> {
         let buffered = self.buffers.values().map(|b| b.first);
         let low = buffered.chain(self.uploading.values().copied()).min().unwrap_or(self.next);
-        let force = std::mem::take(&mut self.uploaded);
-        if low > self.writer.committed && (force || self.last_save.elapsed() >= CHECKPOINT_EVERY) {
+        if low > self.writer.committed && (stopping || self.last_save.elapsed() >= CHECKPOINT_EVERY) {
             self.save_checkpoint(low).await?;
             // Only after the checkpoint is durable: the journal may then delete what lies below.
             self.writer.journal.commit(CONSUMER, low);
