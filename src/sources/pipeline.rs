@@ -542,25 +542,6 @@ mod tests {
         assert!(refused.to_string().contains(reason), "the 503 gives the same reason: {refused}");
     }
 
-    #[tokio::test]
-    async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
-        use tower::ServiceExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.limits.max_concurrent_requests = 1;
-        let state = state_with(dir.path(), Arc::new(FailingJournal), config);
-        // Another request is being processed: it holds the only permit.
-        let busy = state.ingest_permits.clone().try_acquire_owned().unwrap();
-        let app = crate::api::router(state);
-        let request = || axum::http::Request::post("/v1/split/impressions").body(axum::body::Body::from("[]")).unwrap();
-        let answer = app.clone().oneshot(request()).await.unwrap();
-        assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
-        drop(busy);
-        let answer = app.oneshot(request()).await.unwrap();
-        assert_eq!(answer.status(), axum::http::StatusCode::OK, "the permit is free again");
-    }
-
     /// For each endpoint, a body whose first record is refused and whose second is valid.
     const MIXED: [(&str, &str); 3] = [
         (
