@@ -326,3 +326,32 @@ async fn readyz_shows_the_store_address_in_errors_only_to_local_requests() {
     );
     server.stop().await.unwrap();
 }
+
+/// A store loader restarted with nothing new to load reads its last loaded entry again to check
+/// it; it must then say it is caught up (lag 0), not one record behind until the next record
+/// arrives (operators and scripts wait for lag 0).
+#[tokio::test]
+async fn a_restarted_store_loader_with_nothing_new_reports_no_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let config = test_config(dir.path());
+    let server = Server::start(config.clone()).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    common::post_keys(&client, &base, 0..3).await;
+    common::wait_loaded(&client, &base).await;
+    server.stop().await.unwrap();
+
+    let server = Server::start(config).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    let started = std::time::Instant::now();
+    let lag = loop {
+        let ready: Value = client.get(format!("{base}/readyz")).send().await.unwrap().json().await.unwrap();
+        let lag = ready["consumers"]["store"]["lag"].as_u64();
+        if lag == Some(0) || started.elapsed() > Duration::from_secs(10) {
+            break (lag, ready);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lag.0, Some(0), "the restarted loader is caught up: {}", lag.1);
+    server.stop().await.unwrap();
+}

@@ -99,7 +99,9 @@ pub async fn run(
                 status.failing(&error);
                 return Err(error.into());
             }
-            Some(entry) if entry.offset == from => {}
+            // The check passed: the journal's position for this consumer is the store's offset,
+            // not the entry re-read (its lag would otherwise show 1 until a new record came).
+            Some(entry) if entry.offset == from => journal.commit(CONSUMER, offset),
             // The entry was recorded lost by `sluice journal repair`: nothing to compare, and
             // what was read instead is the next to load.
             _ => first = batch,
