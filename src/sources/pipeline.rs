@@ -53,8 +53,11 @@ pub trait Source: Send + 'static {
     /// The shape of the answer.
     const ANSWER: Answer;
 
-    /// The most bytes a body may hold, as sent and decoded.
-    fn body_limits(&self, config: &Config) -> BodyLimits;
+    /// The most bytes a body may hold, as sent and decoded: the configured limits unless the
+    /// source's protocol sets its own.
+    fn body_limits(&self, config: &Config) -> BodyLimits {
+        BodyLimits::of(&config.limits)
+    }
 
     /// How a body that could not be read or decoded is answered.
     fn body_error(&self, e: BodyError) -> AppError {

@@ -106,10 +106,6 @@ impl Source for Webhook {
     const SOURCE: &'static str = "segment";
     const ANSWER: Answer = Answer::SuccessAndCounts;
 
-    fn body_limits(&self, config: &Config) -> BodyLimits {
-        BodyLimits::of(&config.limits)
-    }
-
     fn authorize(&self, config: &Config, _query: Option<&str>, headers: &HeaderMap) -> Result<Signature, AppError> {
         // The signature is a header: a request without a well-formed one is refused unread.
         match config.segment.webhook_secret {

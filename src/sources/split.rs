@@ -15,7 +15,7 @@ use axum::{Router, routing::post};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::pipeline::{self, Answer, Batch, BodyLimits, Intake, Refused, Source};
+use super::pipeline::{self, Answer, Batch, Intake, Refused, Source};
 use super::{ArrayError, authorize, parse_array};
 use crate::config::{Config, IngestLimits};
 use crate::http::AppError;
@@ -55,10 +55,6 @@ impl Source for Split {
     const ENDPOINT: &'static str = "split";
     const SOURCE: &'static str = "split";
     const ANSWER: Answer = Answer::Counts;
-
-    fn body_limits(&self, config: &Config) -> BodyLimits {
-        BodyLimits::of(&config.limits)
-    }
 
     fn authorize(&self, config: &Config, query: Option<&str>, headers: &HeaderMap) -> Result<(), AppError> {
         let params: Params = serde_urlencoded::from_str(query.unwrap_or(""))
