@@ -4,6 +4,7 @@ error type [`AppError`] and its JSON answers, and request [`body`] reading withi
 below both [`crate::sources`] and [`crate::api`], so neither imports the other for them.
 */
 
+pub mod auth;
 pub mod body;
 pub mod error;
 
