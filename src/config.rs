@@ -21,6 +21,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, AuthConfig};
 use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
@@ -64,6 +65,8 @@ pub struct Config {
     pub lake: LakeConfig,
     /// How visits are classified and grouped into sessions.
     pub attribution: AttributionSettings,
+    /// Who may read, administer and ingest: tokens and their roles.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             dead_letter: DeadLetterConfig::default(),
             lake: LakeConfig::default(),
             attribution: AttributionSettings::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -374,6 +378,16 @@ pub struct Overrides {
     /// `--store` / `SLUICE_STORE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreOverrides>,
+    /// `--allow-open-reads`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthOverrides>,
+}
+
+/// The `[auth]` settings given on the command line.
+#[derive(Debug, Serialize)]
+pub struct AuthOverrides {
+    /// `--allow-open-reads`.
+    pub allow_open_reads: bool,
 }
 
 /// The `[store]` settings given on the command line.
@@ -395,6 +409,8 @@ pub struct Settings {
     pub loader: LoaderConfig,
     /// The lake, with its layout parsed and its local paths.
     pub lake: LakeSettings,
+    /// Who may do what: `[auth]` with its token files read.
+    pub access: Arc<Access>,
 }
 
 impl Settings {
@@ -451,7 +467,8 @@ impl Config {
             self.store.statement_timeout_ms,
         )?;
         let lake = self.lake.clone().resolve(self.data_dir.join("lake"), self.data_dir.join("lake-writer.json"))?;
-        Ok(Settings { loader: self.store.loader(), store, lake, config: Arc::new(self) })
+        let access = Arc::new(Access::resolve(&self.auth).context("invalid [auth] settings")?);
+        Ok(Settings { loader: self.store.loader(), store, lake, access, config: Arc::new(self) })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -655,10 +672,12 @@ mod tests {
                 listen: Some("127.0.0.1:3000".parse().unwrap()),
                 data_dir: Some("flag".into()),
                 store: None,
+                auth: Some(AuthOverrides { allow_open_reads: true }),
             };
             let c = load(file, &o).unwrap();
             assert_eq!(c.listen.port(), 3000);
             assert_eq!(c.data_dir, PathBuf::from("flag"));
+            assert!(c.auth.allow_open_reads, "--allow-open-reads reaches [auth]");
             Ok(())
         });
     }

@@ -13,7 +13,8 @@
 //! sessions and identities out) for the attribution answers; [`api`] serves sources, queries and
 //! operations over HTTP; [`cli`] wires it all together from the [`config::Settings`] resolved
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
-//! shares), [`dead_letter`] (where sources and the store loader put what they reject),
+//! shares, and the access guards), [`access`] (tokens, roles and the rules they are checked
+//! by), [`dead_letter`] (where sources and the store loader put what they reject),
 //! [`config`] and [`telemetry`].
 //!
 //! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
@@ -23,6 +24,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod api;
 pub mod attribution;
 pub mod cli;

@@ -225,3 +225,65 @@ fn serve_warns_about_each_ingest_endpoint_left_open() {
     assert!(text.contains("segment.webhook_secret") && text.contains("segment.write_keys"), "{text}");
     assert!(!text.contains("split.token"), "the Split webhook has its token: {text}");
 }
+
+/// Starts `sluice serve` with `args` (a `--listen` among them) and waits for `/healthz` on
+/// `port`; its stderr goes to `log`.
+async fn serve_on(port: u16, args: &[&str], log: &std::path::Path) -> std::process::Child {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "sluice exited: {}", std::fs::read_to_string(log).unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "sluice did not start within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn listening_beyond_loopback_needs_a_read_token_which_token_new_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let everywhere = format!("0.0.0.0:{port}");
+
+    let (code, _, err) = sluice(&["serve", "--listen", &everywhere, "--data-dir", data], &[]);
+    assert_ne!(code, 0, "sluice must not start: {err}");
+    assert!(err.contains("sluice token new --name analyst --role read") && err.contains("--allow-open-reads"), "{err}");
+    assert!(!std::path::Path::new(data).join("journal").exists(), "refused before opening anything");
+
+    let (code, out, err) = sluice(&["token", "new", "--name", "analyst", "--role", "read"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.lines().find(|l| l.starts_with("sluice_")).expect("the token is printed").to_owned();
+    let entry = &out[out.find("[[auth.tokens]]").expect("the entry is printed")..];
+    assert!(!entry.contains(&token), "the configuration holds the hash, never the token: {entry}");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, entry).unwrap();
+
+    let log = dir.path().join("serve.log");
+    let mut server =
+        serve_on(port, &["--listen", &everywhere, "--data-dir", data, "--config", config.to_str().unwrap()], &log)
+            .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/impressions?environment=Production");
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(client.get(&url).bearer_auth(&token).send().await.unwrap()), 200);
+    assert_eq!(status(client.get(&url).send().await.unwrap()), 401, "loopback needs the token too");
+    assert_eq!(status(client.get(&url).bearer_auth(format!("{token}x")).send().await.unwrap()), 401);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = serve_on(port, &["--listen", &everywhere, "--data-dir", data, "--allow-open-reads"], &log).await;
+    assert_eq!(status(client.get(&url).send().await.unwrap()), 200);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("allow_open_reads") && logged.contains("without a token"), "{logged}");
+}

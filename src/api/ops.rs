@@ -14,9 +14,14 @@ use serde_json::json;
 
 use crate::http::AppState;
 
-/// Routes of the operations endpoints.
+/// `/healthz`, open to everyone: it tells only that the process answers.
+pub fn open_routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// `/readyz` and `/metrics`: [guarded](crate::http::auth::Need::Operations) by the router.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new().route("/readyz", get(readyz)).route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -35,7 +40,8 @@ async fn healthz() -> &'static str {
 /// Errors name the store's address (user, host, port, database) only to a request from the
 /// machine itself: anyone who can reach `/readyz` should not learn where the database is.
 async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl IntoResponse {
-    let local = extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    let local =
+        extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(peer)| crate::access::is_local(peer.ip()));
     let store_address = state.query_pool.target().to_string();
     let shown = |error: Option<String>| error.map(|e| if local { e } else { redact(&e, &store_address) });
     let stats = state.journal.stats();

@@ -13,6 +13,7 @@ pub mod lake;
 pub mod migrate;
 pub mod serve;
 pub mod store;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Overrides, Settings, StoreOverrides};
+use crate::config::{AuthOverrides, Overrides, Settings, StoreOverrides};
 use crate::store::{Store, StoreTarget};
 
 /// sluice: your own copy of your Split impressions and Segment events, durable and queryable.
@@ -57,6 +58,15 @@ pub enum Command {
         /// Address to listen on [default: 127.0.0.1:7878]
         #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Serve reads to every client without a token while none has the `read` role (a warning is logged at every start)
+        #[arg(long)]
+        allow_open_reads: bool,
+    },
+    /// Make tokens for `[[auth.tokens]]` (no server needed).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        what: token::TokenCommand,
     },
     /// Write records from the store to a file or stdout (no server needed; safe while it runs).
     Export {
@@ -103,18 +113,21 @@ fn open_store(target: &StoreTarget) -> anyhow::Result<Store> {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let listen = match &cli.command {
-        Command::Serve { listen } => *listen,
-        Command::Export { .. }
+    let (listen, auth) = match &cli.command {
+        Command::Serve { listen, allow_open_reads } => {
+            (*listen, allow_open_reads.then_some(AuthOverrides { allow_open_reads: true }))
+        }
+        Command::Token { .. }
+        | Command::Export { .. }
         | Command::Lake { .. }
         | Command::Journal { .. }
         | Command::Migrate
         | Command::Store { .. }
         | Command::Anonymous { .. }
-        | Command::User { .. } => None,
+        | Command::User { .. } => (None, None),
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
-    let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store };
+    let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store, auth };
     let (settings, warnings) = Settings::load(cli.config.as_deref(), &overrides)?;
     // Before logging starts (its settings are part of the configuration), and for every command.
     for warning in warnings {
@@ -122,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve { .. } => serve::run(settings),
+        Command::Token { what } => token::run(what),
         Command::Export { what } => export::run(&settings.store, *what),
         Command::Lake { what } => lake::run(&settings.lake, what),
         Command::Journal { what } => journal::run(&settings.config, what),

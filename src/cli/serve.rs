@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::SourceKind;
 use crate::api::{self, AppState};
 use crate::config::{Config, Settings};
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
@@ -76,6 +77,9 @@ impl Server {
     /// Opens the journal, the store and the dead-letter area, starts the consumers and listens.
     pub async fn start_resolved(settings: Settings) -> anyhow::Result<Server> {
         let config = settings.config.clone();
+        // Before anything is opened: a server that would hand every record to whoever reaches
+        // its port does not start at all.
+        settings.access.check_listen(config.listen.ip())?;
         // Install the metrics recorder before any consumer runs: a figure recorded earlier (say,
         // records skipped at a lost journal range) would go to no recorder and never be seen.
         telemetry::metrics();
@@ -101,15 +105,25 @@ impl Server {
         })?;
         let addr = listener.local_addr().context("the listening socket has no address")?;
         tracing::info!(%addr, data_dir = %data_dir.display(), store = %target, "sluice is listening");
+        if settings.access.reads_are_open() {
+            tracing::warn!(
+                "auth.allow_open_reads (--allow-open-reads): every client that reaches {addr} may read every record without a token"
+            );
+        }
+        let (split_guarded, segment_guarded) =
+            (settings.access.guards(SourceKind::Split), settings.access.guards(SourceKind::Segment));
         for (open, what) in [
-            (config.split.token.is_none(), "no split.token configured: the Split webhook (/v1/split/impressions)"),
             (
-                config.segment.webhook_secret.is_none(),
-                "no segment.webhook_secret configured: the Segment webhook (/v1/segment/webhook)",
+                config.split.token.is_none() && !split_guarded,
+                "no split.token nor ingest token for split configured: the Split webhook (/v1/split/impressions)",
             ),
             (
-                config.segment.write_keys.is_empty(),
-                "no segment.write_keys configured: the Segment Tracking API (/v1/track, /v1/batch …)",
+                config.segment.webhook_secret.is_none() && !segment_guarded,
+                "no segment.webhook_secret nor ingest token for segment configured: the Segment webhook (/v1/segment/webhook)",
+            ),
+            (
+                config.segment.write_keys.is_empty() && !segment_guarded,
+                "no segment.write_keys nor ingest token for segment configured: the Segment Tracking API (/v1/track, /v1/batch …)",
             ),
         ] {
             if open {
@@ -126,6 +140,7 @@ impl Server {
             query_pool,
             telemetry::metrics(),
         );
+        state = state.with_access(settings.access.clone());
         if let Some(status) = &consumers.lake_status {
             state = state.with_lake(status.clone());
         }

@@ -11,6 +11,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::access::Refusal;
+use crate::http::auth::Refused;
 use crate::http::body::BodyError;
 
 /// An error on its way to an HTTP client.
@@ -24,9 +26,12 @@ pub enum AppError {
         /// The JSON field or query parameter at fault, if one is.
         field: Option<String>,
     },
-    /// Missing or wrong credentials: 401.
+    /// Missing or wrong credentials of a source (its secret, signature or write key): 401.
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused by the access rules: 401 without a valid token, 403 with one lacking the role.
+    #[error("{0}")]
+    Denied(Refusal),
     /// The client did not send its request in time: 408.
     #[error("{0}")]
     Timeout(String),
@@ -65,6 +70,8 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Denied(refusal) if refusal.is_forbidden() => StatusCode::FORBIDDEN,
+            AppError::Denied(_) => StatusCode::UNAUTHORIZED,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -95,9 +102,23 @@ impl IntoResponse for AppError {
                 json!({"error": "internal error; the details are in sluice's log"})
             }
             AppError::BadRequest { message, field: Some(field) } => json!({"error": message, "field": field}),
+            AppError::Denied(refusal) => json!({"error": refusal.to_string(), "role": refusal.role().as_str()}),
             other => json!({"error": other.to_string()}),
         };
         let mut response = (status, Json(body)).into_response();
+        let refused = match &self {
+            AppError::Denied(refusal) => Some(refusal.reason()),
+            AppError::Unauthorized(_) => Some("bad_credentials"),
+            _ => None,
+        };
+        if let Some(reason) = refused {
+            response.extensions_mut().insert(Refused(reason));
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice\""));
+            }
+        }
         if let AppError::Unavailable { retry_after_secs, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
@@ -43,11 +44,16 @@ pub struct AppState {
     pub body_bytes: Arc<ByteBudget>,
     /// The lake writer's health, when the lake is on.
     pub lake: Option<Arc<LakeStatus>>,
+    /// Who may do what.
+    pub access: Arc<Access>,
+    /// When each client was last logged for a refused request.
+    pub refusal_log: Arc<auth::RefusalLog>,
 }
 
 impl AppState {
     /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`, the
-    /// byte budget from `config.limits.max_in_flight_bytes`.
+    /// byte budget from `config.limits.max_in_flight_bytes`. The access rules are the default
+    /// (no token: reads only from this machine) until [`AppState::with_access`].
     pub fn new(
         config: Arc<Config>,
         journal: Arc<dyn Journal>,
@@ -58,7 +64,19 @@ impl AppState {
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
-        AppState { config, journal, dead_letters, loader, query_pool, metrics, ingest_permits, body_bytes, lake: None }
+        AppState {
+            config,
+            journal,
+            dead_letters,
+            loader,
+            query_pool,
+            metrics,
+            ingest_permits,
+            body_bytes,
+            lake: None,
+            access: Arc::new(Access::default()),
+            refusal_log: Arc::default(),
+        }
     }
 
     /// A store connection for a query; 503 with `Retry-After` when the pool stays busy.
@@ -81,6 +99,12 @@ impl AppState {
             message: "the store cannot be reached right now; queries answer again once it is back (see /readyz)".into(),
             retry_after_secs: self.config.backpressure.retry_after_secs,
         }
+    }
+
+    /// Sets the access rules (the configuration's `[auth]`, resolved).
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.

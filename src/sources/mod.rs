@@ -28,11 +28,12 @@ use std::cell::Cell;
 use std::fmt;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq as _;
 
+use crate::access::{Access, Refusal, Scope, SourceKind};
 use crate::http::{AppError, AppState};
 
 /// Every source's routes.
@@ -99,33 +100,48 @@ impl<'de> Visitor<'de> for Bounded<'_> {
     }
 }
 
-/// Checks a shared secret given as `?token=`, `Authorization: Bearer …` or `X-Sluice-Token`.
-/// With no secret configured every request passes.
-pub fn authorize(expected: Option<&str>, query_token: Option<&str>, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(expected) = expected else { return Ok(()) };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+/// The token a request to a source carries: `?token=` (Split's webhook cannot set headers),
+/// `Authorization: Bearer`, or `X-Sluice-Token`.
+pub fn given_token<'a>(query_token: Option<&'a str>, headers: &'a HeaderMap) -> Option<&'a str> {
     let header_token = headers.get("x-sluice-token").and_then(|v| v.to_str().ok());
-    let Some(given) = query_token.or(bearer).or(header_token) else {
+    query_token.or_else(|| crate::http::auth::bearer(headers)).or(header_token)
+}
+
+/// Checks a request to a source guarded by its own shared secret (`expected`, if configured)
+/// and by the ingest tokens granted `kind`: what the token `given` may send there. A source
+/// neither guards is open.
+pub fn authorize(
+    access: &Access,
+    kind: SourceKind,
+    expected: Option<&str>,
+    given: Option<&str>,
+) -> Result<Scope, AppError> {
+    if expected.is_none() && !access.guards(kind) {
+        return Ok(Scope::All);
+    }
+    let Some(given) = given else {
         return Err(AppError::Unauthorized(
-            "this endpoint needs the shared secret: add ?token=… to the webhook URL, or send `Authorization: Bearer …`"
-                .into(),
+            "this endpoint needs a token: add ?token=… to the webhook URL, or send `Authorization: Bearer …`".into(),
         ));
     };
     // Constant-time: the comparison must not reveal how many leading bytes were right.
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(AppError::Unauthorized("the token is wrong; check the webhook URL configured in Split".into()))
+    if expected.is_some_and(|expected| bool::from(given.as_bytes().ct_eq(expected.as_bytes()))) {
+        return Ok(Scope::All);
+    }
+    match access.ingest(given, kind) {
+        Ok((_, scope)) => Ok(scope),
+        Err(Refusal::BadToken) => Err(AppError::Unauthorized(
+            "the token is wrong: it is neither split.token nor one of [[auth.tokens]]; check the token the sender is configured with (Split: the webhook URL's ?token=)"
+                .into(),
+        )),
+        Err(refusal) => Err(AppError::Denied(refusal)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     #[test]
     fn arrays_are_counted_while_parsed_and_refused_past_the_limit() {
@@ -138,25 +154,76 @@ mod tests {
         assert!(matches!(parse_array("[1] trailing", 3), Err(ArrayError::Invalid(_))));
     }
 
-    #[test]
-    fn a_token_is_accepted_from_the_query_the_bearer_header_or_x_sluice_token() {
-        let secret = Some("s3cret-s3cret-s3cret");
-        let mut h = HeaderMap::new();
-        assert!(authorize(secret, Some("s3cret-s3cret-s3cret"), &h).is_ok());
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-s3cret-s3cret"));
-        assert!(authorize(secret, None, &h).is_ok());
-        let mut h = HeaderMap::new();
-        h.insert("x-sluice-token", HeaderValue::from_static("s3cret-s3cret-s3cret"));
-        assert!(authorize(secret, None, &h).is_ok());
+    /// `split.token` unless `secret` is `None`, and the access rules `tokens` make.
+    fn split_auth(secret: Option<&str>, given: Option<&str>, access: &Access) -> Result<Scope, AppError> {
+        authorize(access, SourceKind::Split, secret, given)
+    }
+
+    fn tokens(entries: &[(&str, crate::access::Role, &str, &[&str])]) -> Access {
+        let tokens = entries
+            .iter()
+            .map(|(name, role, secret, sources)| crate::access::TokenConfig {
+                name: (*name).into(),
+                roles: vec![*role],
+                sha256: Some(crate::access::token_sha256_hex(secret)),
+                token_file: None,
+                sources: sources.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect();
+        Access::resolve(&crate::access::AuthConfig { tokens, ..Default::default() }).unwrap()
     }
 
     #[test]
-    fn a_missing_or_wrong_token_is_401_and_no_secret_means_open() {
+    fn a_token_is_taken_from_the_query_the_bearer_header_or_x_sluice_token() {
+        let mut h = HeaderMap::new();
+        assert_eq!(given_token(Some("q"), &h), Some("q"));
+        assert_eq!(given_token(None, &h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert_eq!(given_token(None, &h), Some("b"));
+        assert_eq!(given_token(Some("q"), &h), Some("q"), "the URL's token is the one Split's webhook sends");
+        let mut h = HeaderMap::new();
+        h.insert("x-sluice-token", HeaderValue::from_static("x"));
+        assert_eq!(given_token(None, &h), Some("x"));
+    }
+
+    #[test]
+    fn a_missing_or_wrong_token_is_401_and_no_secret_nor_ingest_token_means_open() {
         let secret = Some("s3cret-s3cret-s3cret");
-        let h = HeaderMap::new();
-        assert!(matches!(authorize(secret, None, &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(authorize(secret, Some("s3cret-s3cret-s3creT"), &h), Err(AppError::Unauthorized(_))));
-        assert!(matches!(authorize(secret, Some("s3cret"), &h), Err(AppError::Unauthorized(_))));
-        assert!(authorize(None, None, &h).is_ok());
+        let none = Access::default();
+        assert_eq!(split_auth(secret, Some("s3cret-s3cret-s3cret"), &none).unwrap(), Scope::All);
+        assert!(matches!(split_auth(secret, None, &none), Err(AppError::Unauthorized(_))));
+        assert!(matches!(split_auth(secret, Some("s3cret-s3cret-s3creT"), &none), Err(AppError::Unauthorized(_))));
+        assert!(matches!(split_auth(secret, Some("s3cret"), &none), Err(AppError::Unauthorized(_))));
+        assert_eq!(split_auth(None, None, &none).unwrap(), Scope::All);
+    }
+
+    #[test]
+    fn ingest_tokens_guard_split_with_their_scope_beside_split_token() {
+        use crate::access::Role::{Ingest, Read};
+        let access = tokens(&[
+            ("prod", Ingest, "prod-secret-0123456789", &["split:Production"]),
+            ("web", Ingest, "web-secret-01234567890", &["segment"]),
+            ("analyst", Read, "read-secret-0123456789", &[]),
+        ]);
+        // An ingest token granted split makes the webhook need a token even without split.token.
+        assert!(matches!(split_auth(None, None, &access), Err(AppError::Unauthorized(_))));
+        assert_eq!(
+            split_auth(None, Some("prod-secret-0123456789"), &access).unwrap(),
+            Scope::Only { token: "prod".into(), names: vec!["Production".into()] }
+        );
+        assert_eq!(
+            split_auth(Some("legacy-secret-0123456789"), Some("legacy-secret-0123456789"), &access).unwrap(),
+            Scope::All
+        );
+        let denied = |given| match split_auth(None, Some(given), &access) {
+            Err(AppError::Denied(refusal)) => refusal.reason(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(denied("web-secret-01234567890"), "source_not_allowed");
+        assert_eq!(denied("read-secret-0123456789"), "missing_role");
+        assert!(matches!(split_auth(None, Some("nobody-0123456789"), &access), Err(AppError::Unauthorized(_))));
+        // Only segment is guarded: split stays open.
+        let segment_only = tokens(&[("web", Ingest, "web-secret-01234567890", &["segment"])]);
+        assert_eq!(split_auth(None, None, &segment_only).unwrap(), Scope::All);
     }
 }

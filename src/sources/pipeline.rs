@@ -64,10 +64,11 @@ pub trait Source: Send + 'static {
         e.into()
     }
 
-    /// Checks the credentials the URL's query string and the headers carry, before the body is read.
+    /// Checks the credentials the URL's query string and the headers carry, before the body is
+    /// read, against the source's own settings and the access rules (`state.access`).
     fn authorize(
         &self,
-        config: &Config,
+        state: &AppState,
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Self::Credentials, AppError>;
@@ -110,6 +111,8 @@ pub struct Intake<'a> {
     pub config: &'a Config,
     /// When the body had arrived, epoch milliseconds.
     pub received_at: i64,
+    /// Who may send what, for a credential found in the body.
+    pub access: &'a crate::access::Access,
     state: &'a AppState,
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -178,7 +181,7 @@ async fn ingest<S: Source>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, AppError> {
-    let credentials = source.authorize(&state.config, query, headers)?;
+    let credentials = source.authorize(state, query, headers)?;
     refuse_when_over_limits(state)?;
     let limits = source.body_limits(&state.config);
     let mut reservation = state.body_bytes.reservation();
@@ -196,7 +199,7 @@ async fn ingest<S: Source>(
         let mut credentials = credentials;
         let config: &Config = &admitted.config;
         source.verify(config, &mut credentials, &raw)?;
-        let mut intake = Intake { config, received_at, state: &admitted, permit: None };
+        let mut intake = Intake { config, received_at, access: &admitted.access, state: &admitted, permit: None };
         if source.authorized(&credentials) {
             // Taken only now: a slow or unauthenticated sender holds no permit.
             intake.admit()?;
@@ -491,7 +494,7 @@ mod tests {
         let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
         assert!(String::from_utf8_lossy(&body).contains("disk holding the journal is full"), "{body:?}");
 
-        let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+        let request = readyz_from_this_machine();
         let answer = app.oneshot(request).await.unwrap();
         let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
         let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -535,7 +538,7 @@ mod tests {
         let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
         let refused: serde_json::Value = serde_json::from_slice(&body).unwrap();
 
-        let request = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+        let request = readyz_from_this_machine();
         let answer = app.oneshot(request).await.unwrap();
         assert_eq!(answer.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
@@ -558,6 +561,13 @@ mod tests {
     /// For each endpoint, a body without records.
     const EMPTY: [(&str, &str); 3] =
         [("/v1/split/impressions", "[]"), ("/v1/segment/webhook", "[]"), ("/v1/batch", r#"{"batch":[]}"#)];
+
+    /// `GET /readyz` as the server hands it on from a loopback client (it is not open to others).
+    fn readyz_from_this_machine() -> axum::http::Request<Body> {
+        let mut request = axum::http::Request::get("/readyz").body(Body::empty()).unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1))));
+        request
+    }
 
     fn post(path: &str, body: &'static str) -> axum::http::Request<Body> {
         axum::http::Request::post(path).body(Body::from(body)).unwrap()

@@ -35,9 +35,11 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::pipeline::{self, Answer, Batch, BodyLimits, Intake, Refused, Source};
 use super::{ArrayError, parse_array};
+use crate::access::{Access, Refusal, Scope, SourceKind};
 use crate::config::Config;
 use crate::http::AppError;
 use crate::http::AppState;
+use crate::http::auth::bearer;
 use crate::http::body;
 use crate::journal::Record;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
@@ -106,11 +108,16 @@ impl Source for Webhook {
     const SOURCE: &'static str = "segment";
     const ANSWER: Answer = Answer::SuccessAndCounts;
 
-    fn authorize(&self, config: &Config, _query: Option<&str>, headers: &HeaderMap) -> Result<Signature, AppError> {
+    fn authorize(&self, state: &AppState, _query: Option<&str>, headers: &HeaderMap) -> Result<Signature, AppError> {
         // The signature is a header: a request without a well-formed one is refused unread.
-        match config.segment.webhook_secret {
+        match state.config.segment.webhook_secret {
             Some(_) => Ok(Signature::Given(signature_header(headers)?)),
-            None => Ok(Signature::NotRequired),
+            None => {
+                // Without a secret, an ingest token granted segment guards it (Segment's
+                // webhook destination can send an `Authorization` header).
+                super::authorize(&state.access, SourceKind::Segment, None, bearer(headers))?;
+                Ok(Signature::NotRequired)
+            }
         }
     }
 
@@ -186,13 +193,13 @@ impl Source for TrackingApi {
         over_batch_limit(e)
     }
 
-    fn authorize(&self, config: &Config, _query: Option<&str>, headers: &HeaderMap) -> Result<WriteKey, AppError> {
+    fn authorize(&self, state: &AppState, _query: Option<&str>, headers: &HeaderMap) -> Result<WriteKey, AppError> {
         // A write key in the Basic header is checked before the body is read; only a request that
         // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
-        let keys = &config.segment.write_keys;
+        let keys = &state.config.segment.write_keys;
         Ok(match basic_write_key(headers) {
-            Some(given) => WriteKey::Names(authorize_write_key(keys, Some(&given))?),
-            None if keys.is_empty() => WriteKey::Names(None),
+            Some(given) => WriteKey::Names(authorize_write_key(keys, &state.access, Some(&given))?),
+            None if keys.is_empty() && !state.access.guards(SourceKind::Segment) => WriteKey::Names(None),
             None => WriteKey::InBody,
         })
     }
@@ -206,7 +213,9 @@ impl Source for TrackingApi {
         let body = TrackingBody::parse(text)?;
         let source = match write_key {
             WriteKey::Names(source) => source,
-            WriteKey::InBody => authorize_write_key(&intake.config.segment.write_keys, body.write_key()?.as_deref())?,
+            WriteKey::InBody => {
+                authorize_write_key(&intake.config.segment.write_keys, intake.access, body.write_key()?.as_deref())?
+            }
         };
         intake.admit()?;
         let arrival = Arrival {
@@ -506,10 +515,15 @@ fn basic_write_key(headers: &HeaderMap) -> Option<String> {
         .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()))
 }
 
-/// The source the `given` write key (from Basic auth, else the body's `writeKey`) names, or
-/// `None` when no keys are configured (open).
-fn authorize_write_key(keys: &BTreeMap<String, String>, given: Option<&str>) -> Result<Option<String>, AppError> {
-    if keys.is_empty() {
+/// The source the `given` write key (from Basic auth, else the body's `writeKey`) names: one of
+/// `segment.write_keys`, or an ingest token granted segment (which names the source in its
+/// `segment:SOURCE` grant, or none). `None` when neither is configured (open).
+fn authorize_write_key(
+    keys: &BTreeMap<String, String>,
+    access: &Access,
+    given: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    if keys.is_empty() && !access.guards(SourceKind::Segment) {
         return Ok(None);
     }
     let Some(given) = given else {
@@ -526,11 +540,17 @@ fn authorize_write_key(keys: &BTreeMap<String, String>, given: Option<&str>) -> 
             found = Some(source.clone());
         }
     }
-    found.map(Some).ok_or_else(|| {
-        AppError::Unauthorized(
-            "the write key is not one of segment.write_keys; check the key configured in your Segment library".into(),
-        )
-    })
+    if found.is_some() {
+        return Ok(found);
+    }
+    match access.ingest(given, SourceKind::Segment) {
+        Ok((_, Scope::All)) => Ok(None),
+        Ok((_, Scope::Only { names, .. })) => Ok(names.into_iter().next()),
+        Err(Refusal::BadToken) => Err(AppError::Unauthorized(
+            "the write key is not one of segment.write_keys nor an ingest token; check the key configured in your Segment library".into(),
+        )),
+        Err(refusal) => Err(AppError::Denied(refusal)),
+    }
 }
 
 #[cfg(test)]
@@ -624,10 +644,43 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
         assert_eq!(basic_write_key(&h).as_deref(), Some("k-srv"));
         assert_eq!(basic_write_key(&HeaderMap::new()), None);
-        assert_eq!(authorize_write_key(&keys, Some("k-srv")).unwrap().as_deref(), Some("server"));
-        assert_eq!(authorize_write_key(&keys, Some("k-web")).unwrap().as_deref(), Some("web"));
-        assert!(matches!(authorize_write_key(&keys, Some("nope")), Err(AppError::Unauthorized(_))));
-        assert!(matches!(authorize_write_key(&keys, None), Err(AppError::Unauthorized(_))));
-        assert_eq!(authorize_write_key(&BTreeMap::new(), None).unwrap(), None);
+        assert_eq!(authorize_write_key(&keys, &Access::default(), Some("k-srv")).unwrap().as_deref(), Some("server"));
+        assert_eq!(authorize_write_key(&keys, &Access::default(), Some("k-web")).unwrap().as_deref(), Some("web"));
+        assert!(matches!(authorize_write_key(&keys, &Access::default(), Some("nope")), Err(AppError::Unauthorized(_))));
+        assert!(matches!(authorize_write_key(&keys, &Access::default(), None), Err(AppError::Unauthorized(_))));
+        assert_eq!(authorize_write_key(&BTreeMap::new(), &Access::default(), None).unwrap(), None);
+    }
+
+    #[test]
+    fn an_ingest_token_is_a_write_key_naming_the_source_it_is_granted() {
+        use crate::access::{AuthConfig, Role, TokenConfig, token_sha256_hex};
+        let token = |name: &str, secret: &str, sources: &[&str]| TokenConfig {
+            name: name.into(),
+            roles: vec![Role::Ingest],
+            sha256: Some(token_sha256_hex(secret)),
+            token_file: None,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        };
+        let access = Access::resolve(&AuthConfig {
+            tokens: vec![
+                token("web", "web-secret-0123456789", &["segment:web"]),
+                token("any", "any-secret-0123456789", &[]),
+                token("split-only", "split-secret-0123456789", &["split"]),
+            ],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let keys = BTreeMap::from([("k-srv".to_owned(), "server".to_owned())]);
+        assert_eq!(authorize_write_key(&keys, &access, Some("k-srv")).unwrap().as_deref(), Some("server"));
+        assert_eq!(authorize_write_key(&keys, &access, Some("web-secret-0123456789")).unwrap().as_deref(), Some("web"));
+        assert_eq!(authorize_write_key(&keys, &access, Some("any-secret-0123456789")).unwrap(), None);
+        assert!(matches!(
+            authorize_write_key(&keys, &access, Some("split-secret-0123456789")),
+            Err(AppError::Denied(crate::access::Refusal::SourceNotAllowed { .. }))
+        ));
+        // Guarded by a token alone, without write keys: a key is needed.
+        let none = BTreeMap::new();
+        assert!(matches!(authorize_write_key(&none, &access, None), Err(AppError::Unauthorized(_))));
+        assert!(matches!(authorize_write_key(&none, &access, Some("nope-0123456789")), Err(AppError::Unauthorized(_))));
     }
 }

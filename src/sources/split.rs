@@ -16,8 +16,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::pipeline::{self, Answer, Batch, Intake, Refused, Source};
-use super::{ArrayError, authorize, parse_array};
-use crate::config::{Config, IngestLimits};
+use super::{ArrayError, authorize, given_token, parse_array};
+use crate::access::{Refusal, Scope, SourceKind};
+use crate::config::IngestLimits;
 use crate::http::AppError;
 use crate::http::AppState;
 use crate::journal::Record;
@@ -51,19 +52,21 @@ async fn ingest(
 struct Split;
 
 impl Source for Split {
-    type Credentials = ();
+    /// Which environments the token may send.
+    type Credentials = Scope;
     const ENDPOINT: &'static str = "split";
     const SOURCE: &'static str = "split";
     const ANSWER: Answer = Answer::Counts;
 
-    fn authorize(&self, config: &Config, query: Option<&str>, headers: &HeaderMap) -> Result<(), AppError> {
+    fn authorize(&self, state: &AppState, query: Option<&str>, headers: &HeaderMap) -> Result<Scope, AppError> {
         let params: Params = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
-        authorize(config.split.token.as_deref(), params.token.as_deref(), headers)
+        let given = given_token(params.token.as_deref(), headers);
+        authorize(&state.access, SourceKind::Split, state.config.split.token.as_deref(), given)
     }
 
-    fn parse(&self, (): (), plain: &Bytes, intake: &mut Intake<'_>) -> Result<Batch, AppError> {
-        let (records, refused) = parse_batch(plain, &intake.config.limits, intake.received_at)?;
+    fn parse(&self, scope: Scope, plain: &Bytes, intake: &mut Intake<'_>) -> Result<Batch, AppError> {
+        let (records, refused) = parse_batch(plain, &intake.config.limits, intake.received_at, &scope)?;
         Ok(Batch { records, refused })
     }
 }
@@ -75,15 +78,17 @@ pub fn records_in_process(body: Bytes, limits: &IngestLimits) -> Result<Vec<Reco
     let mut reservation = crate::http::body::ByteBudget::new(limits.max_in_flight_bytes).reservation();
     let encoding = crate::http::body::detect_encoding(&HeaderMap::new(), &body)?;
     let plain = crate::http::body::decode(encoding, body, limits.max_decompressed_bytes, &mut reservation)?;
-    Ok(parse_batch(&plain, limits, 0)?.0)
+    Ok(parse_batch(&plain, limits, 0, &Scope::All)?.0)
 }
 
 /// Splits a decoded body into journal records and the refused elements (for the dead-letter
-/// area, once the journal has answered).
+/// area, once the journal has answered). An impression of an environment outside `scope` (the
+/// token's grant) refuses the whole request: it is not the sender's to send.
 pub(crate) fn parse_batch(
     plain: &Bytes,
     limits: &IngestLimits,
     received_at: i64,
+    scope: &Scope,
 ) -> Result<(Vec<Record>, Vec<Refused>), AppError> {
     let text = std::str::from_utf8(plain).map_err(|e| {
         AppError::bad_request(format!(
@@ -105,6 +110,7 @@ pub(crate) fn parse_batch(
     let mut refused = Vec::new();
     for (index, element) in elements.iter().enumerate() {
         match Impression::parse(element.get(), &fields) {
+            Ok(impression) if !in_scope(scope, &impression) => return Err(out_of_scope(scope, &impression)),
             Ok(_) => records.push(Record {
                 kind: RecordKind::SplitImpression,
                 received_at_ms: received_at,
@@ -115,4 +121,21 @@ pub(crate) fn parse_batch(
         }
     }
     Ok((records, refused))
+}
+
+/// The refusal of an impression outside the token's `scope`, naming its environment.
+fn out_of_scope(scope: &Scope, impression: &Impression<'_>) -> AppError {
+    let token = match scope {
+        Scope::Only { token, .. } => token.clone(),
+        Scope::All => String::new(),
+    };
+    let environment = impression.environment_name.as_deref().or(impression.environment_id.as_deref());
+    AppError::Denied(Refusal::OutOfScope { token, what: format!("Split environment {:?}", environment.unwrap_or("")) })
+}
+
+/// Whether the token's `scope` covers the impression's environment, by name or by id.
+fn in_scope(scope: &Scope, impression: &Impression<'_>) -> bool {
+    matches!(scope, Scope::All)
+        || scope.allows(impression.environment_name.as_deref())
+        || scope.allows(impression.environment_id.as_deref())
 }
