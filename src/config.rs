@@ -26,10 +26,15 @@ use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::{LakeConfig, LakeSettings};
 use crate::record::{DedupMode, FieldLimits};
+use crate::retention::Policy;
 use crate::store::{FilterIndexes, StoreTarget};
 
 /// The most permits a concurrency limit may have (connections, requests, pooled connections).
 const MAX_PERMITS: usize = 1_000_000;
+
+/// The longest `retention.interval_secs`: a week. Rows outstay their horizon by up to one
+/// interval, and a far larger one would overflow the timer.
+const MAX_RETENTION_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 
 /// The whole validated configuration of a sluice process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,6 +69,8 @@ pub struct Config {
     pub lake: LakeConfig,
     /// How visits are classified and grouped into sessions.
     pub attribution: AttributionSettings,
+    /// How long store rows are kept.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -83,6 +90,7 @@ impl Default for Config {
             dead_letter: DeadLetterConfig::default(),
             lake: LakeConfig::default(),
             attribution: AttributionSettings::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -362,6 +370,37 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// How long the store keeps rows, by their own time (see [`crate::retention`]); the lake is left
+/// to the object store's lifecycle rules.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days Segment events are kept, by their `timestamp`; unset: for ever.
+    pub events_days: Option<u32>,
+    /// Days impressions are kept, by their `time`; unset: for ever.
+    pub impressions_days: Option<u32>,
+    /// Seconds between two retention passes (the first runs at start).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { events_days: None, impressions_days: None, interval_secs: 3600 }
+    }
+}
+
+impl RetentionConfig {
+    /// The retention job's policy.
+    fn policy(&self) -> Policy {
+        let days = |d: Option<u32>| d.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        Policy {
+            impressions: days(self.impressions_days),
+            events: days(self.events_days),
+            interval: Duration::from_secs(self.interval_secs),
+        }
+    }
+}
+
 /// Values given on the command line; `None` leaves the lower layers in charge.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -395,6 +434,8 @@ pub struct Settings {
     pub loader: LoaderConfig,
     /// The lake, with its layout parsed and its local paths.
     pub lake: LakeSettings,
+    /// What the retention job deletes.
+    pub retention: Policy,
 }
 
 impl Settings {
@@ -451,7 +492,13 @@ impl Config {
             self.store.statement_timeout_ms,
         )?;
         let lake = self.lake.clone().resolve(self.data_dir.join("lake"), self.data_dir.join("lake-writer.json"))?;
-        Ok(Settings { loader: self.store.loader(), store, lake, config: Arc::new(self) })
+        Ok(Settings {
+            loader: self.store.loader(),
+            store,
+            lake,
+            retention: self.retention.policy(),
+            config: Arc::new(self),
+        })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -527,6 +574,20 @@ impl Config {
             self.segment.future_tolerance_ms
         );
         anyhow::ensure!(self.segment.max_expanded_bytes > 0, "segment.max_expanded_bytes must be above 0");
+        for (key, days) in [
+            ("retention.events_days", self.retention.events_days),
+            ("retention.impressions_days", self.retention.impressions_days),
+        ] {
+            anyhow::ensure!(
+                days != Some(0),
+                "{key} must be a number of days above 0; remove it to keep those records for ever"
+            );
+        }
+        anyhow::ensure!(
+            (1..=MAX_RETENTION_INTERVAL_SECS).contains(&self.retention.interval_secs),
+            "retention.interval_secs ({}) must be from 1 to {MAX_RETENTION_INTERVAL_SECS} (a week)",
+            self.retention.interval_secs
+        );
         Ok(())
     }
 
@@ -666,7 +727,7 @@ mod tests {
     #[test]
     fn values_that_would_panic_or_wedge_are_refused_naming_their_key() {
         type Case = (&'static str, fn(&mut Config));
-        let cases: [Case; 8] = [
+        let cases: [Case; 12] = [
             ("store.pool_size", |c| c.store.pool_size = usize::MAX / 2),
             ("limits.max_concurrent_requests", |c| c.limits.max_concurrent_requests = usize::MAX / 2),
             ("http.max_connections", |c| c.http.max_connections = usize::MAX / 2),
@@ -675,6 +736,10 @@ mod tests {
             ("store.query_timeout_ms", |c| c.store.query_timeout_ms = 1 << 31),
             ("store.idle_ms", |c| c.store.idle_ms = u64::MAX),
             ("store.idle_ms", |c| c.store.idle_ms = 0),
+            ("retention.events_days", |c| c.retention.events_days = Some(0)),
+            ("retention.impressions_days", |c| c.retention.impressions_days = Some(0)),
+            ("retention.interval_secs", |c| c.retention.interval_secs = 0),
+            ("retention.interval_secs", |c| c.retention.interval_secs = u64::MAX),
         ];
         for (key, set) in cases {
             let mut c = Config::default();

@@ -15,6 +15,7 @@
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
 //! shares), [`dead_letter`] (where sources and the store loader put what they reject),
 //! [`config`] and [`telemetry`].
+//! Beside the flow, [`retention`] deletes store rows past their horizon in the background.
 //!
 //! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
 //! `consumers::store_loader` (`record::decode`) → `store` → `query::format` (a CSV row), and
@@ -34,6 +35,7 @@ pub mod journal;
 pub mod lake;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod shutdown;
 pub mod sources;
 pub mod store;

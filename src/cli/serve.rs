@@ -23,6 +23,7 @@ use crate::dead_letter::DeadLetters;
 use crate::journal::Journal;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
+use crate::retention;
 use crate::store::{QueryPool, Store, StoreTarget};
 use crate::telemetry;
 
@@ -129,11 +130,21 @@ impl Server {
         if let Some(status) = &consumers.lake_status {
             state = state.with_lake(status.clone());
         }
+        // Started last, once nothing can fail any more, so that it never outlives a failed start.
+        let retention_stop = CancellationToken::new();
+        let retention =
+            tokio::spawn(retention::run(settings.store.clone(), settings.retention, retention_stop.clone()));
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
         let http = state.config.http;
         let task = tokio::spawn(async move {
             api::server::serve(listener, api::router(state), http, stopped).await;
+            // Retention first: it ends after the statement it is running, and then leaves the
+            // store's write lock to the loader's drain.
+            retention_stop.cancel();
+            if let Err(e) = retention.await {
+                tracing::error!(error = %e, "the retention job panicked");
+            }
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             let result = consumers.drain(journal.as_ref()).await;
             journal.close().await;
