@@ -25,6 +25,7 @@ use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::{LakeConfig, LakeSettings};
+use crate::record::ip::IpPolicy;
 use crate::record::{DedupMode, FieldLimits};
 use crate::retention::Policy;
 use crate::store::{FilterIndexes, StoreTarget};
@@ -71,6 +72,8 @@ pub struct Config {
     pub attribution: AttributionSettings,
     /// How long store rows are kept.
     pub retention: RetentionConfig,
+    /// What personal data is kept at ingest.
+    pub privacy: PrivacyConfig,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             lake: LakeConfig::default(),
             attribution: AttributionSettings::default(),
             retention: RetentionConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -399,6 +403,15 @@ impl RetentionConfig {
             interval: Duration::from_secs(self.interval_secs),
         }
     }
+}
+
+/// What personal data sluice keeps, decided at ingest, before anything is journaled.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// A Segment event's `context.ip` (the batch's included): `keep`, `truncate` (IPv4 /24,
+    /// IPv6 /48; a value that is not an address is removed) or `drop`.
+    pub ip: IpPolicy,
 }
 
 /// Values given on the command line; `None` leaves the lower layers in charge.

@@ -40,6 +40,7 @@ use crate::http::AppError;
 use crate::http::AppState;
 use crate::http::body;
 use crate::journal::Record;
+use crate::record::ip::IpPolicy;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
 use crate::record::{RecordError, RecordKind};
 
@@ -137,8 +138,9 @@ impl Source for Webhook {
             at_ms: intake.received_at,
             source: None,
             future_tolerance_ms: intake.config.segment.future_tolerance_ms,
+            ip: intake.config.privacy.ip,
         };
-        Ok(prepare(&elements, &BatchDefaults::default(), &arrival).into_batch())
+        Ok(prepare(&elements, &BatchDefaults::default(), &arrival).into_batch(arrival.ip))
     }
 }
 
@@ -214,6 +216,7 @@ impl Source for TrackingApi {
             at_ms: intake.received_at,
             source: source.as_deref(),
             future_tolerance_ms: intake.config.segment.future_tolerance_ms,
+            ip: intake.config.privacy.ip,
         };
         let prepared = body.prepare(self.implied, &arrival, &BatchLimits::of(intake.config))?;
         if self.implied.is_some()
@@ -225,7 +228,7 @@ impl Source for TrackingApi {
                 None => AppError::bad_request(fault.reason.clone()),
             });
         }
-        Ok(prepared.into_batch())
+        Ok(prepared.into_batch(arrival.ip))
     }
 }
 
@@ -250,9 +253,14 @@ pub struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// Copies the refused events out of the request body, so the body can go before the journal answers.
-    fn into_batch(self) -> Batch {
-        let refused = self.errors.into_iter().map(|(index, e, record)| Refused::new(index, e, record)).collect();
+    /// Copies the refused events out of the request body, so the body can go before the journal
+    /// answers, each with `ip` applied to its `context.ip` as the accepted ones have it.
+    fn into_batch(self, ip: IpPolicy) -> Batch {
+        let refused = self
+            .errors
+            .into_iter()
+            .map(|(index, error, record)| Refused { index, error, record: segment::scrub_refused(record, ip) })
+            .collect();
         Batch { records: self.records, refused }
     }
 }
@@ -304,6 +312,7 @@ pub fn batch_records_in_process(body: &[u8], config: &crate::config::Config) -> 
         at_ms: chrono::Utc::now().timestamp_millis(),
         source: None,
         future_tolerance_ms: config.segment.future_tolerance_ms,
+        ip: config.privacy.ip,
     };
     let prepared = TrackingBody::parse(text)?.prepare(None, &arrival, &BatchLimits::of(config))?;
     match prepared.errors.first() {
@@ -580,7 +589,13 @@ mod tests {
         use proptest::prelude::*;
 
         fn arrival() -> Arrival<'static> {
-            Arrival { via: Via::TrackingApi, at_ms: 1_764_417_600_000, source: None, future_tolerance_ms: 0 }
+            Arrival {
+                via: Via::TrackingApi,
+                at_ms: 1_764_417_600_000,
+                source: None,
+                future_tolerance_ms: 0,
+                ip: IpPolicy::Keep,
+            }
         }
 
         proptest! {
