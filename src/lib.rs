@@ -14,7 +14,7 @@
 //! operations over HTTP; [`cli`] wires it all together from the [`config::Settings`] resolved
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
 //! shares), [`dead_letter`] (where sources and the store loader put what they reject),
-//! [`config`] and [`telemetry`].
+//! [`files`] (every file sluice writes is private to its user), [`config`] and [`telemetry`].
 //! Beside the flow, [`retention`] deletes store rows past their horizon in the background.
 //!
 //! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod consumers;
 pub mod dead_letter;
+pub mod files;
 pub mod http;
 pub mod journal;
 pub mod lake;
