@@ -26,11 +26,17 @@ use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
 use crate::journal::file::FileJournalConfig;
 use crate::lake::{LakeConfig, LakeSettings};
+use crate::record::ip::IpPolicy;
 use crate::record::{DedupMode, FieldLimits};
+use crate::retention::Policy;
 use crate::store::{FilterIndexes, StoreTarget};
 
 /// The most permits a concurrency limit may have (connections, requests, pooled connections).
 const MAX_PERMITS: usize = 1_000_000;
+
+/// The longest `retention.interval_secs`: a week. Rows outstay their horizon by up to one
+/// interval, and a far larger one would overflow the timer.
+const MAX_RETENTION_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 
 /// The whole validated configuration of a sluice process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +73,10 @@ pub struct Config {
     pub attribution: AttributionSettings,
     /// Who may read, administer and ingest: tokens and their roles.
     pub auth: AuthConfig,
+    /// How long store rows are kept.
+    pub retention: RetentionConfig,
+    /// What personal data is kept at ingest.
+    pub privacy: PrivacyConfig,
 }
 
 impl Default for Config {
@@ -87,6 +97,8 @@ impl Default for Config {
             lake: LakeConfig::default(),
             attribution: AttributionSettings::default(),
             auth: AuthConfig::default(),
+            retention: RetentionConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -366,6 +378,46 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// How long the store keeps rows, by their own time (see [`crate::retention`]); the lake is left
+/// to the object store's lifecycle rules.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days Segment events are kept, by their `timestamp`; unset: for ever.
+    pub events_days: Option<u32>,
+    /// Days impressions are kept, by their `time`; unset: for ever.
+    pub impressions_days: Option<u32>,
+    /// Seconds between two retention passes (the first runs at start).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { events_days: None, impressions_days: None, interval_secs: 3600 }
+    }
+}
+
+impl RetentionConfig {
+    /// The retention job's policy.
+    fn policy(&self) -> Policy {
+        let days = |d: Option<u32>| d.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        Policy {
+            impressions: days(self.impressions_days),
+            events: days(self.events_days),
+            interval: Duration::from_secs(self.interval_secs),
+        }
+    }
+}
+
+/// What personal data sluice keeps, decided at ingest, before anything is journaled.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// A Segment event's `context.ip` (the batch's included): `keep`, `truncate` (IPv4 /24,
+    /// IPv6 /48; a value that is not an address is removed) or `drop`.
+    pub ip: IpPolicy,
+}
+
 /// Values given on the command line; `None` leaves the lower layers in charge.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -411,6 +463,8 @@ pub struct Settings {
     pub lake: LakeSettings,
     /// Who may do what: `[auth]` with its token files read.
     pub access: Arc<Access>,
+    /// What the retention job deletes.
+    pub retention: Policy,
 }
 
 impl Settings {
@@ -468,7 +522,14 @@ impl Config {
         )?;
         let lake = self.lake.clone().resolve(self.data_dir.join("lake"), self.data_dir.join("lake-writer.json"))?;
         let access = Arc::new(Access::resolve(&self.auth).context("invalid [auth] settings")?);
-        Ok(Settings { loader: self.store.loader(), store, lake, access, config: Arc::new(self) })
+        Ok(Settings {
+            loader: self.store.loader(),
+            store,
+            lake,
+            access,
+            retention: self.retention.policy(),
+            config: Arc::new(self),
+        })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -544,6 +605,20 @@ impl Config {
             self.segment.future_tolerance_ms
         );
         anyhow::ensure!(self.segment.max_expanded_bytes > 0, "segment.max_expanded_bytes must be above 0");
+        for (key, days) in [
+            ("retention.events_days", self.retention.events_days),
+            ("retention.impressions_days", self.retention.impressions_days),
+        ] {
+            anyhow::ensure!(
+                days != Some(0),
+                "{key} must be a number of days above 0; remove it to keep those records for ever"
+            );
+        }
+        anyhow::ensure!(
+            (1..=MAX_RETENTION_INTERVAL_SECS).contains(&self.retention.interval_secs),
+            "retention.interval_secs ({}) must be from 1 to {MAX_RETENTION_INTERVAL_SECS} (a week)",
+            self.retention.interval_secs
+        );
         Ok(())
     }
 
@@ -685,7 +760,7 @@ mod tests {
     #[test]
     fn values_that_would_panic_or_wedge_are_refused_naming_their_key() {
         type Case = (&'static str, fn(&mut Config));
-        let cases: [Case; 8] = [
+        let cases: [Case; 12] = [
             ("store.pool_size", |c| c.store.pool_size = usize::MAX / 2),
             ("limits.max_concurrent_requests", |c| c.limits.max_concurrent_requests = usize::MAX / 2),
             ("http.max_connections", |c| c.http.max_connections = usize::MAX / 2),
@@ -694,6 +769,10 @@ mod tests {
             ("store.query_timeout_ms", |c| c.store.query_timeout_ms = 1 << 31),
             ("store.idle_ms", |c| c.store.idle_ms = u64::MAX),
             ("store.idle_ms", |c| c.store.idle_ms = 0),
+            ("retention.events_days", |c| c.retention.events_days = Some(0)),
+            ("retention.impressions_days", |c| c.retention.impressions_days = Some(0)),
+            ("retention.interval_secs", |c| c.retention.interval_secs = 0),
+            ("retention.interval_secs", |c| c.retention.interval_secs = u64::MAX),
         ];
         for (key, set) in cases {
             let mut c = Config::default();

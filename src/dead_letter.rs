@@ -11,13 +11,15 @@ client is always told about each rejection in the response, so eviction loses no
 it is counted in `sluice_dead_letter_evicted_bytes_total`.
 */
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::files;
 
 /// One rejected record.
 #[derive(Debug, Serialize)]
@@ -63,8 +65,8 @@ struct Line<'a> {
 impl DeadLetters {
     /// Opens (creating) the area in `dir`, keeping at most about `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<DeadLetters> {
-        fs::create_dir_all(dir)?;
-        let file = OpenOptions::new().create(true).append(true).open(dir.join("current.ndjson"))?;
+        files::create_dir_all(dir)?;
+        let file = files::options().create(true).append(true).open(dir.join("current.ndjson"))?;
         let bytes = file.metadata()?.len();
         Ok(DeadLetters { dir: dir.to_owned(), max_bytes, current: Mutex::new(Current { file, bytes, rotations: 0 }) })
     }
@@ -96,7 +98,7 @@ impl DeadLetters {
         current.rotations += 1;
         let name = format!("{:013}-{:06}.ndjson", chrono::Utc::now().timestamp_millis(), current.rotations);
         fs::rename(self.dir.join("current.ndjson"), self.dir.join(name))?;
-        current.file = OpenOptions::new().create(true).append(true).open(self.dir.join("current.ndjson"))?;
+        current.file = files::options().create(true).append(true).open(self.dir.join("current.ndjson"))?;
         current.bytes = 0;
         let mut rotated: Vec<(PathBuf, u64)> = fs::read_dir(&self.dir)?
             .filter_map(Result::ok)

@@ -15,7 +15,8 @@
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
 //! shares, and the access guards), [`access`] (tokens, roles and the rules they are checked
 //! by), [`dead_letter`] (where sources and the store loader put what they reject),
-//! [`config`] and [`telemetry`].
+//! [`files`] (every file sluice writes is private to its user), [`config`] and [`telemetry`].
+//! Beside the flow, [`retention`] deletes store rows past their horizon in the background.
 //!
 //! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
 //! `consumers::store_loader` (`record::decode`) → `store` → `query::format` (a CSV row), and
@@ -31,11 +32,13 @@ pub mod cli;
 pub mod config;
 pub mod consumers;
 pub mod dead_letter;
+pub mod files;
 pub mod http;
 pub mod journal;
 pub mod lake;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod shutdown;
 pub mod sources;
 pub mod store;

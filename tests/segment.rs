@@ -390,6 +390,127 @@ async fn when_events_cannot_be_made_durable_segment_hears_503_and_retries() {
     assert_eq!((status, body.as_str()), (200, ""), "nothing was accepted");
 }
 
+/// A full address: no byte of the data directory may hold it once `[privacy] ip` is not `keep`.
+const FULL_V4: &str = "203.0.113.77";
+/// A full IPv6 address; its host part, `1319:8a2e:370:7348`, must not be kept either.
+const FULL_V6: &str = "2001:db8:85a3:8d3:1319:8a2e:370:7348";
+
+/// Posts events carrying addresses to both Segment sources: the webhook (its own `context.ip`),
+/// `/v1/batch` (the batch's `context.ip`, an item's own IPv4-mapped one, and a refused item's),
+/// and `/v1/track` (a value that is not an address).
+async fn post_events_with_addresses(s: &InProcess) {
+    let hook = json!({"type": "track", "event": "E", "userId": "u", "messageId": "hook", "context": {"ip": FULL_V4}});
+    assert_eq!(s.post("/v1/segment/webhook", hook.to_string().into_bytes(), &[]).await.0, 200);
+    let batch = json!({
+        "batch": [
+            {"type": "track", "event": "E", "userId": "u", "messageId": "batch-context"},
+            {"type": "identify", "userId": "u", "messageId": "own", "context": {"ip": format!("::ffff:{FULL_V4}")}},
+            {"type": "track", "userId": "u", "messageId": "refused", "context": {"ip": FULL_V4}},
+        ],
+        "context": {"ip": FULL_V6, "locale": "en-GB"},
+    });
+    let (status, answer) = s.post("/v1/batch", batch.to_string().into_bytes(), &[]).await;
+    assert_eq!((status, &answer["accepted"], &answer["rejected"]), (200, &json!(2), &json!(1)), "{answer}");
+    let single =
+        json!({"event": "E", "userId": "u", "messageId": "single", "context": {"ip": format!("{FULL_V4}:443")}});
+    assert_eq!(s.post("/v1/track", single.to_string().into_bytes(), &[]).await.0, 200);
+}
+
+/// `context.ip` of each event by messageId (`null`: none).
+fn ips(events: &[Value]) -> BTreeMap<String, Value> {
+    events.iter().map(|e| (e["messageId"].as_str().unwrap().to_owned(), e["context"]["ip"].clone())).collect()
+}
+
+/// The Segment events in the journal of data directory `dir` (its server stopped).
+async fn journaled_events(dir: &std::path::Path) -> Vec<Value> {
+    use sluice::journal::Journal as _;
+    let journal =
+        sluice::journal::file::FileJournal::open(&dir.join("journal"), sluice::config::Config::default().journal)
+            .unwrap();
+    let end = journal.stats().next_offset;
+    let mut reader = journal.reader("check", 0).unwrap();
+    let (mut events, mut read) = (Vec::new(), 0);
+    while read < end {
+        let batch = reader.next_batch(100, std::time::Duration::from_secs(5)).await.unwrap();
+        assert!(!batch.is_empty(), "the journal ended at {read} of {end}");
+        read += batch.len() as u64;
+        events.extend(batch.iter().map(|e| serde_json::from_slice::<Value>(&e.payload).unwrap()));
+    }
+    journal.close().await;
+    events
+}
+
+/// The dead letters of data directory `dir`.
+fn dead_letters(dir: &std::path::Path) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for file in std::fs::read_dir(dir.join("dead-letter")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    lines
+}
+
+/// Asserts that no file under `dir` (the lake aside: it is compressed) holds a byte string of
+/// a full address.
+fn assert_no_full_address_in(dir: &std::path::Path) {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "lake") {
+                continue;
+            }
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for full in [FULL_V4, "1319:8a2e:370:7348"] {
+            assert!(!bytes.windows(full.len()).any(|w| w == full.as_bytes()), "{} holds {full}", path.display());
+        }
+    }
+}
+
+async fn context_ip_is_truncated_before_the_journal_on_both_segment_sources(b: Backend) {
+    use sluice::record::ip::IpPolicy;
+    let Some(s) = InProcess::start_on(b, |c| c.privacy.ip = IpPolicy::Truncate).await else { return };
+    post_events_with_addresses(&s).await;
+    let expected = BTreeMap::from([
+        ("hook".to_owned(), json!("203.0.113.0")),
+        ("batch-context".to_owned(), json!("2001:db8:85a3::")),
+        ("own".to_owned(), json!("203.0.113.0")),
+        ("single".to_owned(), Value::Null),
+    ]);
+    let stored = events(&s, "").await;
+    assert_eq!(ips(&stored), expected, "as the store holds them");
+    let batch_context = stored.iter().find(|e| e["messageId"] == "batch-context").unwrap();
+    assert_eq!(batch_context["context"]["locale"], "en-GB", "the rest of the context is kept");
+    let raw_full = common::store_scalar(
+        s.dir.path(),
+        s.schema.as_ref(),
+        "SELECT COUNT(*) FROM events WHERE CAST(raw AS TEXT) LIKE '%203.0.113.77%' OR CAST(raw AS TEXT) LIKE '%8a2e%'",
+    )
+    .await;
+    assert_eq!(raw_full, 0);
+    let (dir, _schema) = s.stop().await;
+    assert_eq!(ips(&journaled_events(dir.path()).await), expected, "as the journal holds them");
+    let dead = dead_letters(dir.path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["record"]["context"]["ip"], "203.0.113.0", "a refused event too");
+    assert_no_full_address_in(dir.path());
+}
+
+async fn context_ip_is_dropped_before_the_journal_on_both_segment_sources(b: Backend) {
+    use sluice::record::ip::IpPolicy;
+    let Some(s) = InProcess::start_on(b, |c| c.privacy.ip = IpPolicy::Drop).await else { return };
+    post_events_with_addresses(&s).await;
+    let none: BTreeMap<String, Value> =
+        ["hook", "batch-context", "own", "single"].into_iter().map(|id| (id.to_owned(), Value::Null)).collect();
+    assert_eq!(ips(&events(&s, "").await), none, "as the store holds them");
+    let (dir, _schema) = s.stop().await;
+    assert_eq!(ips(&journaled_events(dir.path()).await), none, "as the journal holds them");
+    assert_eq!(dead_letters(dir.path())[0]["record"]["context"], json!({}));
+    assert_no_full_address_in(dir.path());
+}
+
 common::on_both_backends!(
     every_tracking_api_call_is_stored_with_its_fields_and_source,
     a_batch_merges_its_context_and_a_resent_batch_is_stored_once,
@@ -398,4 +519,6 @@ common::on_both_backends!(
     limits_and_hostile_input_get_a_400_naming_the_problem,
     write_keys_are_required_when_configured,
     segments_python_library_delivers_every_call_intact,
+    context_ip_is_truncated_before_the_journal_on_both_segment_sources,
+    context_ip_is_dropped_before_the_journal_on_both_segment_sources,
 );

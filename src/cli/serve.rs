@@ -21,9 +21,11 @@ use crate::config::{Config, Settings};
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
 use crate::consumers::{store_loader, supervise};
 use crate::dead_letter::DeadLetters;
+use crate::files;
 use crate::journal::Journal;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
+use crate::retention;
 use crate::store::{QueryPool, Store, StoreTarget};
 use crate::telemetry;
 
@@ -31,6 +33,15 @@ use crate::telemetry;
 /// deadline or on a second signal.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_logging(&settings.config.log);
+    // sluice creates its own files 0600 and directories 0700 (`files`), but two libraries create
+    // files under the data directory that cannot be given a mode: object_store's LocalFileSystem
+    // (a local lake's objects and their directories) and SQLite (its -wal and -shm, which take the
+    // database file's mode, so they are covered too, but only as long as that holds). A umask
+    // that leaves nothing to the group and others makes whatever they create private as well.
+    // Set here, before any thread starts, and only for `serve`: it is the process's, and a
+    // program embedding `Server` keeps its own.
+    // SAFETY: umask(2) only swaps the process's file mode creation mask; it cannot fail.
+    unsafe { libc::umask(files::UMASK as libc::mode_t) };
     let deadline = Duration::from_secs(settings.config.shutdown_deadline_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,9 +95,10 @@ impl Server {
         // records skipped at a lost journal range) would go to no recorder and never be seen.
         telemetry::metrics();
         let data_dir = &config.data_dir;
-        std::fs::create_dir_all(data_dir)
+        files::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}; pass --data-dir", data_dir.display()))?;
         let lock = lock_data_dir(data_dir)?;
+        tighten_data_dir(&settings);
         let journal = Arc::new(
             FileJournal::open(&config.journal_dir(), config.journal.clone())
                 .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
@@ -144,11 +156,21 @@ impl Server {
         if let Some(status) = &consumers.lake_status {
             state = state.with_lake(status.clone());
         }
+        // Started last, once nothing can fail any more, so that it never outlives a failed start.
+        let retention_stop = CancellationToken::new();
+        let retention =
+            tokio::spawn(retention::run(settings.store.clone(), settings.retention, retention_stop.clone()));
         let http_stop = CancellationToken::new();
         let stopped = http_stop.clone();
         let http = state.config.http;
         let task = tokio::spawn(async move {
             api::server::serve(listener, api::router(state), http, stopped).await;
+            // Retention first: it ends after the statement it is running, and then leaves the
+            // store's write lock to the loader's drain.
+            retention_stop.cancel();
+            if let Err(e) = retention.await {
+                tracing::error!(error = %e, "the retention job panicked");
+            }
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
             let result = consumers.drain(journal.as_ref()).await;
             journal.close().await;
@@ -305,12 +327,45 @@ impl Consumers {
     }
 }
 
+/// Takes the group's and others' permissions away from the data directory and what sluice keeps
+/// in it (a directory an older sluice created, or restored from a copy, may be looser), with one
+/// warning when it had to. Not fatal: a directory sluice may not chmod still works.
+fn tighten_data_dir(settings: &Settings) {
+    let config = &settings.config;
+    let mut owned = vec![
+        config.journal_dir(),
+        config.dead_letter_dir(),
+        config.data_dir.join("sluice.lock"),
+        settings.lake.default_dir.clone(),
+        settings.lake.checkpoint.clone(),
+    ];
+    if let StoreTarget::Sqlite(path) = &settings.store {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            owned.push(name.into());
+        }
+    }
+    let data_dir = config.data_dir.display();
+    match files::tighten(&config.data_dir, &owned) {
+        Ok(files::Tightened { count, first: Some((path, mode)) }) => tracing::warn!(
+            "the data directory {data_dir} had {count} file(s) or directories open to other users (the first: {} with mode {mode:o}); took the group's and others' permissions away, as sluice's files hold personal data",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not take the group's and others' permissions away from the data directory {data_dir}; make it and its files private to sluice's user (chmod -R go= {data_dir})"
+        ),
+    }
+}
+
 /// Two servers appending to one journal would interleave and corrupt it, and `sluice journal
 /// repair` must not rewrite segments under a server: hold an exclusive lock on
 /// `<data-dir>/sluice.lock` for as long as either runs (the OS drops it if we die).
 pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("sluice.lock");
-    let file = std::fs::OpenOptions::new()
+    let file = files::options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -718,7 +718,7 @@ fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Checkpoint>> {
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> anyhow::Result<()> {
     let write = || -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = crate::files::create(&tmp)?;
         serde_json::to_writer(&mut file, checkpoint)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -96,7 +96,7 @@ impl Lake {
 
     /// A lake in a local directory, created if missing.
     fn local(dir: &std::path::Path) -> Result<Lake, LakeError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        crate::files::create_dir_all(dir).map_err(|e| {
             LakeError::Config(format!("cannot create the lake directory {}: {e}; set lake.url", dir.display()))
         })?;
         let dir = dir.canonicalize().map_err(|e| {

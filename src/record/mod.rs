@@ -7,6 +7,7 @@ column table ([`schema`]) that every store, export and lake format is generated 
 */
 
 pub mod impression;
+pub mod ip;
 pub(crate) mod json;
 pub mod schema;
 pub mod segment;

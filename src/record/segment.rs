@@ -23,10 +23,12 @@ once, over the `Json` trait, for both.
 use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::RecordError;
 use super::impression::{check_no_nul, strip_position};
+use super::ip::{self, IpPolicy};
 use super::json::{Json, Kind, Members, Node};
 
 /// Segment's limit on one event, in bytes of JSON.
@@ -106,6 +108,8 @@ pub struct Arrival<'a> {
     pub source: Option<&'a str>,
     /// How far in the future (after arrival) a timestamp may be before it is clamped, in ms.
     pub future_tolerance_ms: i64,
+    /// What becomes of `context.ip`.
+    pub ip: IpPolicy,
 }
 
 /// What a `/v1/batch` body gives every item (and a single-event endpoint gives its one event).
@@ -146,6 +150,10 @@ pub fn accept(
     }
     for (name, batch) in [("context", defaults.context), ("integrations", defaults.integrations)] {
         merge_defaults(&mut event, name, batch)?;
+    }
+    // After the merge, so that the batch's `context.ip` is covered too; `keep` costs nothing.
+    if arrival.ip != IpPolicy::Keep {
+        scrub_ip(&mut event, arrival.ip);
     }
     if arrival.via == Via::TrackingApi
         && (defaults.context.is_some() || defaults.integrations.is_some())
@@ -264,6 +272,34 @@ fn merge_defaults(event: &mut Node<'_>, name: &str, batch: Option<&Map<String, V
         }
         Some(other) => Err(RecordError::field(name, format!("must be an object, not {}", (&*other).kind().name()))),
     }
+}
+
+/// Applies `policy` to the event's `context.ip`: a value that is not a string is removed.
+fn scrub_ip(event: &mut Node<'_>, policy: IpPolicy) {
+    let Some(context) = event.member_mut("context") else { return };
+    let kept = match context.member("ip") {
+        None => return,
+        Some(Node::Str(given)) => ip::apply(policy, given),
+        Some(_) => None,
+    };
+    match kept {
+        Some(kept) => context.insert("ip", Node::Str(kept.into())),
+        None => drop(context.remove("ip")),
+    }
+}
+
+/// A refused event as sent, for the dead-letter area, with `policy` applied to its own
+/// `context.ip` (an event that is not an object, or has no address there, is returned as it is).
+pub fn scrub_refused(raw: &RawValue, policy: IpPolicy) -> Box<RawValue> {
+    if policy != IpPolicy::Keep
+        && let Ok(mut event @ Node::Object(_)) = Node::parse(raw.get())
+        && event.member("context").is_some_and(|c| c.contains_key("ip"))
+    {
+        scrub_ip(&mut event, policy);
+        // A tree of JSON values always serializes.
+        return serde_json::value::to_raw_value(&event).unwrap_or_else(|_| raw.to_owned());
+    }
+    raw.to_owned()
 }
 
 /// Ids sent as JSON numbers become strings, as Segment's libraries send them.
@@ -597,7 +633,13 @@ mod tests {
     const ARRIVED: i64 = 1_764_417_600_000; // 2025-11-29T12:00:00.000Z
 
     fn api() -> Arrival<'static> {
-        Arrival { via: Via::TrackingApi, at_ms: ARRIVED, source: Some("web"), future_tolerance_ms: 60_000 }
+        Arrival {
+            via: Via::TrackingApi,
+            at_ms: ARRIVED,
+            source: Some("web"),
+            future_tolerance_ms: 60_000,
+            ip: IpPolicy::Keep,
+        }
     }
 
     fn webhook() -> Arrival<'static> {
@@ -701,6 +743,47 @@ mod tests {
         );
         assert_eq!(e["context"], json!({"library": {"name": "analytics-python"}, "ip": "10.9.9.9"}));
         assert_eq!(e["integrations"], json!({"All": true}));
+    }
+
+    #[test]
+    fn context_ip_is_truncated_or_dropped_before_journaling_the_batch_one_included() {
+        let batch = json!({"ip": "198.51.100.23", "library": {"name": "analytics-python"}});
+        let defaults = BatchDefaults { context: batch.as_object(), ..BatchDefaults::default() };
+        let ip_of = |raw: Value, defaults: &BatchDefaults<'_>, arrival: &Arrival<'_>| {
+            accepted(raw, defaults, arrival)["context"].get("ip").cloned()
+        };
+        let own = || json!({"type": "track", "event": "x", "userId": "u", "context": {"ip": "203.0.113.77"}});
+        let bare = || json!({"type": "track", "event": "x", "userId": "u"});
+        let truncate = Arrival { ip: IpPolicy::Truncate, ..api() };
+        let drop = Arrival { ip: IpPolicy::Drop, ..api() };
+        assert_eq!(ip_of(own(), &defaults, &truncate), Some(json!("203.0.113.0")));
+        assert_eq!(ip_of(bare(), &defaults, &truncate), Some(json!("198.51.100.0")), "the batch's own");
+        assert_eq!(ip_of(own(), &defaults, &drop), None);
+        assert_eq!(ip_of(bare(), &defaults, &drop), None);
+        assert_eq!(ip_of(own(), &defaults, &api()), Some(json!("203.0.113.77")), "keep keeps");
+        let v6 = json!({"type": "page", "anonymousId": "a", "context": {"ip": "2001:db8:85a3:8d3::1"}});
+        assert_eq!(
+            ip_of(v6, &BatchDefaults::default(), &Arrival { via: Via::Webhook, ..truncate }),
+            Some(json!("2001:db8:85a3::"))
+        );
+        for garbage in [json!("203.0.113.77:443"), json!(3405803853u32), json!({"v4": "203.0.113.77"}), json!(null)] {
+            let e = json!({"type": "track", "event": "x", "userId": "u", "context": {"ip": garbage, "locale": "en"}});
+            let context = accepted(e, &BatchDefaults::default(), &truncate)["context"].clone();
+            assert_eq!(context, json!({"locale": "en"}), "{garbage} is removed, the rest of the context kept");
+        }
+    }
+
+    #[test]
+    fn a_refused_events_context_ip_gets_the_policy_too() {
+        let raw: Box<RawValue> =
+            serde_json::from_str(r#"{"type":"track","userId":"u","context":{"ip":"203.0.113.77"}}"#).unwrap();
+        let scrubbed: Value = serde_json::from_str(scrub_refused(&raw, IpPolicy::Truncate).get()).unwrap();
+        assert_eq!(scrubbed["context"]["ip"], "203.0.113.0");
+        let dropped: Value = serde_json::from_str(scrub_refused(&raw, IpPolicy::Drop).get()).unwrap();
+        assert_eq!(dropped["context"], json!({}));
+        assert_eq!(scrub_refused(&raw, IpPolicy::Keep).get(), raw.get(), "keep leaves the bytes as sent");
+        let other: Box<RawValue> = serde_json::from_str(r#" [1, "x"] "#).unwrap();
+        assert_eq!(scrub_refused(&other, IpPolicy::Drop).get(), other.get());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::http::AppState;
 use crate::http::auth::bearer;
 use crate::http::body;
 use crate::journal::Record;
+use crate::record::ip::IpPolicy;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
 use crate::record::{RecordError, RecordKind};
 
@@ -144,8 +145,9 @@ impl Source for Webhook {
             at_ms: intake.received_at,
             source: None,
             future_tolerance_ms: intake.config.segment.future_tolerance_ms,
+            ip: intake.config.privacy.ip,
         };
-        Ok(prepare(&elements, &BatchDefaults::default(), &arrival).into_batch())
+        Ok(prepare(&elements, &BatchDefaults::default(), &arrival).into_batch(arrival.ip))
     }
 }
 
@@ -223,6 +225,7 @@ impl Source for TrackingApi {
             at_ms: intake.received_at,
             source: source.as_deref(),
             future_tolerance_ms: intake.config.segment.future_tolerance_ms,
+            ip: intake.config.privacy.ip,
         };
         let prepared = body.prepare(self.implied, &arrival, &BatchLimits::of(intake.config))?;
         if self.implied.is_some()
@@ -234,7 +237,7 @@ impl Source for TrackingApi {
                 None => AppError::bad_request(fault.reason.clone()),
             });
         }
-        Ok(prepared.into_batch())
+        Ok(prepared.into_batch(arrival.ip))
     }
 }
 
@@ -259,9 +262,14 @@ pub struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// Copies the refused events out of the request body, so the body can go before the journal answers.
-    fn into_batch(self) -> Batch {
-        let refused = self.errors.into_iter().map(|(index, e, record)| Refused::new(index, e, record)).collect();
+    /// Copies the refused events out of the request body, so the body can go before the journal
+    /// answers, each with `ip` applied to its `context.ip` as the accepted ones have it.
+    fn into_batch(self, ip: IpPolicy) -> Batch {
+        let refused = self
+            .errors
+            .into_iter()
+            .map(|(index, error, record)| Refused { index, error, record: segment::scrub_refused(record, ip) })
+            .collect();
         Batch { records: self.records, refused }
     }
 }
@@ -313,6 +321,7 @@ pub fn batch_records_in_process(body: &[u8], config: &crate::config::Config) -> 
         at_ms: chrono::Utc::now().timestamp_millis(),
         source: None,
         future_tolerance_ms: config.segment.future_tolerance_ms,
+        ip: config.privacy.ip,
     };
     let prepared = TrackingBody::parse(text)?.prepare(None, &arrival, &BatchLimits::of(config))?;
     match prepared.errors.first() {
@@ -600,7 +609,13 @@ mod tests {
         use proptest::prelude::*;
 
         fn arrival() -> Arrival<'static> {
-            Arrival { via: Via::TrackingApi, at_ms: 1_764_417_600_000, source: None, future_tolerance_ms: 0 }
+            Arrival {
+                via: Via::TrackingApi,
+                at_ms: 1_764_417_600_000,
+                source: None,
+                future_tolerance_ms: 0,
+                ip: IpPolicy::Keep,
+            }
         }
 
         proptest! {

@@ -36,7 +36,7 @@ pub use crate::record::impression::ImpressionView;
 use crate::record::schema::{self, Column, RowError};
 pub use crate::record::segment_columns::EventView;
 
-use crate::record::DedupMode;
+use crate::record::{DedupMode, RecordKind};
 
 /// Which database holds the store, resolved once at start-up from `--store` / `[store] url`.
 #[derive(Debug, Clone)]
@@ -194,6 +194,32 @@ impl Store {
             Store::Sqlite(s) => s.consumer_fingerprint(consumer),
             Store::Postgres(s) => s.consumer_fingerprint(consumer),
         }
+    }
+
+    /// Deletes at most `limit` rows of `kind` whose own time (an impression's `time`, an event's
+    /// `timestamp`: what queries filter on) is before `before_ms`, in one short statement of
+    /// its own, and returns how many went. The time indexes of migrations 1 and 2 find them.
+    pub fn delete_older_than(&mut self, kind: RecordKind, before_ms: i64, limit: u64) -> Result<u64, StoreError> {
+        let (table, time) = match kind {
+            RecordKind::SplitImpression => ("impressions", "time"),
+            RecordKind::SegmentEvent => ("events", "timestamp"),
+        };
+        // Neither backend has `DELETE … LIMIT`: the rows are picked by a bounded subquery on the
+        // time index, by SQLite's rowid or PostgreSQL's ctid (rows are never updated, so a ctid
+        // read in the statement still names its row when the statement deletes it).
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(match self {
+            Store::Sqlite(s) => s.conn.execute(
+                &format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {time} < ?1 LIMIT ?2)"),
+                (before_ms, limit),
+            )? as u64,
+            Store::Postgres(s) => s.client()?.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE {time} < $1 LIMIT $2))"
+                ),
+                &[&before_ms, &limit],
+            )?,
+        })
     }
 
     /// Streams the impressions matching `q` to `row`, ordered by time then arrival, and returns

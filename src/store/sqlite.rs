@@ -16,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction
 use super::load_rows::{self, LoadRow};
 use super::where_clause::{SqlValue, WhereClause};
 use super::{ConsumerPosition, EventView, ImpressionView, LoadOutcome, StoreError, migrations, view_list};
+use crate::files;
 use crate::journal::Entry;
 use crate::record::schema::{self, Column, Value};
 use crate::record::{DedupMode, impression, segment_columns};
@@ -93,6 +94,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` for writing and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+        // SQLite would create the file with its own mode (0644 under the usual umask); made
+        // first, 0600, it also gives its mode to the -wal and -shm files SQLite adds beside it.
+        // Failing here is left to SQLite's open, whose error says more.
+        if path != Path::new(":memory:") {
+            let _ = files::create_private(path);
+        }
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, WRITER_CACHE_KIB).map_err(open_err)?;
         // Takes effect only when the file is created. Larger pages mean fewer, shallower B-tree

@@ -105,7 +105,7 @@ pub(super) fn record(dir: &Path, lost: &[Lost]) -> Result<(), JournalError> {
         text.push_str(&format!("{}..{} {note}\n", range.start, range.end));
     }
     let temporary = dir.join(format!("{FILE_NAME}.new"));
-    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    let mut file = crate::files::create(&temporary).map_err(io_error(&temporary))?;
     file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_error(&temporary))?;
     std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
     File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(io_error(dir))

@@ -241,7 +241,7 @@ impl FileJournal {
     /// Opens (creating if needed) the journal in `dir`, repairs a torn tail and starts the writer thread.
     pub fn open(dir: &Path, config: FileJournalConfig) -> Result<FileJournal, JournalError> {
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        crate::files::create_dir_all(dir).map_err(io_error(dir))?;
         if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             // The new directory's entry must be durable before anything in it is acknowledged.
             sync_dir(parent)?;
@@ -391,7 +391,7 @@ fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
     let id = format!("{:032x}", rand::random::<u128>());
     let tmp = dir.join(format!("{ID_FILE}.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = crate::files::create(&tmp)?;
         std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)

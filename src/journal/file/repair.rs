@@ -306,7 +306,7 @@ fn apply(dir: &Path, path: &Path, bytes: &[u8], plan: Plan) -> Result<Repaired, 
         sync_dir(dir)?;
         lost::record(dir, &lost)?;
         let quarantine = quarantined.parent().unwrap_or(dir);
-        std::fs::create_dir_all(quarantine).map_err(io_error(quarantine))?;
+        crate::files::create_dir_all(quarantine).map_err(io_error(quarantine))?;
         sync_dir(dir)?;
         std::fs::rename(path, quarantined).map_err(io_error(path))?;
         sync_dir(quarantine)?;
@@ -329,7 +329,7 @@ fn apply(dir: &Path, path: &Path, bytes: &[u8], plan: Plan) -> Result<Repaired, 
 /// Writes the segment starting at `first` holding `entries` under its temporary name, synced.
 fn write_temporary(dir: &Path, first: u64, entries: &[u8]) -> Result<PathBuf, JournalError> {
     let path = dir.join(format!("{}{REPAIR_SUFFIX}", segment::file_name(first)));
-    let mut file = File::create(&path).map_err(io_error(&path))?;
+    let mut file = crate::files::create(&path).map_err(io_error(&path))?;
     file.write_all(&format::encode_header(first))
         .and_then(|()| file.write_all(entries))
         .and_then(|()| file.sync_all())

@@ -93,7 +93,7 @@ pub(super) fn create_with(
 ) -> Result<(File, Segment), JournalError> {
     let path = dir.join(file_name(base));
     // `create_new`: an existing file of that name would hold entries we must not overwrite.
-    let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(io_error(&path))?;
+    let mut file = crate::files::options().append(true).create_new(true).open(&path).map_err(io_error(&path))?;
     let init = || -> Result<(), JournalError> {
         write_header(&mut file).map_err(io_error(&path))?;
         file.sync_all().map_err(io_error(&path))?;
