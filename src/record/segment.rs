@@ -171,7 +171,15 @@ pub fn accept(
         stringify_number(&mut event, field);
     }
     if !event.contains_key("messageId") {
-        event.insert("messageId", Node::Str(derived_message_id(raw, position, &event, arrival).into()));
+        let id = if arrival.ip == IpPolicy::Keep {
+            derived_message_id(raw, position, &event, arrival)
+        } else {
+            // Not the bytes as sent: the id is stored, and would let the address the policy
+            // removed be found again by trying every one. A tree of JSON values always serializes.
+            let scrubbed = serde_json::to_string(&event).unwrap_or_default();
+            derived_message_id(&scrubbed, position, &event, arrival)
+        };
+        event.insert("messageId", Node::Str(id.into()));
     }
     let clamped = set_timestamps(&mut event, defaults.sent_at, arrival)?;
     let mut sluice = Map::new();
@@ -771,6 +779,20 @@ mod tests {
             let context = accepted(e, &BatchDefaults::default(), &truncate)["context"].clone();
             assert_eq!(context, json!({"locale": "en"}), "{garbage} is removed, the rest of the context kept");
         }
+    }
+
+    #[test]
+    fn a_derived_message_id_does_not_depend_on_the_address_a_policy_removed() {
+        // The id is stored beside the event: were it a hash of the bytes as sent, the full
+        // address could be found again by trying every one.
+        let with = |ip: &str| json!({"type": "track", "event": "x", "userId": "u", "timestamp": "2026-11-30T10:00:00Z", "context": {"ip": ip}});
+        let id = |e: Value, arrival: &Arrival<'_>| accepted(e, &BatchDefaults::default(), arrival)["messageId"].clone();
+        let truncate = Arrival { ip: IpPolicy::Truncate, ..api() };
+        let drop = Arrival { ip: IpPolicy::Drop, ..api() };
+        assert_eq!(id(with("203.0.113.77"), &truncate), id(with("203.0.113.5"), &truncate));
+        assert_eq!(id(with("203.0.113.77"), &drop), id(with("198.51.100.1"), &drop));
+        assert_eq!(id(with("203.0.113.77"), &truncate), id(with("203.0.113.77"), &truncate), "a retry dedups");
+        assert_ne!(id(with("203.0.113.77"), &api()), id(with("203.0.113.5"), &api()), "keep: the bytes as sent");
     }
 
     #[test]
