@@ -14,6 +14,8 @@
 //! operations over HTTP; [`cli`] wires it all together from the [`config::Settings`] resolved
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
 //! shares), [`dead_letter`] (where sources and the store loader put what they reject),
+//! [`privacy`] (erasure and suppression of a person: the ledger consumers skip records by, the
+//! suppression list ingest drops them by, the audit log, the erasure jobs),
 //! [`config`] and [`telemetry`].
 //!
 //! One impression, by module name: `sources::split` → `sources::pipeline` → `journal` →
@@ -32,6 +34,7 @@ pub mod dead_letter;
 pub mod http;
 pub mod journal;
 pub mod lake;
+pub mod privacy;
 pub mod query;
 pub mod record;
 pub mod shutdown;

@@ -11,6 +11,7 @@ pub mod attribution;
 pub mod events;
 pub mod impressions;
 pub mod ops;
+pub mod privacy;
 pub mod server;
 pub mod streaming;
 
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(attribution::routes())
         .merge(ops::routes())
+        .merge(privacy::routes())
         .with_state(state)
 }
 
@@ -55,6 +57,7 @@ mod tests {
             Arc::new(crate::consumers::store_loader::new_status()),
             crate::store::QueryPool::new(settings.store, 1, config.store.pool_wait()),
             crate::telemetry::metrics(),
+            Arc::new(crate::privacy::Privacy::open(dir).unwrap()),
         ))
     }
 

@@ -18,6 +18,8 @@ use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::dead_letter::DeadLetters;
 use crate::journal::{Journal, JournalStats};
+use crate::privacy::Privacy;
+use crate::privacy::erase::Eraser;
 use crate::store::{PooledStore, QueryPool, StoreError};
 use body::ByteBudget;
 pub use error::AppError;
@@ -43,10 +45,14 @@ pub struct AppState {
     pub body_bytes: Arc<ByteBudget>,
     /// The lake writer's health, when the lake is on.
     pub lake: Option<Arc<LakeStatus>>,
+    /// Suppressions ingest drops records by; the audit log.
+    pub privacy: Arc<Privacy>,
+    /// Runs erasures, when the process has the store and lake to erase from (`sluice serve`).
+    pub eraser: Option<Arc<Eraser>>,
 }
 
 impl AppState {
-    /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`, the
+    /// Assembles the state (with no eraser: see [`AppState::with_eraser`]); the permits come from `config.limits.max_concurrent_requests`, the
     /// byte budget from `config.limits.max_in_flight_bytes`.
     pub fn new(
         config: Arc<Config>,
@@ -55,10 +61,23 @@ impl AppState {
         loader: Arc<LoaderStatus>,
         query_pool: Arc<QueryPool>,
         metrics: PrometheusHandle,
+        privacy: Arc<Privacy>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
-        AppState { config, journal, dead_letters, loader, query_pool, metrics, ingest_permits, body_bytes, lake: None }
+        AppState {
+            config,
+            journal,
+            dead_letters,
+            loader,
+            query_pool,
+            metrics,
+            ingest_permits,
+            body_bytes,
+            lake: None,
+            privacy,
+            eraser: None,
+        }
     }
 
     /// A store connection for a query; 503 with `Retry-After` when the pool stays busy.
@@ -81,6 +100,12 @@ impl AppState {
             message: "the store cannot be reached right now; queries answer again once it is back (see /readyz)".into(),
             retry_after_secs: self.config.backpressure.retry_after_secs,
         }
+    }
+
+    /// Adds the eraser `DELETE /api/user/{id}` runs.
+    pub fn with_eraser(mut self, eraser: Arc<Eraser>) -> Self {
+        self.eraser = Some(eraser);
+        self
     }
 
     /// Adds the lake writer's status, shown by `/readyz`.
