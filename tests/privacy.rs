@@ -360,3 +360,30 @@ async fn an_erased_persons_records_still_in_the_journal_are_not_loaded_again_whe
     assert_eq!(store_scalar(dir.path(), None, "SELECT count(*) FROM impressions").await, 3);
     assert_eq!(b.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_forget_user_erases_through_the_running_server_and_says_what_to_do_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let b = Binary::start(dir.path(), &[]).await;
+    let batch = serde_json::to_vec(&json!({"batch": events()})).unwrap();
+    let posted = client.post(b.url("/v1/batch")).header("content-type", "application/json").body(batch).send();
+    assert!(posted.await.unwrap().status().is_success());
+    common::wait_loaded(&client, &format!("http://{}", b.addr)).await;
+    let url = b.url("");
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        common::sluice(&["forget", "user", "ann", "--suppress", "--url", &url], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 0, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((answer["store"]["events"].as_u64(), answer["suppressed"].as_bool()), (Some(4), Some(true)), "{answer}");
+    assert_eq!(store_scalar(dir.path(), None, "SELECT count(*) FROM events WHERE user_id = 'ann'").await, 0);
+    let addr = b.addr.to_string();
+    assert_eq!(b.terminate(), Some(0));
+
+    let (status, _, stderr) = common::sluice(&["forget", "user", "ann", "--url", &format!("http://{addr}")], &[]);
+    assert_ne!(status, 0);
+    assert!(stderr.contains("start `sluice serve`"), "{stderr}");
+}
