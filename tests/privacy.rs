@@ -387,3 +387,18 @@ async fn sluice_forget_user_erases_through_the_running_server_and_says_what_to_d
     assert_ne!(status, 0);
     assert!(stderr.contains("start `sluice serve`"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_suppression_asked_after_an_erasure_covers_the_whole_cluster_the_store_no_longer_shows() {
+    let app = InProcess::start_with(|c| c.lake.flush_secs = 1).await;
+    post_everything(&app).await;
+    assert_eq!(delete(&app, "/api/user/ann").await.0, 200);
+    let (status, answer) = delete(&app, "/api/user/ann?suppress=true").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["ids"].as_u64(), answer["suppressed"].as_bool()), (Some(3), Some(true)), "{answer}");
+    let later = json!([impression("a2", "checkout", "Production", "off", "r", 1_762_000_100_000)]);
+    assert_eq!(app.post_gzip(&later).await, (200, json!({"accepted": 1, "rejected": 0})));
+    app.wait_loaded().await;
+    assert_eq!(store_scalar(app.dir.path(), None, "SELECT count(*) FROM impressions WHERE key = 'a2'").await, 0);
+    app.stop().await;
+}

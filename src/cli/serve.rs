@@ -105,14 +105,14 @@ impl Server {
                 .with_context(|| format!("cannot open the privacy files in {}", data_dir.display()))?,
         );
         let consumers = Consumers::start(&settings, &shared, &dead_letters, &privacy)?;
-        let eraser = Arc::new(Eraser::new(
+        let eraser = Eraser::new(
             privacy.clone(),
             shared.clone(),
             target.clone(),
             consumers.lake.clone(),
             config.attribution.max_cluster_ids,
             ERASURE_WAIT,
-        ));
+        );
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
@@ -144,8 +144,10 @@ impl Server {
             query_pool,
             telemetry::metrics(),
             privacy,
-        )
-        .with_eraser(eraser.clone());
+        );
+        let permits = u32::try_from(state.config.limits.max_concurrent_requests).unwrap_or(u32::MAX);
+        let eraser = Arc::new(eraser.with_ingest(state.ingest_permits.clone(), permits));
+        state = state.with_eraser(eraser.clone());
         // Erasures a crash interrupted are finished now, beside the traffic.
         tokio::spawn(async move {
             if let Err(e) = eraser.resume().await {

@@ -5,11 +5,15 @@ A job is written to `<data-dir>/privacy/erasures/<id>.json` (atomically, 0600) b
 is done, then goes through steps that may each run again: a crash at any point leaves a pending
 job that the next `sluice serve` (or the next erasure) finishes. The steps:
 
-1. the person's ids: the identity cluster `GET /api/user/{id}` computes, with the id itself;
-   a cluster over `attribution.max_cluster_ids` is refused whole, never erased in part;
-2. the journal's end, the horizon, is taken and the job saved;
-3. the ledger entry (and the suppression, if asked) is recorded: from now on no consumer
-   delivers a record below the horizon carrying one of the ids, and ingest drops suppressed ones;
+1. the person's ids: the identity cluster `GET /api/user/{id}` computes, with the id itself
+   (and the ids of earlier erasures of the id, whose clusters the store no longer shows); a
+   cluster over `attribution.max_cluster_ids` is refused whole, never erased in part; the job is
+   saved;
+2. with `suppress`, the suppression is recorded and ingest drops the person's records from now
+   on; every ingest permit is then taken once, so that no record checked before lies between
+   the check and the journal;
+3. the journal's end, the horizon, is taken and saved, and the ledger entry recorded: from now
+   on no consumer delivers a record below the horizon carrying one of the ids;
 4. wait until every consumer has passed the horizon, so that nothing read before step 3 is still
    on its way to the store or the lake (the lake writer flushes its buffers when the ledger
    changes);
@@ -54,6 +58,8 @@ pub struct Eraser {
     max_ids: usize,
     wait: Duration,
     running: tokio::sync::Mutex<()>,
+    /// Ingest's permits and how many there are: taken all at once after a suppression.
+    ingest: Option<(Arc<tokio::sync::Semaphore>, u32)>,
 }
 
 /// What one erasure did, per place: the answer of `DELETE /api/user/{id}`.
@@ -98,7 +104,8 @@ struct Job {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ids: Vec<String>,
     hashes: Vec<String>,
-    journal: JournalErased,
+    /// Taken once the suppression (if any) applies.
+    journal: Option<JournalErased>,
     store: Option<ErasedRows>,
     lake: Option<LakeErased>,
     done: bool,
@@ -132,6 +139,17 @@ pub enum EraseError {
         /// How long it was waited for.
         waited: Duration,
     },
+    /// In-flight ingest did not finish in time after a suppression.
+    #[error(
+        "erasure {erasure} recorded its suppression, but ingest requests in flight did not finish within {} s; it completes when the erasure is asked for again or at sluice's next start",
+        waited.as_secs()
+    )]
+    IngestBusy {
+        /// The erasure.
+        erasure: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
     /// The store failed.
     #[error("erasing from the store failed: {0}; the erasure resumes when asked again or at sluice's next start")]
     Store(#[from] StoreError),
@@ -153,7 +171,7 @@ impl EraseError {
     /// True when retrying later can succeed (the store or lake is failing, a consumer lags).
     pub fn is_transient(&self) -> bool {
         match self {
-            EraseError::ConsumerBehind { .. } | EraseError::Lake(_) => true,
+            EraseError::ConsumerBehind { .. } | EraseError::IngestBusy { .. } | EraseError::Lake(_) => true,
             EraseError::Store(e) | EraseError::Query(QueryError::Store(e)) => e.is_unavailable(),
             _ => false,
         }
@@ -171,7 +189,14 @@ impl Eraser {
         max_ids: usize,
         wait: Duration,
     ) -> Eraser {
-        Eraser { privacy, journal, store, lake, max_ids, wait, running: tokio::sync::Mutex::new(()) }
+        Eraser { privacy, journal, store, lake, max_ids, wait, running: tokio::sync::Mutex::new(()), ingest: None }
+    }
+
+    /// Makes a suppressing erasure wait for ingest requests holding one of these `count`
+    /// permits (the pipeline checks suppressions under its permit).
+    pub fn with_ingest(mut self, permits: Arc<tokio::sync::Semaphore>, count: u32) -> Eraser {
+        self.ingest = Some((permits, count));
+        self
     }
 
     /// The privacy state the eraser records in.
@@ -185,18 +210,17 @@ impl Eraser {
         let _one_at_a_time = self.running.lock().await;
         self.resume_pending().await?;
         let ids = self.cluster(id).await?;
-        let stats = self.journal.stats();
-        let horizon = stats.next_offset;
-        let oldest = stats.consumers.iter().map(|(_, offset)| *offset).min().unwrap_or(horizon);
+        let mut hashes: BTreeSet<String> = ids.iter().map(|i| self.privacy.hasher.hash(i)).collect();
+        hashes.extend(self.privacy.ledger.erased_with(&self.privacy.hasher.hash(id)));
         let erasure = format!("{}-{:08x}", chrono::Utc::now().timestamp_millis(), rand::random::<u32>());
         let job = Job {
-            hashes: ids.iter().map(|i| self.privacy.hasher.hash(i)).collect(),
+            hashes: hashes.into_iter().collect(),
             ids,
             erasure,
             who: who.to_owned(),
             requested_at: chrono::Utc::now().to_rfc3339(),
             suppress,
-            journal: JournalErased { horizon, undelivered_at_erasure: horizon.saturating_sub(oldest) },
+            journal: None,
             store: None,
             lake: None,
             done: false,
@@ -240,8 +264,6 @@ impl Eraser {
 
     /// Steps 3 to 7 of the module's list, each skipped when a previous run did it.
     async fn run(&self, mut job: Job) -> Result<Outcome, EraseError> {
-        let horizon = job.journal.horizon;
-        self.privacy.ledger.record(LedgerEntry { erasure: job.erasure.clone(), horizon, ids: job.hashes.clone() })?;
         if job.suppress {
             self.privacy.suppressions.add(Suppression {
                 id: job.erasure.clone(),
@@ -250,6 +272,23 @@ impl Eraser {
                 ids: job.hashes.clone(),
             })?;
         }
+        let journal = match job.journal {
+            Some(journal) => journal,
+            None => {
+                if job.suppress {
+                    self.drain_ingest(&job.erasure).await?;
+                }
+                let stats = self.journal.stats();
+                let horizon = stats.next_offset;
+                let oldest = stats.consumers.iter().map(|(_, offset)| *offset).min().unwrap_or(horizon);
+                let journal = JournalErased { horizon, undelivered_at_erasure: horizon.saturating_sub(oldest) };
+                job.journal = Some(journal);
+                self.save(&job)?;
+                journal
+            }
+        };
+        let horizon = journal.horizon;
+        self.privacy.ledger.record(LedgerEntry { erasure: job.erasure.clone(), horizon, ids: job.hashes.clone() })?;
         self.wait_for_consumers(&job.erasure, horizon).await?;
         if job.store.is_none() {
             let (target, ids) = (self.store.clone(), job.ids.clone());
@@ -283,7 +322,7 @@ impl Eraser {
             ids: job.hashes.len(),
             store: job.store.unwrap_or_default(),
             lake: job.lake,
-            journal: job.journal,
+            journal,
             suppressed: job.suppress,
         };
         audit_erasure(&self.privacy.audit, &job, &outcome)?;
@@ -292,6 +331,17 @@ impl Eraser {
         self.save(&job)?;
         tracing::info!(erasure = %job.erasure, ids = outcome.ids, "erasure done");
         Ok(outcome)
+    }
+
+    /// Waits until no ingest request holds a permit it took before now: each had checked its
+    /// records against the suppressions of that time, and is now journaled.
+    async fn drain_ingest(&self, erasure: &str) -> Result<(), EraseError> {
+        let Some((permits, count)) = &self.ingest else { return Ok(()) };
+        match tokio::time::timeout(self.wait, permits.acquire_many(*count)).await {
+            // Released at once: new requests meanwhile were answered 503 with Retry-After.
+            Ok(_all) => Ok(()),
+            Err(_) => Err(EraseError::IngestBusy { erasure: erasure.to_owned(), waited: self.wait }),
+        }
     }
 
     /// Waits until every consumer has delivered everything below `horizon`.

@@ -86,6 +86,13 @@ impl ErasureLedger {
         ids().iter().any(|id| horizons.get(&hasher.digest(id)).is_some_and(|horizon| offset < *horizon))
     }
 
+    /// The hashed ids of every erasure that named `hash`: a person erased before, whose
+    /// cluster the store no longer shows.
+    pub fn erased_with(&self, hash: &str) -> Vec<String> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.iter().filter(|e| e.ids.iter().any(|id| id == hash)).flat_map(|e| e.ids.iter().cloned()).collect()
+    }
+
     /// Changes with every erasure recorded, and with every [`nudge`](Self::nudge).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -141,5 +148,7 @@ mod tests {
             assert!(!ledger.covers(&hasher, 9, || vec!["bob".to_owned()]));
         }
         assert_eq!(reopened.entries.lock().unwrap().len(), 1);
+        assert_eq!(reopened.erased_with(&hasher.hash("ann")), [hasher.hash("ann")]);
+        assert!(reopened.erased_with(&hasher.hash("bob")).is_empty());
     }
 }

@@ -205,15 +205,17 @@ async fn ingest<S: Source>(
         metrics::counter!("sluice_source_bytes_total", "source" => S::SOURCE, "stage" => "decoded")
             .increment(plain.len() as u64);
         let mut batch = source.parse(credentials, &plain, &mut intake)?;
+        // Held from here in any case: the records wait for the journal under it.
+        intake.admit()?;
         // Records of suppressed people are dropped here, before the journal: never stored,
         // archived or re-delivered. With no suppression this costs one atomic load per record.
+        // Checked under the permit: an erasure that suppresses waits for every permit once, so
+        // that a record checked before the suppression existed is journaled below its horizon.
         let (privacy, parsed) = (&admitted.privacy, batch.records.len());
         batch
             .records
             .retain(|r| !privacy.suppressions.covers(&privacy.hasher, || crate::privacy::ids_of(r.kind, &r.payload)));
         let suppressed = parsed - batch.records.len();
-        // Held from here in any case: the records wait for the journal under it.
-        intake.admit()?;
         Ok((batch, suppressed, intake.permit, reservation))
     })
     .await?;
