@@ -6,6 +6,9 @@ which object stores do atomically: a reader sees the old object or the new one. 
 no such record are not written. Error objects (`errors/…`) are searched too: their lines carry
 the refused record's text.
 
+An object left with no record stays, empty: its name is how the lake writer knows that its
+offsets are archived (a restarted writer would otherwise archive them again).
+
 A person's records may be in any object (their events are partitioned by time, not by person),
 so an erasure lists and reads the whole lake. Doing it again finds nothing more to remove, so an
 interrupted erasure simply runs again.
