@@ -15,6 +15,8 @@
 //! once at start-up. Below them: [`http`] (the state, error and body limits every handler
 //! shares, and the access guards), [`access`] (tokens, roles and the rules they are checked
 //! by), [`dead_letter`] (where sources and the store loader put what they reject),
+//! [`privacy`] (erasure and suppression of a person: the ledger consumers skip records by, the
+//! suppression list ingest drops them by, the audit log, the erasure jobs),
 //! [`files`] (every file sluice writes is private to its user), [`config`] and [`telemetry`].
 //! Beside the flow, [`retention`] deletes store rows past their horizon in the background.
 //!
@@ -36,6 +38,7 @@ pub mod files;
 pub mod http;
 pub mod journal;
 pub mod lake;
+pub mod privacy;
 pub mod query;
 pub mod record;
 pub mod retention;

@@ -298,6 +298,9 @@ async fn readyz_shows_the_store_address_in_errors_only_to_local_requests() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     config.listen = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    // Other machines may reach /readyz only when told so (and reads must be opened to listen there).
+    config.auth.open_operations = true;
+    config.auth.allow_open_reads = true;
     config.store.url = Some(format!("postgres://secretuser@127.0.0.1:{dead_port}/secretdb"));
     let server = Server::start(config).await.unwrap();
     let port = server.addr.port();

@@ -11,6 +11,7 @@ pub mod attribution;
 pub mod events;
 pub mod impressions;
 pub mod ops;
+pub mod privacy;
 pub mod server;
 pub mod streaming;
 
@@ -28,7 +29,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sources::routes())
         .merge(ops::open_routes())
         .merge(guard(ops::routes(), &state, Need::Operations))
-        .merge(guard(reads, &state, Need::Role(Role::Read)));
+        .merge(guard(reads, &state, Need::Role(Role::Read)))
+        .merge(guard(privacy::routes(), &state, Need::Role(Role::Admin)));
     count_refusals(app, &state).with_state(state)
 }
 
@@ -64,6 +66,7 @@ mod tests {
                 Arc::new(crate::consumers::store_loader::new_status()),
                 crate::store::QueryPool::new(settings.store, 1, config.store.pool_wait()),
                 crate::telemetry::metrics(),
+                Arc::new(crate::privacy::Privacy::open(&config.data_dir).unwrap()),
             )
             .with_access(settings.access),
         )
@@ -175,6 +178,7 @@ mod tests {
         let ops = [401, 401, 403, 200, 200];
         let read = [401, 401, 403, 200, 403];
         let ingest = [401, 401, 200, 403, 403];
+        let admin = [401, 401, 403, 403, 200];
         let routes: &[(&str, &str, &str, Carry, [u16; 5])] = &[
             ("GET", "/healthz", "", Carry::Bearer, [200; 5]),
             ("GET", "/readyz", "", Carry::Bearer, ops),
@@ -188,6 +192,10 @@ mod tests {
             ("POST", "/v1/batch", SEGMENT_BATCH, Carry::Basic, ingest),
             ("POST", "/v1/track", SEGMENT_EVENT, Carry::Basic, ingest),
             ("POST", "/v1/segment/webhook", SEGMENT_EVENT, Carry::Bearer, ingest),
+            ("GET", "/api/suppressions", "", Carry::Bearer, admin),
+            ("DELETE", "/api/suppressions/0123", "", Carry::Bearer, [401, 401, 403, 403, 404]),
+            // No eraser in this process (only `sluice serve` has one): past the guard, 409.
+            ("DELETE", "/api/user/u1", "", Carry::Bearer, [401, 401, 403, 403, 409]),
         ];
         for (method, uri, body, carry, expected) in routes {
             for (token, want) in [None, Some(WRONG), Some(INGEST), Some(READ), Some(ADMIN)].into_iter().zip(expected) {

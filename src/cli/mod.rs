@@ -1,6 +1,6 @@
 /*!
 The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
-`sluice lake ls`, `sluice journal repair`, `sluice migrate`, `sluice store adopt-journal`
+`sluice lake ls`, `sluice journal repair`, `sluice forget user`, `sluice migrate`, `sluice store adopt-journal`
 (the load generator is a program of its own, `src/bin/sluice-load.rs`).
 
 Parsing (clap) is separate from doing: each subcommand has a module with one entry point.
@@ -8,6 +8,7 @@ Parsing (clap) is separate from doing: each subcommand has a module with one ent
 
 pub mod attribution;
 pub mod export;
+pub mod forget;
 pub mod journal;
 pub mod lake;
 pub mod migrate;
@@ -104,6 +105,12 @@ pub enum Command {
         /// The userId, e.g. an e-mail address.
         id: String,
     },
+    /// Erase a person (GDPR/CCPA) through the running server: `DELETE /api/user/ID`.
+    Forget {
+        /// What to erase.
+        #[command(subcommand)]
+        what: forget::ForgetWhat,
+    },
 }
 
 /// The store, opened for reading: what every command that reads it without a server uses.
@@ -124,7 +131,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Migrate
         | Command::Store { .. }
         | Command::Anonymous { .. }
-        | Command::User { .. } => (None, None),
+        | Command::User { .. }
+        | Command::Forget { .. } => (None, None),
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
     let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store, auth };
@@ -143,5 +151,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store { what } => store::run(&settings, what),
         Command::Anonymous { id } => attribution::run(&settings, attribution::Lookup::Anonymous, &id),
         Command::User { id } => attribution::run(&settings, attribution::Lookup::User, &id),
+        Command::Forget { what } => forget::run(&settings, what),
     }
 }

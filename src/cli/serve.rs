@@ -25,6 +25,8 @@ use crate::files;
 use crate::journal::Journal;
 use crate::journal::file::FileJournal;
 use crate::lake::Lake;
+use crate::privacy::Privacy;
+use crate::privacy::erase::{Eraser, LakeTarget};
 use crate::retention;
 use crate::store::{QueryPool, Store, StoreTarget};
 use crate::telemetry;
@@ -66,6 +68,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     runtime.shutdown_background();
     result
 }
+
+/// How long an erasure waits for the consumers to deliver what was journaled before it (the
+/// lake writer flushes its buffers at once when an erasure is recorded).
+const ERASURE_WAIT: Duration = Duration::from_secs(60);
 
 /// A consumer's task: its result, whether it had stopped on an error (rather than finished at
 /// shutdown), and the offset it had processed the journal up to.
@@ -110,7 +116,19 @@ impl Server {
             DeadLetters::open(&config.dead_letter_dir(), config.dead_letter.max_bytes)
                 .with_context(|| format!("cannot open the dead-letter area {}", config.dead_letter_dir().display()))?,
         );
-        let consumers = Consumers::start(&settings, &shared, &dead_letters)?;
+        let privacy = Arc::new(
+            Privacy::open(data_dir)
+                .with_context(|| format!("cannot open the privacy files in {}", data_dir.display()))?,
+        );
+        let consumers = Consumers::start(&settings, &shared, &dead_letters, &privacy)?;
+        let eraser = Eraser::new(
+            privacy.clone(),
+            shared.clone(),
+            target.clone(),
+            consumers.lake.clone(),
+            config.attribution.max_cluster_ids,
+            ERASURE_WAIT,
+        );
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)
@@ -151,8 +169,18 @@ impl Server {
             consumers.loader_status.clone(),
             query_pool,
             telemetry::metrics(),
+            privacy,
         );
         state = state.with_access(settings.access.clone());
+        let permits = u32::try_from(state.config.limits.max_concurrent_requests).unwrap_or(u32::MAX);
+        let eraser = Arc::new(eraser.with_ingest(state.ingest_permits.clone(), permits));
+        state = state.with_eraser(eraser.clone());
+        // Erasures a crash interrupted are finished now, beside the traffic.
+        tokio::spawn(async move {
+            if let Err(e) = eraser.resume().await {
+                tracing::error!(error = %e, "a pending erasure could not be finished; it is tried again with the next erasure or at the next start");
+            }
+        });
         if let Some(status) = &consumers.lake_status {
             state = state.with_lake(status.clone());
         }
@@ -213,6 +241,8 @@ struct Consumers {
     stop: CancellationToken,
     loader_status: Arc<store_loader::LoaderStatus>,
     lake_status: Option<Arc<LakeStatus>>,
+    /// The lake, for erasures.
+    lake: Option<LakeTarget>,
 }
 
 impl Consumers {
@@ -221,6 +251,7 @@ impl Consumers {
         settings: &Settings,
         journal: &Arc<dyn Journal>,
         dead_letters: &Arc<DeadLetters>,
+        privacy: &Arc<Privacy>,
     ) -> anyhow::Result<Consumers> {
         let stop = CancellationToken::new();
         // Every consumer holds its place in the journal from here on, before any of them reads
@@ -233,28 +264,35 @@ impl Consumers {
             let lake = Lake::open(&lake_settings.config, &lake_settings.default_dir)
                 .context("cannot open the lake (set lake.enabled = false to run without one)")?;
             journal.hold(lake_writer::CONSUMER);
-            let mut registered = Some(LakeWriter::register(journal.clone(), lake.clone(), &lake_settings));
+            let target = LakeTarget { lake: lake.clone(), part_bytes: lake_settings.config.part_bytes };
+            let register = {
+                let (journal, lake, lake_settings, privacy) =
+                    (journal.clone(), lake.clone(), lake_settings.clone(), privacy.clone());
+                move || {
+                    LakeWriter::register(journal.clone(), lake.clone(), &lake_settings)
+                        .map(|w| w.with_privacy(privacy.clone()))
+                }
+            };
+            let mut registered = Some(register());
             let status = Arc::new(LakeStatus::default());
-            let (stop, running, journal) = (stop.clone(), status.clone(), journal.clone());
+            let (stop, running) = (stop.clone(), status.clone());
             let task = tokio::spawn(async move {
                 let result = supervise(&running, &stop, || {
-                    let writer = registered
-                        .take()
-                        .unwrap_or_else(|| LakeWriter::register(journal.clone(), lake.clone(), &lake_settings));
+                    let writer = registered.take().unwrap_or_else(&register);
                     let (stop, running) = (stop.clone(), running.clone());
                     async move { writer?.run(stop, running).await }
                 })
                 .await;
                 (result, running.stopped_reason().is_some(), running.committed_offset())
             });
-            Some((task, status))
+            Some((task, status, target))
         } else {
             None
         };
         let loader_status = Arc::new(store_loader::new_status());
         let loader = {
             let (journal, target, loader_config) = (journal.clone(), settings.store.clone(), settings.loader);
-            let dead_letters = dead_letters.clone();
+            let (dead_letters, privacy) = (dead_letters.clone(), privacy.clone());
             // Taken before any request is accepted: see `store_loader::run`.
             let start_end = journal.stats().next_offset;
             let (stop, status) = (stop.clone(), loader_status.clone());
@@ -268,6 +306,7 @@ impl Consumers {
                         status.clone(),
                         dead_letters.clone(),
                         start_end,
+                        privacy.clone(),
                     )
                 })
                 .await;
@@ -275,11 +314,14 @@ impl Consumers {
             })
         };
         let mut tasks = vec![("store loader", loader)];
-        let lake_status = lake.map(|(task, status)| {
-            tasks.push(("lake writer", task));
-            status
-        });
-        Ok(Consumers { tasks, stop, loader_status, lake_status })
+        let (lake_status, lake) = match lake {
+            Some((task, status, target)) => {
+                tasks.push(("lake writer", task));
+                (Some(status), Some(target))
+            }
+            None => (None, None),
+        };
+        Ok(Consumers { tasks, stop, loader_status, lake_status, lake })
     }
 
     /// Tells the consumers to finish what the journal holds and waits for them; an error names

@@ -38,6 +38,7 @@ use crate::journal::{Entry, Journal, JournalError, JournalReader};
 use crate::lake::encode::{self, Pending};
 use crate::lake::objects::{WRITER_MARK, object_name};
 use crate::lake::{Lake, LakeConfig, LakeError, LakeSettings, Layout};
+use crate::privacy::Privacy;
 use crate::record::RecordKind;
 
 /// The writer's consumer name in the journal.
@@ -125,6 +126,8 @@ pub struct LakeWriter {
     committed: u64,
     /// The journal's end when the writer started: records below it may already be in the lake.
     restart_horizon: u64,
+    /// The erasure ledger of records not to archive (none: archive everything).
+    privacy: Option<Arc<Privacy>>,
 }
 
 impl LakeWriter {
@@ -187,7 +190,15 @@ impl LakeWriter {
             fresh,
             committed,
             restart_horizon: stats.next_offset,
+            privacy: None,
         })
+    }
+
+    /// Skips the records the erasure ledger of `privacy` names, and flushes every buffer when an
+    /// erasure is recorded, so that the erasure waits for no buffer filled before it.
+    pub fn with_privacy(mut self, privacy: Arc<Privacy>) -> LakeWriter {
+        self.privacy = Some(privacy);
+        self
     }
 
     /// Archives the journal until `shutdown` is cancelled, then archives what the journal already
@@ -198,6 +209,7 @@ impl LakeWriter {
         let max_uploads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let mut run = Run {
             flush_age: Duration::from_secs(self.config.flush_secs),
+            ledger_seen: self.privacy.as_ref().map(|p| p.ledger.generation()),
             writer: self,
             buffers: HashMap::new(),
             folders: HashMap::new(),
@@ -266,6 +278,8 @@ struct Run {
     read_ahead: Option<Entry>,
     last_save: Instant,
     flush_age: Duration,
+    /// The erasure ledger's generation last seen: a new erasure flushes every buffer.
+    ledger_seen: Option<u64>,
     shutdown: CancellationToken,
     status: Arc<LakeStatus>,
 }
@@ -422,10 +436,13 @@ impl Run {
             if self.next >= self.writer.restart_horizon && !self.watermarks.is_empty() {
                 self.watermarks = HashMap::new();
             }
+            let generation = self.writer.privacy.as_ref().map(|p| p.ledger.generation());
+            let erasure = generation != self.ledger_seen;
+            self.ledger_seen = generation;
             let stale: Vec<String> = self
                 .buffers
                 .iter()
-                .filter(|(_, b)| b.opened.elapsed() >= self.flush_age)
+                .filter(|(_, b)| erasure || b.opened.elapsed() >= self.flush_age)
                 .map(|(f, _)| f.clone())
                 .collect();
             for folder in stale {
@@ -459,6 +476,9 @@ impl Run {
             }
         }
         self.next = entry.offset + 1;
+        if self.writer.privacy.as_ref().is_some_and(|p| p.erased(&entry)) {
+            return Ok(());
+        }
         let parsed = encode::parse(entry.kind, &entry.payload);
         let folder = match &parsed {
             Ok((time, _)) => self.folder(entry.kind, false, *time),

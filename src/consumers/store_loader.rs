@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 
 use crate::dead_letter::{DeadLetters, Rejection};
 use crate::journal::{Entry, Journal};
+use crate::privacy::Privacy;
 use crate::record::DedupMode;
 use crate::store::{self, ConsumerPosition, FilterIndexes, LoadOutcome, Store, StoreError, StoreTarget};
 
@@ -63,6 +64,10 @@ pub fn new_status() -> LoaderStatus {
 /// what the journal already holds (until a read comes back empty) and returns. `start_end` is
 /// the journal's end when sluice started, before it accepted anything: a store offset past it
 /// (and past what this loader committed itself) belongs to records this journal never had.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one thing the supervisor hands the loader; a struct of them would be built in one place and taken apart in the next line"
+)]
 pub async fn run(
     journal: Arc<dyn Journal>,
     target: StoreTarget,
@@ -71,6 +76,7 @@ pub async fn run(
     status: Arc<LoaderStatus>,
     dead_letters: Arc<DeadLetters>,
     start_end: u64,
+    privacy: Arc<Privacy>,
 ) -> anyhow::Result<()> {
     let (mut store, offset, fingerprint) =
         open_until_ready(target, journal.as_ref(), start_end, config.filter_indexes, &shutdown, &status).await?;
@@ -125,10 +131,28 @@ pub async fn run(
             }
             continue;
         }
-        let outcome;
-        (store, outcome) = load_until_stored(store, batch, config.dedup, &shutdown, &status, &dead_letters).await?;
-        journal.commit(CONSUMER, outcome.next_offset);
-        status.committed(outcome.next_offset);
+        // Records an erasure named are not loaded; when the batch ends with one, the offset
+        // is committed past it all the same, so that the erasure sees this loader pass it.
+        let last = batch.last().cloned();
+        let read = batch.len();
+        let kept: Vec<Entry> = batch.into_iter().filter(|e| !privacy.erased(e)).collect();
+        metrics::counter!("sluice_store_rows_total", "result" => "erased").increment((read - kept.len()) as u64);
+        let mut next = status.committed_offset();
+        if !kept.is_empty() {
+            let outcome;
+            (store, outcome) = load_until_stored(store, kept, config.dedup, &shutdown, &status, &dead_letters).await?;
+            next = outcome.next_offset;
+        }
+        if let Some(last) = last.filter(|last| last.offset >= next) {
+            let skipped;
+            let waiting = [last.clone()];
+            (store, skipped) =
+                retrying(store, &shutdown, &status, &waiting, move |s| s.skip_past(CONSUMER, &last)).await?;
+            skipped.context("store loader: committing the offset past records an erasure named")?;
+            next = waiting[0].offset + 1;
+        }
+        journal.commit(CONSUMER, next);
+        status.committed(next);
     }
 }
 

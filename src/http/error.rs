@@ -35,6 +35,12 @@ pub enum AppError {
     /// The client did not send its request in time: 408.
     #[error("{0}")]
     Timeout(String),
+    /// What the request names does not exist: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be done in the state things are in (and retrying will not help): 409.
+    #[error("{0}")]
+    Conflict(String),
     /// Body or batch over a limit: 413.
     #[error("{0}")]
     TooLarge(String),
@@ -73,6 +79,8 @@ impl AppError {
             AppError::Denied(refusal) if refusal.is_forbidden() => StatusCode::FORBIDDEN,
             AppError::Denied(_) => StatusCode::UNAUTHORIZED,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -19,6 +19,8 @@ use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::dead_letter::DeadLetters;
 use crate::journal::{Journal, JournalStats};
+use crate::privacy::Privacy;
+use crate::privacy::erase::Eraser;
 use crate::store::{PooledStore, QueryPool, StoreError};
 use body::ByteBudget;
 pub use error::AppError;
@@ -48,12 +50,17 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// When each client was last logged for a refused request.
     pub refusal_log: Arc<auth::RefusalLog>,
+    /// Suppressions ingest drops records by; the audit log.
+    pub privacy: Arc<Privacy>,
+    /// Runs erasures, when the process has the store and lake to erase from (`sluice serve`).
+    pub eraser: Option<Arc<Eraser>>,
 }
 
 impl AppState {
     /// Assembles the state; the permits come from `config.limits.max_concurrent_requests`, the
     /// byte budget from `config.limits.max_in_flight_bytes`. The access rules are the default
-    /// (no token: reads only from this machine) until [`AppState::with_access`].
+    /// (no token: reads only from this machine) until [`AppState::with_access`], and there is
+    /// no eraser until [`AppState::with_eraser`].
     pub fn new(
         config: Arc<Config>,
         journal: Arc<dyn Journal>,
@@ -61,6 +68,7 @@ impl AppState {
         loader: Arc<LoaderStatus>,
         query_pool: Arc<QueryPool>,
         metrics: PrometheusHandle,
+        privacy: Arc<Privacy>,
     ) -> Self {
         let ingest_permits = Arc::new(Semaphore::new(config.limits.max_concurrent_requests));
         let body_bytes = Arc::new(ByteBudget::new(config.limits.max_in_flight_bytes));
@@ -76,6 +84,8 @@ impl AppState {
             lake: None,
             access: Arc::new(Access::default()),
             refusal_log: Arc::default(),
+            privacy,
+            eraser: None,
         }
     }
 
@@ -104,6 +114,12 @@ impl AppState {
     /// Sets the access rules (the configuration's `[auth]`, resolved).
     pub fn with_access(mut self, access: Arc<Access>) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Adds the eraser `DELETE /api/user/{id}` runs.
+    pub fn with_eraser(mut self, eraser: Arc<Eraser>) -> Self {
+        self.eraser = Some(eraser);
         self
     }
 

@@ -171,7 +171,7 @@ const GZIP_LEVEL: u32 = 1;
 const ZSTD_LEVEL: i32 = 3;
 
 /// Compresses NDJSON text with gzip, or zstd for a zstd lake.
-fn compress(format: LakeFormat, text: &[u8]) -> Result<Vec<u8>, LakeError> {
+pub(super) fn compress(format: LakeFormat, text: &[u8]) -> Result<Vec<u8>, LakeError> {
     let io = |e: std::io::Error| LakeError::Encode { what: "an NDJSON object".into(), reason: e.to_string() };
     match format {
         LakeFormat::NdjsonZstd => zstd::bulk::compress(text, ZSTD_LEVEL).map_err(io),
@@ -286,7 +286,7 @@ impl Columns {
 }
 
 /// One Parquet file holding `columns` as one row group, zstd-compressed.
-fn write_parquet(schema: Arc<Schema>, columns: Vec<ArrayRef>, what: &str) -> Result<Vec<u8>, LakeError> {
+pub(super) fn write_parquet(schema: Arc<Schema>, columns: Vec<ArrayRef>, what: &str) -> Result<Vec<u8>, LakeError> {
     let failed = |reason: String| LakeError::Encode { what: format!("{what} as Parquet"), reason };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| failed(e.to_string()))?;
     let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|e| failed(e.to_string()))?;

@@ -57,6 +57,7 @@ compare-and-swap that every backend here supports), and a lake whose mark was de
 */
 
 pub mod encode;
+pub mod erase;
 pub mod layout;
 pub mod objects;
 
@@ -199,6 +200,16 @@ pub enum LakeError {
         dir: std::path::PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// An object could not be read back to erase records from it.
+    #[error(
+        "cannot read {object} to erase records from it: {reason}; move it out of the lake if sluice did not write it, then ask for the erasure again (it resumes where it stopped)"
+    )]
+    Unreadable {
+        /// The object, relative to the lake's root.
+        object: String,
+        /// Why it cannot be read.
+        reason: String,
     },
     /// Encoding a batch failed for a reason that is not the records' fault.
     #[error("cannot encode {what}: {reason}")]

@@ -195,7 +195,7 @@ async fn ingest<S: Source>(
     let admitted = state.clone();
     // The reservation comes back with the records and is held until the journal has them: they
     // are views into the decoded body, or copies as large.
-    let (batch, _permit, _reservation) = off_the_workers(move || {
+    let (batch, suppressed, _permit, _reservation) = off_the_workers(move || {
         let mut credentials = credentials;
         let config: &Config = &admitted.config;
         source.verify(config, &mut credentials, &raw)?;
@@ -207,23 +207,38 @@ async fn ingest<S: Source>(
         let plain = body::decode(encoding, raw, limits.decoded, &mut reservation).map_err(|e| source.body_error(e))?;
         metrics::counter!("sluice_source_bytes_total", "source" => S::SOURCE, "stage" => "decoded")
             .increment(plain.len() as u64);
-        let batch = source.parse(credentials, &plain, &mut intake)?;
+        let mut batch = source.parse(credentials, &plain, &mut intake)?;
         // Held from here in any case: the records wait for the journal under it.
         intake.admit()?;
-        Ok((batch, intake.permit, reservation))
+        // Records of suppressed people are dropped here, before the journal: never stored,
+        // archived or re-delivered. With no suppression this costs one atomic load per record.
+        // Checked under the permit: an erasure that suppresses waits for every permit once, so
+        // that a record checked before the suppression existed is journaled below its horizon.
+        let (privacy, parsed) = (&admitted.privacy, batch.records.len());
+        batch
+            .records
+            .retain(|r| !privacy.suppressions.covers(&privacy.hasher, || crate::privacy::ids_of(r.kind, &r.payload)));
+        let suppressed = parsed - batch.records.len();
+        Ok((batch, suppressed, intake.permit, reservation))
     })
     .await?;
 
-    let (accepted, rejected) = (batch.records.len(), batch.refused.len());
-    if accepted > 0 {
+    let (journaled, rejected) = (batch.records.len(), batch.refused.len());
+    // Suppressed records count as accepted in the answer: the sender must not retry them.
+    let accepted = journaled + suppressed;
+    if journaled > 0 {
         state.journal.append(batch.records).await.map_err(journal_unavailable)?;
     }
     // Only now is the answer final: after a 503 above, the sender sends the batch again.
     let errors = dead_letter_all(S::SOURCE, received_at, &batch.refused, &state.dead_letters);
     metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "accepted")
-        .increment(accepted as u64);
+        .increment(journaled as u64);
     metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "rejected")
         .increment(rejected as u64);
+    if suppressed > 0 {
+        metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "suppressed")
+            .increment(suppressed as u64);
+    }
     // A batch in which nothing was usable is a sender bug: say so with a 4xx the sender's logs will show.
     let status = if accepted == 0 && rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok((status, Json(S::ANSWER.report(accepted, rejected, errors))).into_response())
@@ -455,6 +470,7 @@ mod tests {
             Arc::new(crate::consumers::store_loader::new_status()),
             crate::store::QueryPool::new(config.clone().resolve().unwrap().store, 1, config.store.pool_wait()),
             crate::telemetry::metrics(),
+            Arc::new(crate::privacy::Privacy::open(dir).unwrap()),
         )
     }
 

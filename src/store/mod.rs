@@ -274,6 +274,43 @@ impl Store {
         }
     }
 
+    /// Deletes every event whose userId or anonymousId is one of `ids` and every impression
+    /// keyed by one of them, in one transaction, and says how many of each: what an erasure
+    /// does to the store. Deleting again finds nothing, so a resumed erasure may repeat it.
+    pub fn erase(&mut self, ids: &[String]) -> Result<ErasedRows, StoreError> {
+        // One bound value whatever the number of ids: a JSON array on SQLite, a text[] on
+        // PostgreSQL. Each id column gets its own statement so that its partial index is used.
+        const SQLITE: [&str; 3] = [
+            "DELETE FROM events WHERE user_id IS NOT NULL AND user_id IN (SELECT value FROM json_each(?1))",
+            "DELETE FROM events WHERE anonymous_id IS NOT NULL AND anonymous_id IN (SELECT value FROM json_each(?1))",
+            "DELETE FROM impressions WHERE key IN (SELECT value FROM json_each(?1))",
+        ];
+        const POSTGRES: [&str; 3] = [
+            "DELETE FROM events WHERE user_id IS NOT NULL AND user_id = ANY($1)",
+            "DELETE FROM events WHERE anonymous_id IS NOT NULL AND anonymous_id = ANY($1)",
+            "DELETE FROM impressions WHERE key = ANY($1)",
+        ];
+        let mut counts = [0u64; 3];
+        match self {
+            Store::Sqlite(s) => {
+                let list = serde_json::Value::from(ids).to_string();
+                let tx = s.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                for (sql, count) in SQLITE.iter().zip(&mut counts) {
+                    *count = tx.execute(sql, [&list])? as u64;
+                }
+                tx.commit()?;
+            }
+            Store::Postgres(s) => {
+                let mut tx = s.client()?.transaction()?;
+                for (sql, count) in POSTGRES.iter().zip(&mut counts) {
+                    *count = tx.execute(*sql, &[&ids])?;
+                }
+                tx.commit()?;
+            }
+        }
+        Ok(ErasedRows { events: counts[0] + counts[1], impressions: counts[2] })
+    }
+
     /// Runs `query` bounded by `timeout` (`None`: unbounded) — on SQLite the whole call, on
     /// PostgreSQL each statement (`statement_timeout`); what runs longer is cancelled and the call
     /// answers [`QueryError::TimedOut`]. For answers computed before they are sent: a streamed
@@ -348,6 +385,15 @@ impl FilterIndexes {
         .into_iter()
         .filter_map(|(wanted, sql)| wanted.then_some(sql))
     }
+}
+
+/// What [`Store::erase`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasedRows {
+    /// Segment events.
+    pub events: u64,
+    /// Split impressions.
+    pub impressions: u64,
 }
 
 /// What one [`Store::load`] call did.

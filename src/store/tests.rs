@@ -446,6 +446,27 @@ fn events_loaded(f: &Fixture) -> Store {
     store
 }
 
+fn erase_deletes_the_ids_events_and_impressions_and_nothing_else_and_again_nothing(b: Backend) {
+    let Some(f) = Fixture::new(b) else { return };
+    let mut store = events_loaded(&f);
+    let more = [
+        entry(6, &impression("anon-1", "s", "P", "on", "r", 2)),
+        entry(7, &impression("kept", "s", "P", "on", "r", 3)),
+    ];
+    store.load("store", &more, DedupMode::Exact).unwrap();
+    // user-1's events (m-ident, m-alias), anon-1's (m-page1, m-page2, m-ident again): four rows.
+    let ids = strings_of(&["user-1", "anon-1"]);
+    assert_eq!(store.erase(&ids).unwrap(), crate::store::ErasedRows { events: 4, impressions: 1 });
+    assert_eq!(message_ids(&mut store, &EventQuery::default()), ["m-track"]);
+    assert_eq!(keys(&mut store, &ImpressionQuery::default()), ["k", "kept"]);
+    assert_eq!(store.erase(&ids).unwrap(), crate::store::ErasedRows::default());
+    assert_eq!(store.erase(&[]).unwrap(), crate::store::ErasedRows::default());
+}
+
+fn strings_of(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
 fn events_and_impressions_load_together_with_every_typed_column(b: Backend) {
     let Some(f) = Fixture::new(b) else { return };
     let mut store = events_loaded(&f);
@@ -724,4 +745,5 @@ suite!(
     the_identity_search_finds_what_the_full_graph_finds_and_stops_at_the_bound,
     filter_indexes_exist_only_when_asked_for_and_serve_their_filter,
     the_migrated_tables_hold_exactly_the_column_tables,
+    erase_deletes_the_ids_events_and_impressions_and_nothing_else_and_again_nothing,
 );
