@@ -636,9 +636,9 @@ impl Config {
 /// The prefix of the environment variables that set settings.
 const ENV_PREFIX: &str = "SLUICE_";
 
-/// `SLUICE_*` variables that are not settings: clap reads them for `--config` and `--store`
-/// (as a setting, `store` would name the whole `[store]` table).
-const ENV_NOT_SETTINGS: &[&str] = &["config", "store"];
+/// `SLUICE_*` variables that are not settings: clap reads them for `--config`, `--store` (as a
+/// setting, `store` would name the whole `[store]` table) and `sluice forget --token`.
+const ENV_NOT_SETTINGS: &[&str] = &["config", "store", "token"];
 
 /// The setting a variable's name after the prefix stands for: `STORE__URL` is `store.url`.
 fn env_key(name: &str) -> String {

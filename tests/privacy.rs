@@ -160,7 +160,8 @@ async fn an_erasure_removes_the_person_from_store_and_lake_and_leaves_everyone_e
     let entries: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(entries.len(), 2, "{audit}");
     assert_eq!(entries[0]["what"], "erase user");
-    assert_eq!(entries[0]["who"], "unauthenticated");
+    // No token is configured: the admin is whoever is on this machine.
+    assert_eq!(entries[0]["who"], "loopback");
     assert_eq!(entries[0]["counts"]["store"], json!({"events": 4, "impressions": 2}));
     assert!(!audit.contains("\"ann\"") && !audit.contains("\"a1\""), "no erased id in clear: {audit}");
     app.stop().await;
@@ -383,9 +384,16 @@ async fn sluice_forget_user_erases_through_the_running_server_and_says_what_to_d
     let addr = b.addr.to_string();
     assert_eq!(b.terminate(), Some(0));
 
-    let (status, _, stderr) = common::sluice(&["forget", "user", "ann", "--url", &format!("http://{addr}")], &[]);
+    let (status, _, stderr) = common::sluice(
+        &["forget", "user", "ann", "--url", &format!("http://{addr}")],
+        &[("SLUICE_TOKEN", "sluice_some-admin-token")],
+    );
     assert_ne!(status, 0);
     assert!(stderr.contains("start `sluice serve`"), "{stderr}");
+    assert!(!stderr.contains("names no setting"), "SLUICE_TOKEN is the CLI's, not an unknown setting: {stderr}");
+    let (status, _, stderr) = common::sluice(&["forget", "user", "", "--url", &format!("http://{addr}")], &[]);
+    assert_eq!(status, 2, "an empty id is refused before any request: {stderr}");
+    assert!(stderr.contains("<ID>"), "{stderr}");
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub enum ForgetWhat {
     /// consumers, through the running server; prints what was erased where.
     User {
         /// The userId (or anonymousId, or impression key) of the person.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         id: String,
         /// Also drop the person's later records at ingest.
         #[arg(long)]
@@ -30,12 +31,15 @@ pub enum ForgetWhat {
         /// The running server [default: http://LISTEN, the configured listen address]
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+        /// A token with the admin role, sent as `Authorization: Bearer` (needed once tokens are configured)
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
     },
 }
 
 /// Runs `sluice forget …`.
 pub fn run(settings: &Settings, what: ForgetWhat) -> anyhow::Result<()> {
-    let ForgetWhat::User { id, suppress, url } = what;
+    let ForgetWhat::User { id, suppress, url, token } = what;
     let base = url.unwrap_or_else(|| format!("http://{}", settings.config.listen));
     let mut endpoint = url::Url::parse(&base).with_context(|| {
         format!("--url `{base}` is not a URL; pass the server's address, e.g. http://127.0.0.1:7878")
@@ -52,7 +56,7 @@ pub fn run(settings: &Settings, what: ForgetWhat) -> anyhow::Result<()> {
         // An erasure waits for the consumers (up to a minute) and rewrites lake objects.
         let client = reqwest::Client::builder().timeout(Duration::from_secs(3600)).build()?;
         let mut request = client.delete(endpoint.clone());
-        if let Ok(token) = std::env::var("SLUICE_TOKEN") {
+        if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let answer = request.send().await?;

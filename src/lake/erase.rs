@@ -129,6 +129,7 @@ struct LineIds {
     key: Option<String>,
     user_id: Option<String>,
     anonymous_id: Option<String>,
+    previous_id: Option<String>,
     kind: Option<String>,
     payload: Option<String>,
 }
@@ -141,7 +142,9 @@ fn line_is_erased(line: &[u8], kind: Option<RecordKind>, erased: &dyn Fn(&str) -
     let ids: LineIds = serde_json::from_slice(line).map_err(|e| format!("a line is not JSON: {e}"))?;
     let named = |ids: &LineIds, kind: RecordKind| match kind {
         RecordKind::SplitImpression => ids.key.as_deref().is_some_and(erased),
-        RecordKind::SegmentEvent => [&ids.user_id, &ids.anonymous_id].into_iter().flatten().any(|id| erased(id)),
+        RecordKind::SegmentEvent => {
+            [&ids.user_id, &ids.anonymous_id, &ids.previous_id].into_iter().flatten().any(|id| erased(id))
+        }
     };
     Ok(match kind {
         Some(kind) => named(&ids, kind),
@@ -177,7 +180,7 @@ fn parquet_without(
 ) -> Result<Option<(Vec<u8>, u64)>, String> {
     let columns: &[&str] = match kind {
         RecordKind::SplitImpression => &["key"],
-        RecordKind::SegmentEvent => &["userId", "anonymousId"],
+        RecordKind::SegmentEvent => &["userId", "anonymousId", "previousId"],
     };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
     let mut kept = Vec::new();

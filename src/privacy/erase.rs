@@ -295,6 +295,9 @@ impl Eraser {
             let erased = tokio::task::spawn_blocking(move || Store::open(&target)?.erase(&ids))
                 .await
                 .map_err(|e| EraseError::Join(e.to_string()))??;
+            // The same count as the rows the loader skips by the ledger: a person's rows gone.
+            metrics::counter!("sluice_store_rows_total", "result" => "erased")
+                .increment(erased.events + erased.impressions);
             job.store = Some(erased);
             self.save(&job)?;
         }

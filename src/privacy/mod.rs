@@ -74,14 +74,18 @@ impl Privacy {
 }
 
 /// The ids a journaled record carries that a person can be erased by: an impression's key, an
-/// event's userId and anonymousId. None for a record that does not decode (the consumers
+/// event's userId, anonymousId and previousId (an `alias` naming an erased or suppressed id). None for a record that does not decode (the consumers
 /// dead-letter those on their own).
 pub fn ids_of(kind: RecordKind, payload: &[u8]) -> Vec<String> {
     match record::decode(kind, payload) {
         Ok(Decoded::Impression(imp)) => vec![imp.key.into_owned()],
-        Ok(Decoded::Event(event, _)) => {
-            event.user_id.into_iter().chain(event.anonymous_id).map(|id| id.into_owned()).collect()
-        }
+        Ok(Decoded::Event(event, _)) => event
+            .user_id
+            .into_iter()
+            .chain(event.anonymous_id)
+            .chain(event.previous_id)
+            .map(|id| id.into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -157,6 +161,9 @@ mod tests {
         let event =
             br#"{"type":"page","messageId":"m","userId":"u1","anonymousId":"a1","timestamp":"2026-11-01T10:00:00Z"}"#;
         assert_eq!(ids_of(RecordKind::SegmentEvent, event), ["u1", "a1"]);
+        // An alias from a suppressed id to a new one carries the person only as previousId.
+        let alias = br#"{"type":"alias","messageId":"m2","userId":"new","previousId":"ann","timestamp":"2026-11-01T10:00:00Z"}"#;
+        assert_eq!(ids_of(RecordKind::SegmentEvent, alias), ["new", "ann"]);
         assert!(ids_of(RecordKind::SegmentEvent, b"not json").is_empty());
     }
 

@@ -58,10 +58,11 @@ impl Suppressions {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Adds `entry` durably; one with the same id already there is replaced by it.
+    /// Adds `entry` durably. One with the same id, or whose ids `entry` all covers (the same
+    /// person suppressed again), is replaced by it: lifting the newest lifts the person.
     pub fn add(&self, entry: Suppression) -> Result<(), PrivacyError> {
         let mut entries = self.list();
-        entries.retain(|e| e.id != entry.id);
+        entries.retain(|e| e.id != entry.id && !e.ids.iter().all(|id| entry.ids.contains(id)));
         entries.push(entry);
         self.save(entries)
     }
@@ -134,5 +135,25 @@ mod tests {
         assert_eq!(reopened.lift("e1").unwrap(), None);
         assert!(!reopened.covers(&hasher, ann));
         assert!(Suppressions::open(&path).unwrap().list().is_empty());
+    }
+
+    #[test]
+    fn suppressing_the_same_person_again_replaces_the_entry_so_one_lift_lifts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let hasher = IdHasher::open(&dir.path().join("salt")).unwrap();
+        let list = Suppressions::open(&dir.path().join("suppressions.json")).unwrap();
+        let entry = |id: &str, ids: &[&str]| Suppression {
+            id: id.into(),
+            created_at: "2026-11-30T00:00:00Z".into(),
+            created_by: "test".into(),
+            ids: ids.iter().map(|i| hasher.hash(i)).collect(),
+        };
+        list.add(entry("e1", &["ann"])).unwrap();
+        list.add(entry("bob", &["bob"])).unwrap();
+        list.add(entry("e2", &["ann", "a1"])).unwrap();
+        assert_eq!(list.list().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["bob", "e2"]);
+        list.lift("e2").unwrap();
+        assert!(!list.covers(&hasher, || vec!["ann".to_owned()]), "one lift lifts the person");
+        assert!(list.covers(&hasher, || vec!["bob".to_owned()]));
     }
 }

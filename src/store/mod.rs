@@ -274,31 +274,39 @@ impl Store {
         }
     }
 
-    /// Deletes every event whose userId or anonymousId is one of `ids` and every impression
-    /// keyed by one of them, in one transaction, and says how many of each: what an erasure
-    /// does to the store. Deleting again finds nothing, so a resumed erasure may repeat it.
+    /// Deletes every event whose userId, anonymousId or previousId is one of `ids` and every
+    /// impression keyed by one of them, in one transaction, and says how many of each: what an
+    /// erasure does to the store. Deleting again finds nothing, so a resumed erasure may repeat
+    /// it. On SQLite the deleted rows' bytes are overwritten (`secure_delete`) and the
+    /// write-ahead log, which still holds the pages as they were, is checkpointed and emptied:
+    /// anyone who can read the file must not find the person in it.
     pub fn erase(&mut self, ids: &[String]) -> Result<ErasedRows, StoreError> {
         // One bound value whatever the number of ids: a JSON array on SQLite, a text[] on
         // PostgreSQL. Each id column gets its own statement so that its partial index is used.
-        const SQLITE: [&str; 3] = [
+        const SQLITE: [&str; 4] = [
             "DELETE FROM events WHERE user_id IS NOT NULL AND user_id IN (SELECT value FROM json_each(?1))",
             "DELETE FROM events WHERE anonymous_id IS NOT NULL AND anonymous_id IN (SELECT value FROM json_each(?1))",
+            "DELETE FROM events WHERE previous_id IS NOT NULL AND previous_id IN (SELECT value FROM json_each(?1))",
             "DELETE FROM impressions WHERE key IN (SELECT value FROM json_each(?1))",
         ];
-        const POSTGRES: [&str; 3] = [
+        const POSTGRES: [&str; 4] = [
             "DELETE FROM events WHERE user_id IS NOT NULL AND user_id = ANY($1)",
             "DELETE FROM events WHERE anonymous_id IS NOT NULL AND anonymous_id = ANY($1)",
+            "DELETE FROM events WHERE previous_id IS NOT NULL AND previous_id = ANY($1)",
             "DELETE FROM impressions WHERE key = ANY($1)",
         ];
-        let mut counts = [0u64; 3];
+        let mut counts = [0u64; 4];
         match self {
             Store::Sqlite(s) => {
                 let list = serde_json::Value::from(ids).to_string();
+                // This connection only: the loader's inserts need not pay for it.
+                s.conn.pragma_update(None, "secure_delete", true)?;
                 let tx = s.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 for (sql, count) in SQLITE.iter().zip(&mut counts) {
                     *count = tx.execute(sql, [&list])? as u64;
                 }
                 tx.commit()?;
+                s.empty_the_wal()?;
             }
             Store::Postgres(s) => {
                 let mut tx = s.client()?.transaction()?;
@@ -308,7 +316,7 @@ impl Store {
                 tx.commit()?;
             }
         }
-        Ok(ErasedRows { events: counts[0] + counts[1], impressions: counts[2] })
+        Ok(ErasedRows { events: counts[0] + counts[1] + counts[2], impressions: counts[3] })
     }
 
     /// Runs `query` bounded by `timeout` (`None`: unbounded) — on SQLite the whole call, on

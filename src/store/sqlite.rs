@@ -129,6 +129,27 @@ impl SqliteStore {
         Ok(SqliteStore { conn, journal: None })
     }
 
+    /// Copies every page of the write-ahead log into the database and empties the log, so that
+    /// no earlier version of a page (of rows just erased, say) is left in it. A reader holding an
+    /// old snapshot keeps the log in use: tried a few times, then left to SQLite's own
+    /// checkpoints with a warning.
+    pub(super) fn empty_the_wal(&self) -> Result<(), StoreError> {
+        for _ in 0..3 {
+            let (busy, _, _): (i64, i64, i64) = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        tracing::warn!(
+            path = %self.conn.path().unwrap_or_default(),
+            "the store's write-ahead log could not be emptied after an erasure (a long query holds it); it still holds earlier versions of the erased rows' pages until SQLite reuses them"
+        );
+        Ok(())
+    }
+
     /// Opens an existing store for queries; works while `sluice serve` is writing to it.
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.is_file() {

@@ -463,6 +463,25 @@ fn erase_deletes_the_ids_events_and_impressions_and_nothing_else_and_again_nothi
     assert_eq!(store.erase(&[]).unwrap(), crate::store::ErasedRows::default());
 }
 
+#[test]
+fn an_erasure_leaves_no_byte_of_the_ids_in_the_sqlite_files() {
+    let Some(f) = Fixture::new(Backend::Sqlite) else { return };
+    let StoreTarget::Sqlite(path) = f.target.clone() else { unreachable!("a SQLite fixture") };
+    let mut store = events_loaded(&f);
+    let held = |needle: &str| {
+        ["", "-wal"].iter().any(|suffix| {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            std::fs::read(&file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+    };
+    assert!(held("user-1"), "the fixture holds the id before");
+    store.erase(&strings_of(&["user-1", "anon-1", "anon-2"])).unwrap();
+    // Deleted rows' bytes would stay in their pages (and in the write-ahead log) for anyone who
+    // can read the file.
+    assert!(!held("user-1") && !held("anon-1"), "an erased id is still in {}", path.display());
+    assert!(held("user-2"), "others stay");
+}
+
 fn strings_of(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()
 }
