@@ -522,3 +522,38 @@ common::on_both_backends!(
     context_ip_is_truncated_before_the_journal_on_both_segment_sources,
     context_ip_is_dropped_before_the_journal_on_both_segment_sources,
 );
+
+#[tokio::test]
+async fn an_ingest_token_granted_one_segment_source_records_its_events_under_it_on_every_endpoint() {
+    use sluice::access::{AuthConfig, Role, TokenConfig, token_sha256_hex};
+    const TOKEN: &str = "web-ingest-secret-0123456789";
+    let app = InProcess::start_with(|c| {
+        c.auth = AuthConfig {
+            tokens: vec![TokenConfig {
+                name: "web-feeder".into(),
+                roles: vec![Role::Ingest],
+                sha256: Some(token_sha256_hex(TOKEN)),
+                token_file: None,
+                sources: vec!["segment:web".into()],
+            }],
+            ..AuthConfig::default()
+        };
+    })
+    .await;
+    let bearer = format!("Bearer {TOKEN}");
+    let event =
+        |id: &str| json!({"type": "track", "event": "e", "userId": "u", "messageId": id}).to_string().into_bytes();
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    for (path, id) in [("/v1/segment/webhook", "via-webhook"), ("/v1/track", "via-track")] {
+        let (status, answer) = app.post(path, event(id), &headers).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    let (status, _) = app.post("/v1/track", event("no-token"), &[("content-type", "application/json")]).await;
+    assert_eq!(status, 401, "the token guards the Tracking API");
+    app.wait_loaded().await;
+    let (dir, schema) = app.stop().await;
+    for id in ["via-webhook", "via-track"] {
+        let sql = format!("SELECT COUNT(*) FROM events WHERE message_id = '{id}' AND source = 'web'");
+        assert_eq!(common::store_scalar(dir.path(), schema.as_ref(), &sql).await, 1, "{id}");
+    }
+}

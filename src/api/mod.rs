@@ -315,7 +315,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
-        const STAGING: &str = r#"[{"key":"k1","split":"s","environmentName":"Staging","treatment":"on","label":"l","time":1700000000000}]"#;
+        const STAGING: &str = r#"[{"key":"k1","split":"s","environmentName":"Staging","environmentId":"Production","treatment":"on","label":"l","time":1700000000000}]"#;
         let answer = app
             .clone()
             .oneshot(request("POST", "/v1/split/impressions", STAGING, Some(INGEST), Carry::Query, REMOTE))

@@ -75,14 +75,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub struct Refused(pub &'static str);
 
 /// The outermost layer: counts every 401 and 403 in `sluice_http_refused_total{reason}` and logs
-/// it, at most once a second per client address, so that a scan cannot flood the log.
+/// it, at most once a second per client address and [`MAX_LINES_PER_SECOND`] in all, with its
+/// path cut to [`MAX_LOGGED_PATH`] bytes, so that a scan (from many addresses, with long paths)
+/// cannot flood the log.
 pub fn count_refusals(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router.layer(middleware::from_fn_with_state(state.clone(), refusals))
 }
 
 async fn refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let peer = peer(&request);
-    let path = request.uri().path().to_owned();
+    let path = request.uri().path();
+    let path = path.get(..path.len().min(MAX_LOGGED_PATH)).unwrap_or("").to_owned();
     let response = next.run(request).await;
     if let Some(Refused(reason)) = response.extensions().get::<Refused>().copied() {
         metrics::counter!("sluice_http_refused_total", "reason" => reason).increment(1);
@@ -104,7 +107,16 @@ async fn refusals(State(state): State<AppState>, request: Request, next: Next) -
 #[derive(Debug, Default)]
 pub struct RefusalLog {
     last: Mutex<HashMap<Option<IpAddr>, (Instant, u64)>>,
+    /// The second being counted against [`MAX_LINES_PER_SECOND`], and its lines so far.
+    second: Mutex<Option<(Instant, usize)>>,
 }
+
+/// The most refusal lines logged in one second, whatever the number of addresses.
+pub const MAX_LINES_PER_SECOND: usize = 20;
+
+/// The most bytes of a refused request's path that are logged (a path is ASCII: the URI's
+/// percent-encoded form).
+const MAX_LOGGED_PATH: usize = 256;
 
 /// More addresses than this and the ones quiet for a second are forgotten, so a scan from many
 /// addresses cannot grow the map without bound.
@@ -114,6 +126,21 @@ impl RefusalLog {
     /// Whether a refusal from `peer` at `now` is logged: the first in a second is, with the
     /// number held back since the last one logged.
     pub fn allow(&self, peer: Option<IpAddr>, now: Instant) -> Option<u64> {
+        let held = self.allow_address(peer, now)?;
+        let mut second = self.second.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &mut *second {
+            Some((start, lines)) if now.duration_since(*start) < Duration::from_secs(1) => {
+                if *lines >= MAX_LINES_PER_SECOND {
+                    return None;
+                }
+                *lines += 1;
+            }
+            other => *other = Some((now, 1)),
+        }
+        Some(held)
+    }
+
+    fn allow_address(&self, peer: Option<IpAddr>, now: Instant) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if last.len() >= MAX_REMEMBERED {
             last.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(1));
@@ -156,14 +183,18 @@ mod tests {
     }
 
     #[test]
-    fn a_scan_from_many_addresses_keeps_the_log_bounded() {
+    fn a_scan_from_many_addresses_keeps_the_log_and_the_memory_bounded() {
         let log = RefusalLog::default();
         let t0 = Instant::now();
         let logged = (0..10_000u32).filter(|i| log.allow(Some(IpAddr::from(i.to_be_bytes())), t0).is_some()).count();
-        assert_eq!(logged, MAX_REMEMBERED);
+        assert_eq!(logged, MAX_LINES_PER_SECOND, "lines in one second, whatever the addresses");
         assert!(log.last.lock().unwrap().len() <= MAX_REMEMBERED);
+        let later = (10_000..10_100u32)
+            .filter(|i| log.allow(Some(IpAddr::from(i.to_be_bytes())), t0 + Duration::from_millis(1500)).is_some())
+            .count();
+        assert_eq!(later, MAX_LINES_PER_SECOND, "the next second has its own budget");
         // A second later the old entries make room again.
-        assert_eq!(log.allow(Some(IpAddr::from([192, 0, 2, 1])), t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(log.allow(Some(IpAddr::from([192, 0, 2, 1])), t0 + Duration::from_secs(3)), Some(0));
     }
 
     #[test]

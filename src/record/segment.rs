@@ -296,16 +296,20 @@ fn scrub_ip(event: &mut Node<'_>, policy: IpPolicy) {
     }
 }
 
-/// A refused event as sent, for the dead-letter area, with `policy` applied to its own
-/// `context.ip` (an event that is not an object, or has no address there, is returned as it is).
+/// A refused event as sent, for the dead-letter area, without its `writeKey` (a credential:
+/// a write key or an ingest token) and with `policy` applied to its own `context.ip` (an event
+/// that is not an object, or carries neither, is returned as it is).
 pub fn scrub_refused(raw: &RawValue, policy: IpPolicy) -> Box<RawValue> {
-    if policy != IpPolicy::Keep
-        && let Ok(mut event @ Node::Object(_)) = Node::parse(raw.get())
-        && event.member("context").is_some_and(|c| c.contains_key("ip"))
-    {
-        scrub_ip(&mut event, policy);
-        // A tree of JSON values always serializes.
-        return serde_json::value::to_raw_value(&event).unwrap_or_else(|_| raw.to_owned());
+    if let Ok(mut event @ Node::Object(_)) = Node::parse(raw.get()) {
+        let key = event.remove("writeKey").is_some();
+        let ip = policy != IpPolicy::Keep && event.member("context").is_some_and(|c| c.contains_key("ip"));
+        if ip {
+            scrub_ip(&mut event, policy);
+        }
+        if key || ip {
+            // A tree of JSON values always serializes.
+            return serde_json::value::to_raw_value(&event).unwrap_or_else(|_| raw.to_owned());
+        }
     }
     raw.to_owned()
 }
@@ -806,6 +810,12 @@ mod tests {
         assert_eq!(scrub_refused(&raw, IpPolicy::Keep).get(), raw.get(), "keep leaves the bytes as sent");
         let other: Box<RawValue> = serde_json::from_str(r#" [1, "x"] "#).unwrap();
         assert_eq!(scrub_refused(&other, IpPolicy::Drop).get(), other.get());
+        // A write key is a credential: never kept, whatever the policy.
+        let keyed: Box<RawValue> =
+            serde_json::from_str(r#"{"type":"track","writeKey":"sluice_secret","userId":"u"}"#).unwrap();
+        for policy in [IpPolicy::Keep, IpPolicy::Drop] {
+            assert!(!scrub_refused(&keyed, policy).get().contains("sluice_secret"), "{policy:?}");
+        }
     }
 
     #[test]

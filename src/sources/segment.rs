@@ -95,8 +95,8 @@ struct Webhook;
 
 /// What a webhook request's `X-Signature` proves.
 enum Signature {
-    /// No secret is configured: nothing to prove.
-    NotRequired,
+    /// No secret is configured: nothing to prove; the source an ingest token names, if one did.
+    NotRequired(Option<String>),
     /// The header, not yet checked against the body.
     Given(Vec<u8>),
     /// Checked: what it covers.
@@ -116,8 +116,8 @@ impl Source for Webhook {
             None => {
                 // Without a secret, an ingest token granted segment guards it (Segment's
                 // webhook destination can send an `Authorization` header).
-                super::authorize(&state.access, SourceKind::Segment, None, bearer(headers))?;
-                Ok(Signature::NotRequired)
+                let scope = super::authorize(&state.access, SourceKind::Segment, None, bearer(headers))?;
+                Ok(Signature::NotRequired(source_of(scope)))
             }
         }
     }
@@ -140,10 +140,14 @@ impl Source for Webhook {
                     .into(),
             ));
         }
+        let source = match &signature {
+            Signature::NotRequired(source) => source.as_deref(),
+            Signature::Given(_) | Signature::Covers(_) => None,
+        };
         let arrival = Arrival {
             via: Via::Webhook,
             at_ms: intake.received_at,
-            source: None,
+            source,
             future_tolerance_ms: intake.config.segment.future_tolerance_ms,
             ip: intake.config.privacy.ip,
         };
@@ -199,7 +203,7 @@ impl Source for TrackingApi {
         // A write key in the Basic header is checked before the body is read; only a request that
         // carries none must be read (within Segment's 500 KB) to find its `writeKey`.
         let keys = &state.config.segment.write_keys;
-        Ok(match basic_write_key(headers) {
+        Ok(match header_write_key(headers) {
             Some(given) => WriteKey::Names(authorize_write_key(keys, &state.access, Some(&given))?),
             None if keys.is_empty() && !state.access.guards(SourceKind::Segment) => WriteKey::Names(None),
             None => WriteKey::InBody,
@@ -513,8 +517,17 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// The write key given as the HTTP Basic username (empty password), if any.
-fn basic_write_key(headers: &HeaderMap) -> Option<String> {
+/// The Segment source an ingest token's `scope` names (a token names at most one), if any.
+fn source_of(scope: Scope) -> Option<String> {
+    match scope {
+        Scope::All => None,
+        Scope::Only { names, .. } => names.into_iter().next(),
+    }
+}
+
+/// The write key given as the HTTP Basic username (empty password), or as a bearer token (an
+/// ingest token, as every other client of sluice sends it), if any.
+fn header_write_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -522,6 +535,7 @@ fn basic_write_key(headers: &HeaderMap) -> Option<String> {
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .map(|userpass| userpass.split_once(':').map_or(userpass.clone(), |(user, _)| user.to_owned()))
+        .or_else(|| bearer(headers).map(str::to_owned))
 }
 
 /// The source the `given` write key (from Basic auth, else the body's `writeKey`) names: one of
@@ -553,8 +567,7 @@ fn authorize_write_key(
         return Ok(found);
     }
     match access.ingest(given, SourceKind::Segment) {
-        Ok((_, Scope::All)) => Ok(None),
-        Ok((_, Scope::Only { names, .. })) => Ok(names.into_iter().next()),
+        Ok((_, scope)) => Ok(source_of(scope)),
         Err(Refusal::BadToken) => Err(AppError::Unauthorized(
             "the write key is not one of segment.write_keys nor an ingest token; check the key configured in your Segment library".into(),
         )),
@@ -657,8 +670,8 @@ mod tests {
         let mut h = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("k-srv:");
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
-        assert_eq!(basic_write_key(&h).as_deref(), Some("k-srv"));
-        assert_eq!(basic_write_key(&HeaderMap::new()), None);
+        assert_eq!(header_write_key(&h).as_deref(), Some("k-srv"));
+        assert_eq!(header_write_key(&HeaderMap::new()), None);
         assert_eq!(authorize_write_key(&keys, &Access::default(), Some("k-srv")).unwrap().as_deref(), Some("server"));
         assert_eq!(authorize_write_key(&keys, &Access::default(), Some("k-web")).unwrap().as_deref(), Some("web"));
         assert!(matches!(authorize_write_key(&keys, &Access::default(), Some("nope")), Err(AppError::Unauthorized(_))));

@@ -129,13 +129,13 @@ fn out_of_scope(scope: &Scope, impression: &Impression<'_>) -> AppError {
         Scope::Only { token, .. } => token.clone(),
         Scope::All => String::new(),
     };
-    let environment = impression.environment_name.as_deref().or(impression.environment_id.as_deref());
-    AppError::Denied(Refusal::OutOfScope { token, what: format!("Split environment {:?}", environment.unwrap_or("")) })
+    let environment = impression.environment().unwrap_or("");
+    AppError::Denied(Refusal::OutOfScope { token, what: format!("Split environment {environment:?}") })
 }
 
-/// Whether the token's `scope` covers the impression's environment, by name or by id.
+/// Whether the token's `scope` covers the impression's environment: the one queries filter on
+/// (the name, or the id when there is no name). Not "the name or the id": the sender writes
+/// both, and a `Staging` name beside a `Production` id would pass as Production.
 fn in_scope(scope: &Scope, impression: &Impression<'_>) -> bool {
-    matches!(scope, Scope::All)
-        || scope.allows(impression.environment_name.as_deref())
-        || scope.allows(impression.environment_id.as_deref())
+    matches!(scope, Scope::All) || scope.allows(impression.environment())
 }
