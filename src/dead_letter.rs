@@ -121,6 +121,55 @@ impl DeadLetters {
         }
         Ok(())
     }
+
+    /// Removes every line whose refused record `erased` says is a person's (an erasure), from
+    /// every file of the area, and says how many. Each changed file is rewritten whole (a
+    /// private temporary file, fsynced, renamed over it) with the other lines byte for byte;
+    /// writers wait meanwhile. A line that is not a dead letter's JSON is kept.
+    pub fn erase(&self, erased: &dyn Fn(&RawValue) -> bool) -> std::io::Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Stored<'a> {
+            #[serde(borrow)]
+            record: &'a RawValue,
+        }
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut removed = 0;
+        let names: Vec<String> = fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name == "current.ndjson" || is_rotated_name(name))
+            .collect();
+        for name in names {
+            let path = self.dir.join(&name);
+            if !path.is_file() {
+                continue;
+            }
+            let text = fs::read(&path)?;
+            let mut kept = Vec::with_capacity(text.len());
+            let mut dropped = 0;
+            for line in text.split_inclusive(|b| *b == b'\n') {
+                match serde_json::from_slice::<Stored<'_>>(line) {
+                    Ok(stored) if erased(stored.record) => dropped += 1,
+                    _ => kept.extend_from_slice(line),
+                }
+            }
+            if dropped == 0 {
+                continue;
+            }
+            let temporary = self.dir.join(format!(".{name}.erasing"));
+            let mut file = files::options().create(true).write(true).truncate(true).open(&temporary)?;
+            file.write_all(&kept)?;
+            file.sync_all()?;
+            fs::rename(&temporary, &path)?;
+            File::open(&self.dir)?.sync_all()?;
+            if name == "current.ndjson" {
+                current.file = files::options().create(true).append(true).open(&path)?;
+                current.bytes = kept.len() as u64;
+            }
+            removed += dropped;
+        }
+        Ok(removed)
+    }
 }
 
 /// Whether `name` is one [`DeadLetters::rotate`] gives: `<13 digits>-<6 digits>.ndjson`.
@@ -182,6 +231,45 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.path().join("notes.txt")).unwrap().len(), 8192);
         assert!(dir.path().join("saved").is_dir());
         assert!(dir.path().join("0000000000001-000001.ndjson").is_dir());
+    }
+
+    #[test]
+    fn an_erasure_removes_the_persons_lines_from_every_file_and_keeps_the_others_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::open(dir.path(), 4096).unwrap();
+        let write = |i: usize, record: &str| {
+            let record = raw(record);
+            dl.write("segment", i as i64, &[Rejection { index: i, field: None, reason: "bad", record: &record }])
+                .unwrap();
+        };
+        for i in 0..40 {
+            // Enough to rotate: the person's lines end up in rotated files and in the current one.
+            write(
+                i,
+                &format!(r#"{{"userId":"{}","pad":"{}"}}"#, if i % 3 == 0 { "ann" } else { "bob" }, "x".repeat(100)),
+            );
+        }
+        let all = |dir: &Path| -> String {
+            let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            names.sort();
+            names.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+        };
+        let before = all(dir.path());
+        let is_ann = |r: &RawValue| r.get().contains(r#""userId":"ann""#);
+        let removed = dl.erase(&is_ann).unwrap();
+        let after = all(dir.path());
+        assert_eq!(removed as usize, before.lines().filter(|l| l.contains(r#""userId":"ann""#)).count());
+        assert!(removed > 0 && !after.contains(r#""userId":"ann""#));
+        let others: Vec<&str> = before.lines().filter(|l| !l.contains(r#""userId":"ann""#)).collect();
+        assert_eq!(after.lines().collect::<Vec<_>>(), others, "the others' lines, byte for byte, in order");
+        // Writing goes on in the rewritten current file.
+        write(99, r#"{"userId":"cid"}"#);
+        assert!(
+            fs::read_to_string(dir.path().join("current.ndjson"))
+                .unwrap()
+                .ends_with("\"record\":{\"userId\":\"cid\"}}\n")
+        );
+        assert_eq!(dl.erase(&is_ann).unwrap(), 0, "again: nothing");
     }
 
     #[test]

@@ -111,6 +111,16 @@ async fn an_erasure_removes_the_person_from_store_and_lake_and_leaves_everyone_e
         return;
     };
     post_everything(&app).await;
+    // Refused records name people too: one of Ann's (a bad timestamp) and one of Bob's.
+    let refused = json!({"batch": [
+        {"type": "track", "event": "x", "userId": "ann", "messageId": "bad-1", "timestamp": "yesterday"},
+        {"type": "track", "event": "x", "userId": "bob", "messageId": "bad-2", "timestamp": "yesterday"},
+    ]});
+    let (status, _) =
+        app.post("/v1/batch", refused.to_string().into_bytes(), &[("content-type", "application/json")]).await;
+    assert_eq!(status, 400, "both refused");
+    let dead_letters = || std::fs::read_to_string(app.dir.path().join("dead-letter/current.ndjson")).unwrap();
+    assert!(dead_letters().contains("bad-1") && dead_letters().contains("bad-2"));
     let lake = app.dir.path().join("lake");
     let ann = ["ann", "a1", "a2"];
     let before = lake_rows(&python, &lake);
@@ -124,6 +134,8 @@ async fn an_erasure_removes_the_person_from_store_and_lake_and_leaves_everyone_e
     assert_eq!(answer["lake"]["recordsRemoved"], 6, "{answer}");
     assert!(answer["lake"]["objectsRewritten"].as_u64().unwrap() >= 2, "{answer}");
     assert_eq!(answer["suppressed"], false);
+    assert_eq!(answer["deadLetters"], 1, "{answer}");
+    assert!(!dead_letters().contains("bad-1") && dead_letters().contains("bad-2"), "{}", dead_letters());
 
     let schema = app.schema.as_ref();
     let sql = "SELECT count(*) FROM events WHERE user_id = 'ann' OR anonymous_id IN ('a1', 'a2')";

@@ -128,7 +128,8 @@ impl Server {
             consumers.lake.clone(),
             config.attribution.max_cluster_ids,
             ERASURE_WAIT,
-        );
+        )
+        .with_dead_letters(dead_letters.clone());
 
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
             format!("cannot listen on {}: is another sluice running? pick another address with --listen", config.listen)

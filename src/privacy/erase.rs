@@ -17,10 +17,11 @@ job that the next `sluice serve` (or the next erasure) finishes. The steps:
 4. wait until every consumer has passed the horizon, so that nothing read before step 3 is still
    on its way to the store or the lake (the lake writer flushes its buffers when the ledger
    changes);
-5. delete from the store; 6. rewrite the lake's objects; 7. append to the audit log, and mark the
-   job done with its counts and without the ids in clear.
+5. delete from the store; 6. rewrite the lake's objects; 7. remove the person's refused records
+   from the dead-letter area; 8. append to the audit log, and mark the job done with its counts
+   and without the ids in clear.
 
-The job file holds the ids in clear from step 2 to step 7: after a crash the store no longer
+The job file holds the ids in clear from step 2 to step 8: after a crash the store no longer
 tells who the person was.
 */
 
@@ -35,6 +36,7 @@ use super::audit::AuditLog;
 use super::ledger::LedgerEntry;
 use super::suppression::Suppression;
 use super::{Privacy, PrivacyError, read_json, write_atomically};
+use crate::dead_letter::DeadLetters;
 use crate::journal::Journal;
 use crate::lake::erase::LakeErased;
 use crate::lake::{Lake, LakeError};
@@ -60,6 +62,8 @@ pub struct Eraser {
     running: tokio::sync::Mutex<()>,
     /// Ingest's permits and how many there are: taken all at once after a suppression.
     ingest: Option<(Arc<tokio::sync::Semaphore>, u32)>,
+    /// The dead-letter area, whose refused records may name the person too.
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 /// What one erasure did, per place: the answer of `DELETE /api/user/{id}`.
@@ -75,6 +79,8 @@ pub struct Outcome {
     /// Objects rewritten in the lake; absent when there is no lake.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lake: Option<LakeErased>,
+    /// Refused records of the person removed from the dead-letter area.
+    pub dead_letters: u64,
     /// What the journal's consumers skip.
     pub journal: JournalErased,
     /// Whether later records of the person are dropped at ingest.
@@ -108,6 +114,8 @@ struct Job {
     journal: Option<JournalErased>,
     store: Option<ErasedRows>,
     lake: Option<LakeErased>,
+    #[serde(default)]
+    dead_letters: Option<u64>,
     done: bool,
 }
 
@@ -159,6 +167,11 @@ pub enum EraseError {
     /// The lake failed.
     #[error("erasing from the lake failed: {0}; the erasure resumes when asked again or at sluice's next start")]
     Lake(#[from] LakeError),
+    /// Rewriting the dead-letter area failed.
+    #[error(
+        "erasing from the dead-letter area failed: {0}; check that the data directory is writable and the disk not full; the erasure resumes when asked again or at sluice's next start"
+    )]
+    DeadLetters(String),
     /// A privacy file failed.
     #[error(transparent)]
     Privacy(#[from] PrivacyError),
@@ -189,7 +202,23 @@ impl Eraser {
         max_ids: usize,
         wait: Duration,
     ) -> Eraser {
-        Eraser { privacy, journal, store, lake, max_ids, wait, running: tokio::sync::Mutex::new(()), ingest: None }
+        Eraser {
+            privacy,
+            journal,
+            store,
+            lake,
+            max_ids,
+            wait,
+            running: tokio::sync::Mutex::new(()),
+            ingest: None,
+            dead_letters: None,
+        }
+    }
+
+    /// Erases the person's refused records from `dead_letters` too.
+    pub fn with_dead_letters(mut self, dead_letters: Arc<DeadLetters>) -> Eraser {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 
     /// Makes a suppressing erasure wait for ingest requests holding one of these `count`
@@ -223,6 +252,7 @@ impl Eraser {
             journal: None,
             store: None,
             lake: None,
+            dead_letters: None,
             done: false,
         };
         self.save(&job)?;
@@ -320,11 +350,24 @@ impl Eraser {
             erased?;
             job.lake = Some(progress.lake.unwrap_or_default());
         }
+        if let (Some(area), None) = (&self.dead_letters, job.dead_letters) {
+            let (area, ids) = (area.clone(), job.ids.clone());
+            let removed = tokio::task::spawn_blocking(move || {
+                let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+                area.erase(&|record| names_one_of(record, &ids))
+            })
+            .await
+            .map_err(|e| EraseError::Join(e.to_string()))?
+            .map_err(|e| EraseError::DeadLetters(e.to_string()))?;
+            job.dead_letters = Some(removed);
+            self.save(&job)?;
+        }
         let outcome = Outcome {
             erasure: job.erasure.clone(),
             ids: job.hashes.len(),
             store: job.store.unwrap_or_default(),
             lake: job.lake,
+            dead_letters: job.dead_letters.unwrap_or_default(),
             journal,
             suppressed: job.suppress,
         };
@@ -411,6 +454,18 @@ impl Eraser {
 }
 
 /// The audit entry of an erasure: who, what (hashed ids only) and the counts.
+/// Whether a refused record (any JSON: it was refused) names one of `ids` where a record can
+/// name a person: an impression's `key`, an event's `userId`, `anonymousId` or `previousId`, as
+/// a string or a number.
+fn names_one_of(record: &serde_json::value::RawValue, ids: &HashSet<&str>) -> bool {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(record.get()) else { return false };
+    ["key", "userId", "anonymousId", "previousId"].iter().any(|name| match fields.get(*name) {
+        Some(serde_json::Value::String(id)) => ids.contains(id.as_str()),
+        Some(serde_json::Value::Number(n)) => ids.contains(n.to_string().as_str()),
+        _ => false,
+    })
+}
+
 fn audit_erasure(audit: &AuditLog, job: &Job, outcome: &Outcome) -> Result<(), PrivacyError> {
     audit.append(&serde_json::json!({
         "who": job.who,
