@@ -474,7 +474,7 @@ impl Settings {
     /// an unknown key in the file is a typo and an error.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<(Settings, Vec<String>)> {
         let known = Arc::new(known_keys());
-        let warnings = std::env::vars_os()
+        let mut warnings: Vec<String> = std::env::vars_os()
             .filter_map(|(name, _)| {
                 let name = name.into_string().ok()?;
                 let key = env_key(name.strip_prefix(ENV_PREFIX)?);
@@ -482,7 +482,9 @@ impl Settings {
                 ignored.then(|| unknown_variable(&name, &key, &known))
             })
             .collect();
-        Ok((Config::merge(file, overrides, known)?.resolve()?, warnings))
+        let settings = Config::merge(file, overrides, known)?.resolve()?;
+        warnings.extend(settings.config.auth.tokens.iter().filter_map(|t| loose_token_file(t.token_file.as_deref()?)));
+        Ok((settings, warnings))
     }
 }
 
@@ -631,6 +633,19 @@ impl Config {
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.data_dir.join("dead-letter")
     }
+}
+
+/// A warning when the token file at `path` can be read by other users than its owner.
+fn loose_token_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "token_file {} can be read by other users (mode {mode:o}): anyone on this machine can use the token; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// The prefix of the environment variables that set settings.

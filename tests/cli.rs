@@ -105,6 +105,9 @@ async fn export_reads_the_store_of_a_running_server_with_the_same_filters_as_htt
         .unwrap();
     assert_eq!(file, http);
     assert_eq!(file.lines().count(), 3);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an export holds people's ids: {mode:o}");
 
     let (code, stdout, _) =
         sluice(&["export", "impressions", "--format", "ndjson", "--key", "bob"], &[("SLUICE_DATA_DIR", data_dir)]);
@@ -286,4 +289,27 @@ async fn listening_beyond_loopback_needs_a_read_token_which_token_new_makes() {
     server.wait().unwrap();
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("allow_open_reads") && logged.contains("without a token"), "{logged}");
+}
+
+#[test]
+fn a_token_file_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("analyst.token");
+    std::fs::write(&token, "sluice_a-token-long-enough-0123\n").unwrap();
+    let config = dir.path().join("sluice.toml");
+    let entry = format!(
+        "[[auth.tokens]]\nname = \"analyst\"\nroles = [\"read\"]\ntoken_file = {:?}\n",
+        token.to_str().unwrap()
+    );
+    std::fs::write(&config, entry).unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "migrate"];
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = sluice(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("can be read by other users (mode 644)") && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = sluice(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("other users"), "{err}");
 }

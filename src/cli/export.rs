@@ -164,11 +164,22 @@ fn flag_error(e: crate::query::ParamError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.to_string().replace(&format!("parameter `{}`", e.param), &format!("--{flag}")))
 }
 
+/// The `--output` file, created readable by its owner only (`0600`, as sluice's data files):
+/// an export holds people's ids and events. An existing file is truncated and keeps its mode.
+fn create_output(file: &std::path::Path) -> anyhow::Result<File> {
+    crate::files::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(file)
+        .with_context(|| format!("cannot create {}", file.display()))
+}
+
 fn events(target: &StoreTarget, args: EventArgs) -> anyhow::Result<()> {
     let (query, format) = EventQuery::from_pairs(&args.to_pairs()).map_err(flag_error)?;
     let mut store = super::open_store(target)?;
     let mut out: Box<dyn Write> = match &args.output {
-        Some(file) => Box::new(File::create(file).with_context(|| format!("cannot create {}", file.display()))?),
+        Some(file) => Box::new(create_output(file)?),
         None => Box::new(io::stdout().lock()),
     };
     let n = write_events(&mut store, &query, format, &mut out).context("the export failed")?;
@@ -185,7 +196,7 @@ fn impressions(target: &StoreTarget, args: ImpressionArgs) -> anyhow::Result<()>
 
     let (mut out, show_progress): (Box<dyn Write>, bool) = match &args.output {
         Some(file) => {
-            let f = File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+            let f = create_output(file)?;
             (Box::new(f), io::stderr().is_terminal())
         }
         None => (Box::new(io::stdout().lock()), io::stderr().is_terminal() && !io::stdout().is_terminal()),
