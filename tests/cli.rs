@@ -108,6 +108,11 @@ async fn export_reads_the_store_of_a_running_server_with_the_same_filters_as_htt
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "an export holds people's ids: {mode:o}");
+    // An existing file is made private too.
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = sluice(&["export", "impressions", "--data-dir", data_dir, "-o", out.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
 
     let (code, stdout, _) =
         sluice(&["export", "impressions", "--format", "ndjson", "--key", "bob"], &[("SLUICE_DATA_DIR", data_dir)]);

@@ -211,6 +211,12 @@ async fn a_suppression_drops_the_persons_later_records_at_ingest_until_it_is_lif
     let dir = app.dir.path();
     assert_eq!(store_scalar(dir, None, "SELECT count(*) FROM impressions WHERE key IN ('a2', 'dave')").await, 1);
     assert_eq!(store_scalar(dir, None, "SELECT count(*) FROM events WHERE message_id = 'late'").await, 0);
+    // Their refused records are answered as refused, but not kept in the dead-letter area either.
+    let invalid = json!([{"key": "a2", "split": "checkout"}, {"key": "erin", "split": "checkout"}]);
+    let (status, answer) = app.post_gzip(&invalid).await;
+    assert_eq!((status, &answer["rejected"]), (400, &json!(2)), "{answer}");
+    let letters = std::fs::read_to_string(dir.join("dead-letter/current.ndjson")).unwrap();
+    assert!(letters.contains("\"erin\"") && !letters.contains("\"a2\""), "{letters}");
     let (_, metrics) = app.get("/metrics").await;
     assert!(
         metrics.lines().any(|l| l.starts_with("sluice_source_records_total") && l.contains("suppressed")),

@@ -164,15 +164,19 @@ fn flag_error(e: crate::query::ParamError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.to_string().replace(&format!("parameter `{}`", e.param), &format!("--{flag}")))
 }
 
-/// The `--output` file, created readable by its owner only (`0600`, as sluice's data files):
-/// an export holds people's ids and events. An existing file is truncated and keeps its mode.
+/// The `--output` file, readable by its owner only (`0600`, as sluice's data files): an export
+/// holds people's ids and events. An existing file is truncated and made `0600` too.
 fn create_output(file: &std::path::Path) -> anyhow::Result<File> {
-    crate::files::options()
+    use std::os::unix::fs::PermissionsExt as _;
+    let out = crate::files::options()
         .create(true)
         .write(true)
         .truncate(true)
         .open(file)
-        .with_context(|| format!("cannot create {}", file.display()))
+        .with_context(|| format!("cannot create {}", file.display()))?;
+    out.set_permissions(std::fs::Permissions::from_mode(crate::files::FILE_MODE))
+        .with_context(|| format!("cannot make {} private (chmod 600)", file.display()))?;
+    Ok(out)
 }
 
 fn events(target: &StoreTarget, args: EventArgs) -> anyhow::Result<()> {

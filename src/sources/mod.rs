@@ -121,7 +121,7 @@ pub fn authorize(
     }
     let Some(given) = given else {
         return Err(AppError::Unauthorized(
-            "this endpoint needs a token: add ?token=… to the webhook URL, or send `Authorization: Bearer …`".into(),
+            "this endpoint needs a token: send `Authorization: Bearer …` (Split's webhook, which cannot set headers: add ?token=… to its URL)".into(),
         ));
     };
     // Constant-time: the comparison must not reveal how many leading bytes were right.

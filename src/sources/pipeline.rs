@@ -195,7 +195,7 @@ async fn ingest<S: Source>(
     let admitted = state.clone();
     // The reservation comes back with the records and is held until the journal has them: they
     // are views into the decoded body, or copies as large.
-    let (batch, suppressed, _permit, _reservation) = off_the_workers(move || {
+    let (batch, suppressed, letters, _permit, _reservation) = off_the_workers(move || {
         let mut credentials = credentials;
         let config: &Config = &admitted.config;
         source.verify(config, &mut credentials, &raw)?;
@@ -219,7 +219,22 @@ async fn ingest<S: Source>(
             .records
             .retain(|r| !privacy.suppressions.covers(&privacy.hasher, || crate::privacy::ids_of(r.kind, &r.payload)));
         let suppressed = parsed - batch.records.len();
-        Ok((batch, suppressed, intake.permit, reservation))
+        // A suppressed person's refused records are still refused (the answer says so), but not
+        // kept in the dead-letter area either. Which kind a refused record was meant to be is
+        // unknown, so every id member of either kind is looked at.
+        let letters: Vec<bool> = batch
+            .refused
+            .iter()
+            .map(|r| {
+                let raw = r.record.get().as_bytes();
+                !privacy.suppressions.covers(&privacy.hasher, || {
+                    let mut ids = crate::privacy::ids_of(crate::record::RecordKind::SplitImpression, raw);
+                    ids.extend(crate::privacy::ids_of(crate::record::RecordKind::SegmentEvent, raw));
+                    ids
+                })
+            })
+            .collect();
+        Ok((batch, suppressed, letters, intake.permit, reservation))
     })
     .await?;
 
@@ -230,7 +245,7 @@ async fn ingest<S: Source>(
         state.journal.append(batch.records).await.map_err(journal_unavailable)?;
     }
     // Only now is the answer final: after a 503 above, the sender sends the batch again.
-    let errors = dead_letter_all(S::SOURCE, received_at, &batch.refused, &state.dead_letters);
+    let errors = dead_letter_all(S::SOURCE, received_at, &batch.refused, &letters, &state.dead_letters);
     metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "accepted")
         .increment(journaled as u64);
     metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "rejected")
@@ -338,8 +353,9 @@ async fn off_the_workers<T: Send + 'static>(
 /// The most per-record errors listed in one response; the dead-letter area has them all.
 const MAX_LISTED_ERRORS: usize = 100;
 
-/// Writes every refused record of a batch (its index, what is wrong, the record as sent) to the
-/// dead-letter area and returns the first few refusals for the response.
+/// Writes the refused records of a batch that `letters` marks (not a suppressed person's; its
+/// index, what is wrong, the record as sent) to the dead-letter area and returns the first few
+/// refusals, all of them, for the response.
 ///
 /// Called once the request's outcome is known and is an answer the sender will not retry (the
 /// valid records are durable, or there were none): a 503 and its retry would write them twice.
@@ -349,6 +365,7 @@ fn dead_letter_all(
     source: &str,
     received_at: i64,
     refused: &[Refused],
+    letters: &[bool],
     dead_letters: &DeadLetters,
 ) -> Vec<RecordFault> {
     if refused.is_empty() {
@@ -356,7 +373,9 @@ fn dead_letter_all(
     }
     let rejections: Vec<Rejection<'_>> = refused
         .iter()
-        .map(|r| Rejection {
+        .zip(letters)
+        .filter(|(_, letter)| **letter)
+        .map(|(r, _)| Rejection {
             index: r.index,
             field: r.error.field.as_deref(),
             reason: &r.error.reason,

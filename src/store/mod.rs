@@ -277,9 +277,9 @@ impl Store {
     /// Deletes every event whose userId, anonymousId or previousId is one of `ids` and every
     /// impression keyed by one of them, in one transaction, and says how many of each: what an
     /// erasure does to the store. Deleting again finds nothing, so a resumed erasure may repeat
-    /// it. On SQLite the deleted rows' bytes are overwritten (`secure_delete`) and the
-    /// write-ahead log, which still holds the pages as they were, is checkpointed and emptied:
-    /// anyone who can read the file must not find the person in it.
+    /// it. On SQLite the deleted rows' bytes are overwritten (`secure_delete`), the file is
+    /// rebuilt (`VACUUM`) and the write-ahead log, which still holds the pages as they were, is
+    /// checkpointed and emptied: anyone who can read the file must not find the person in it.
     pub fn erase(&mut self, ids: &[String]) -> Result<ErasedRows, StoreError> {
         // One bound value whatever the number of ids: a JSON array on SQLite, a text[] on
         // PostgreSQL. Each id column gets its own statement so that its partial index is used.
@@ -306,6 +306,13 @@ impl Store {
                     *count = tx.execute(sql, [&list])? as u64;
                 }
                 tx.commit()?;
+                // secure_delete zeroes the deleted cells, but page splits of earlier loads left
+                // copies of cells in pages' free space that no delete touches: VACUUM rebuilds
+                // every page from the live rows. It costs a pass over the file and holds the
+                // write lock meanwhile (the loader waits; ingest goes on into the journal), once
+                // per erasure, even one that found nothing now (a resumed erasure whose delete
+                // was done before a crash has not vacuumed yet).
+                s.conn.execute_batch("VACUUM")?;
                 s.empty_the_wal()?;
             }
             Store::Postgres(s) => {
