@@ -186,7 +186,10 @@ pub enum Refusal {
         role: Role,
     },
     /// The token sent is not one of the configured tokens.
-    BadToken,
+    BadToken {
+        /// The role the request needs.
+        role: Role,
+    },
     /// The token is valid but lacks the role.
     MissingRole {
         /// The token's name.
@@ -220,7 +223,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoToken { .. } => "no_token",
-            Refusal::BadToken => "bad_token",
+            Refusal::BadToken { .. } => "bad_token",
             Refusal::MissingRole { .. } => "missing_role",
             Refusal::NotLoopback { .. } => "not_loopback",
             Refusal::SourceNotAllowed { .. } | Refusal::OutOfScope { .. } => "source_not_allowed",
@@ -235,8 +238,11 @@ impl Refusal {
     /// The role the request needed.
     pub fn role(&self) -> Role {
         match self {
-            Refusal::NoToken { role } | Refusal::MissingRole { role, .. } | Refusal::NotLoopback { role } => *role,
-            Refusal::BadToken | Refusal::SourceNotAllowed { .. } | Refusal::OutOfScope { .. } => Role::Ingest,
+            Refusal::NoToken { role }
+            | Refusal::BadToken { role }
+            | Refusal::MissingRole { role, .. }
+            | Refusal::NotLoopback { role } => *role,
+            Refusal::SourceNotAllowed { .. } | Refusal::OutOfScope { .. } => Role::Ingest,
         }
     }
 }
@@ -249,7 +255,7 @@ impl std::fmt::Display for Refusal {
                 "this needs a token with the `{role}` role: send `Authorization: Bearer <token>` (`sluice token new --name NAME --role {role}` makes one)",
                 role = role.as_str()
             ),
-            Refusal::BadToken => {
+            Refusal::BadToken { .. } => {
                 write!(
                     f,
                     "the token is not one of sluice's tokens: check it against [[auth.tokens]] in the configuration"
@@ -378,7 +384,7 @@ impl Access {
     /// carries and the client's address.
     pub fn check(&self, role: Role, given: Option<&str>, peer: Option<IpAddr>) -> Result<Caller, Refusal> {
         if let Some(given) = given {
-            let token = self.find(given).ok_or(Refusal::BadToken)?;
+            let token = self.find(given).ok_or(Refusal::BadToken { role })?;
             return if token.has(role) {
                 Ok(Caller { name: token.name.clone() })
             } else {
@@ -398,7 +404,7 @@ impl Access {
     /// everyone with `open_operations`.
     pub fn check_operations(&self, given: Option<&str>, peer: Option<IpAddr>) -> Result<Caller, Refusal> {
         if let Some(given) = given {
-            let token = self.find(given).ok_or(Refusal::BadToken)?;
+            let token = self.find(given).ok_or(Refusal::BadToken { role: Role::Read })?;
             return if token.has(Role::Read) || token.has(Role::Admin) {
                 Ok(Caller { name: token.name.clone() })
             } else {
@@ -417,7 +423,7 @@ impl Access {
 
     /// Where the ingest token `given` may send records of `kind`, with its name.
     pub fn ingest(&self, given: &str, kind: SourceKind) -> Result<(String, Scope), Refusal> {
-        let token = self.find(given).ok_or(Refusal::BadToken)?;
+        let token = self.find(given).ok_or(Refusal::BadToken { role: Role::Ingest })?;
         if !token.has(Role::Ingest) {
             return Err(Refusal::MissingRole { token: token.name.clone(), role: Role::Ingest });
         }
@@ -543,7 +549,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(access.check(Role::Read, Some("read-secret-0123456789"), REMOTE).unwrap().name, "analyst");
-        assert_eq!(access.check(Role::Read, Some("read-secret-012345678"), LOCAL), Err(Refusal::BadToken));
+        assert_eq!(
+            access.check(Role::Read, Some("read-secret-012345678"), LOCAL),
+            Err(Refusal::BadToken { role: Role::Read })
+        );
         assert_eq!(
             access.check(Role::Admin, Some("read-secret-0123456789"), LOCAL),
             Err(Refusal::MissingRole { token: "analyst".into(), role: Role::Admin })
@@ -625,7 +634,10 @@ mod tests {
         );
         assert_eq!(access.ingest("all-secret-01234567890", SourceKind::Segment).unwrap().1, Scope::All);
         assert!(matches!(access.ingest("read-secret-0123456789", SourceKind::Split), Err(Refusal::MissingRole { .. })));
-        assert_eq!(access.ingest("nobody-0123456789", SourceKind::Split), Err(Refusal::BadToken));
+        assert_eq!(
+            access.ingest("nobody-0123456789", SourceKind::Split),
+            Err(Refusal::BadToken { role: Role::Ingest })
+        );
         assert!(access.guards(SourceKind::Split) && access.guards(SourceKind::Segment));
     }
 

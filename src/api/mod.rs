@@ -208,6 +208,16 @@ mod tests {
                     let role = error["role"].as_str().unwrap();
                     assert!(error["error"].as_str().unwrap().contains(&format!("`{role}` role")), "{error}");
                 }
+                // A refusal names the role the route needs, whatever the token was.
+                let needed = match expected {
+                    e if e == &read => Some("read"),
+                    e if e == &admin => Some("admin"),
+                    _ => None,
+                };
+                if let (Some(needed), 401 | 403) = (needed, status) {
+                    let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(error["role"], needed, "{method} {uri} with {token:?}: {error}");
+                }
             }
         }
         // Operations from this machine need no token; reads do, once any token is configured.

@@ -130,7 +130,7 @@ pub fn authorize(
     }
     match access.ingest(given, kind) {
         Ok((_, scope)) => Ok(scope),
-        Err(Refusal::BadToken) => Err(AppError::Unauthorized(
+        Err(Refusal::BadToken { .. }) => Err(AppError::Unauthorized(
             "the token is wrong: it is neither split.token nor one of [[auth.tokens]]; check the token the sender is configured with (Split: the webhook URL's ?token=)"
                 .into(),
         )),

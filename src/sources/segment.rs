@@ -568,7 +568,7 @@ fn authorize_write_key(
     }
     match access.ingest(given, SourceKind::Segment) {
         Ok((_, scope)) => Ok(source_of(scope)),
-        Err(Refusal::BadToken) => Err(AppError::Unauthorized(
+        Err(Refusal::BadToken { .. }) => Err(AppError::Unauthorized(
             "the write key is not one of segment.write_keys nor an ingest token; check the key configured in your Segment library".into(),
         )),
         Err(refusal) => Err(AppError::Denied(refusal)),
