@@ -27,6 +27,7 @@ use super::LakeError;
 use super::encode::{self, LakeFormat};
 use super::objects::{Lake, offsets};
 use crate::record::RecordKind;
+use crate::record::json::{Json, Members};
 
 /// What an erasure did to the lake.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,39 +123,26 @@ impl Object {
     }
 }
 
-/// The ids an NDJSON line names the person by (also a refused record's, in an error line).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LineIds {
-    key: Option<String>,
-    user_id: Option<String>,
-    anonymous_id: Option<String>,
-    previous_id: Option<String>,
-    kind: Option<String>,
-    payload: Option<String>,
-}
-
-/// Whether an NDJSON line of an object of `kind` (`None`: an error object) is the person's.
+/// Whether an NDJSON line of an object of `kind` (`None`: an error object, whose refused record
+/// is text in its `payload`) names the person by one of its [`RecordKind::person_ids`].
 fn line_is_erased(line: &[u8], kind: Option<RecordKind>, erased: &dyn Fn(&str) -> bool) -> Result<bool, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
-    let ids: LineIds = serde_json::from_slice(line).map_err(|e| format!("a line is not JSON: {e}"))?;
-    let named = |ids: &LineIds, kind: RecordKind| match kind {
-        RecordKind::SplitImpression => ids.key.as_deref().is_some_and(erased),
-        RecordKind::SegmentEvent => {
-            [&ids.user_id, &ids.anonymous_id, &ids.previous_id].into_iter().flatten().any(|id| erased(id))
-        }
+    let text = std::str::from_utf8(line).map_err(|e| format!("a line is not UTF-8: {e}"))?;
+    let members = Members::parse(text).ok_or_else(|| "a line is not a JSON object".to_owned())?;
+    let named = |members: &Members<'_>, kind: RecordKind| {
+        kind.person_ids().iter().any(|name| members.get(name).and_then(Json::as_str).is_some_and(|id| erased(&id)))
     };
     Ok(match kind {
-        Some(kind) => named(&ids, kind),
+        Some(kind) => named(&members, kind),
         None => {
-            // An error line: the refused record is text in `payload`; one that is not JSON names nobody.
-            let kind = [RecordKind::SplitImpression, RecordKind::SegmentEvent]
-                .into_iter()
-                .find(|k| ids.kind.as_deref() == Some(k.name()));
-            match (kind, ids.payload.as_deref().map(serde_json::from_str::<LineIds>)) {
-                (Some(kind), Some(Ok(record))) => named(&record, kind),
+            // One that is not JSON names nobody.
+            let kind = members.get("kind").and_then(Json::as_str);
+            let kind = RecordKind::ALL.into_iter().find(|k| kind.as_deref() == Some(k.name()));
+            let payload = members.get("payload").and_then(Json::as_str);
+            match (kind, payload) {
+                (Some(kind), Some(payload)) => Members::parse(&payload).is_some_and(|record| named(&record, kind)),
                 _ => false,
             }
         }
@@ -178,10 +166,8 @@ fn parquet_without(
     kind: RecordKind,
     erased: &dyn Fn(&str) -> bool,
 ) -> Result<Option<(Vec<u8>, u64)>, String> {
-    let columns: &[&str] = match kind {
-        RecordKind::SplitImpression => &["key"],
-        RecordKind::SegmentEvent => &["userId", "anonymousId", "previousId"],
-    };
+    // The Parquet columns are named as the JSON members.
+    let columns = kind.person_ids();
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
     let mut kept = Vec::new();
     let mut removed = 0u64;

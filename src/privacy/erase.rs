@@ -40,6 +40,7 @@ use crate::dead_letter::DeadLetters;
 use crate::journal::Journal;
 use crate::lake::erase::LakeErased;
 use crate::lake::{Lake, LakeError};
+use crate::record::RecordKind;
 use crate::store::{ErasedRows, QueryError, Store, StoreError, StoreTarget};
 
 /// Where the lake is, for erasures.
@@ -454,12 +455,11 @@ impl Eraser {
 }
 
 /// The audit entry of an erasure: who, what (hashed ids only) and the counts.
-/// Whether a refused record (any JSON: it was refused) names one of `ids` where a record can
-/// name a person: an impression's `key`, an event's `userId`, `anonymousId` or `previousId`, as
-/// a string or a number.
+/// Whether a refused record (any JSON: it was refused) names one of `ids` where a record of
+/// either kind names a person ([`RecordKind::person_ids`]), as a string or a number.
 fn names_one_of(record: &serde_json::value::RawValue, ids: &HashSet<&str>) -> bool {
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(record.get()) else { return false };
-    ["key", "userId", "anonymousId", "previousId"].iter().any(|name| match fields.get(*name) {
+    RecordKind::ALL.iter().flat_map(|kind| kind.person_ids()).any(|name| match fields.get(*name) {
         Some(serde_json::Value::String(id)) => ids.contains(id.as_str()),
         Some(serde_json::Value::Number(n)) => ids.contains(n.to_string().as_str()),
         _ => false,

@@ -82,11 +82,7 @@ pub fn ids_of(kind: RecordKind, payload: &[u8]) -> Vec<String> {
     // scan for the id members costs a fraction of a full parse (a record reaching here was
     // validated by its parser already).
     let Ok(json) = std::str::from_utf8(payload) else { return Vec::new() };
-    let found: Vec<Option<std::borrow::Cow<'_, str>>> = match kind {
-        RecordKind::SplitImpression => string_members(json, ["key"]).into(),
-        RecordKind::SegmentEvent => string_members(json, ["userId", "anonymousId", "previousId"]).into(),
-    };
-    found.into_iter().flatten().map(std::borrow::Cow::into_owned).collect()
+    string_members(json, kind.person_ids()).into_iter().flatten().map(std::borrow::Cow::into_owned).collect()
 }
 
 /// What can go wrong keeping the privacy files.

@@ -239,15 +239,15 @@ impl<'de> Deserialize<'de> for Members<'de> {
 /// The string members `keys` of the object `json` (each its last value, as with `Value`), in
 /// one scan that builds nothing but those strings: how a record's ids are read on the hot path.
 /// A member that is not a string, and any member of text that is not an object, is `None`.
-pub fn string_members<'a, const N: usize>(json: &'a str, keys: [&str; N]) -> [Option<Cow<'a, str>>; N] {
-    struct Find<'k, const N: usize>([&'k str; N]);
-    impl<'de, const N: usize> Visitor<'de> for Find<'_, N> {
-        type Value = [Option<Cow<'de, str>>; N];
+pub fn string_members<'a>(json: &'a str, keys: &[&str]) -> Vec<Option<Cow<'a, str>>> {
+    struct Find<'k>(&'k [&'k str]);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Vec<Option<Cow<'de, str>>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = std::array::from_fn(|_| None);
+            let mut found = vec![None; self.0.len()];
             while let Some(Text(key)) = map.next_key()? {
                 match self.0.iter().position(|k| *k == key) {
                     Some(at) => {
@@ -261,7 +261,7 @@ pub fn string_members<'a, const N: usize>(json: &'a str, keys: [&str; N]) -> [Op
         }
     }
     let mut de = serde_json::Deserializer::from_str(json);
-    de.deserialize_map(Find(keys)).unwrap_or_else(|_| std::array::from_fn(|_| None))
+    de.deserialize_map(Find(keys)).unwrap_or_else(|_| vec![None; keys.len()])
 }
 
 /// A string, borrowed from the text when it holds no escape.

@@ -27,6 +27,18 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    /// Every kind.
+    pub const ALL: [RecordKind; 2] = [RecordKind::SplitImpression, RecordKind::SegmentEvent];
+
+    /// The top-level members of a record of this kind that name a person: what an erasure and
+    /// a suppression match (in the journal, the lake, the dead letters and at ingest).
+    pub fn person_ids(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::SplitImpression => &["key"],
+            RecordKind::SegmentEvent => &["userId", "anonymousId", "previousId"],
+        }
+    }
+
     /// The kind stored under this tag byte, if any.
     pub fn from_tag(tag: u8) -> Option<Self> {
         match tag {

@@ -228,9 +228,10 @@ async fn ingest<S: Source>(
             .map(|r| {
                 let raw = r.record.get().as_bytes();
                 !privacy.suppressions.covers(&privacy.hasher, || {
-                    let mut ids = crate::privacy::ids_of(crate::record::RecordKind::SplitImpression, raw);
-                    ids.extend(crate::privacy::ids_of(crate::record::RecordKind::SegmentEvent, raw));
-                    ids
+                    crate::record::RecordKind::ALL
+                        .into_iter()
+                        .flat_map(|kind| crate::privacy::ids_of(kind, raw))
+                        .collect()
                 })
             })
             .collect();
