@@ -56,7 +56,7 @@ fn impression(i: usize) -> Record {
         i % 250,
         i % 250,
     );
-    Record { kind: RecordKind::SplitImpression, received_at_ms: T0, payload: Bytes::from(payload) }
+    Record::from_payload(RecordKind::SplitImpression, T0, Bytes::from(payload)).expect("a valid impression")
 }
 
 /// Every file under `dir` with its path relative to `dir`.

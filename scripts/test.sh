@@ -5,8 +5,10 @@
 # $TEST_TOOLS_DIR (default ~/.cache/sluice-test-tools, outside the checkout so that every clone
 # and every CI run on the machine reuses them):
 #   bin/s3s-fs  an S3-compatible server on loopback for the lake tests
-#   venv/       pyarrow and duckdb, the independent readers for the lake tests, and
-#               segment-analytics-python, Segment's own client for the Tracking API tests
+#   venv/       pyarrow and duckdb, the independent readers for the lake tests,
+#               segment-analytics-python, Segment's own client for the Tracking API tests,
+#               aiokafka, the independent Kafka client reading back the Kafka output, and
+#               scipy, the independent statistics the experiment read-outs are checked against
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,14 @@ export TEST_S3S_FS="$tools/bin/s3s-fs"
 if ! "$tools/venv/bin/python" -c 'import segment.analytics' 2>/dev/null; then
   echo "== installing segment-analytics-python into $tools/venv (once)"
   "$tools/venv/bin/pip" install --quiet segment-analytics-python
+fi
+if ! "$tools/venv/bin/python" -c 'import scipy' 2>/dev/null; then
+  echo "== installing scipy into $tools/venv (once)"
+  "$tools/venv/bin/pip" install --quiet scipy
+fi
+if ! "$tools/venv/bin/python" -c 'import aiokafka' 2>/dev/null; then
+  echo "== installing aiokafka into $tools/venv (once)"
+  "$tools/venv/bin/pip" install --quiet aiokafka
 fi
 export TEST_PYTHON="$tools/venv/bin/python"
 

@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Access, AuthConfig};
 use crate::attribution::AttributionSettings;
 use crate::consumers::store_loader::LoaderConfig;
-use crate::journal::file::FileJournalConfig;
+use crate::experiments::ExperimentSettings;
+use crate::journal::JournalConfig;
 use crate::lake::{LakeConfig, LakeSettings};
+use crate::outputs::{LagLimit, OutputConfig, OutputSettings};
 use crate::record::ip::IpPolicy;
 use crate::record::{DedupMode, FieldLimits};
 use crate::retention::Policy;
@@ -59,8 +61,8 @@ pub struct Config {
     pub split: SplitSourceConfig,
     /// The Segment sources: the webhook destination and the Tracking API.
     pub segment: SegmentSourceConfig,
-    /// The embedded journal.
-    pub journal: FileJournalConfig,
+    /// The journal: embedded, or on NATS JetStream when `url` is set.
+    pub journal: JournalConfig,
     /// The store and its loader.
     pub store: StoreConfig,
     /// When ingest pushes back instead of accepting more.
@@ -71,12 +73,18 @@ pub struct Config {
     pub lake: LakeConfig,
     /// How visits are classified and grouped into sessions.
     pub attribution: AttributionSettings,
+    /// What one experiment read-out may cost.
+    pub experiments: ExperimentSettings,
     /// Who may read, administer and ingest: tokens and their roles.
     pub auth: AuthConfig,
     /// How long store rows are kept.
     pub retention: RetentionConfig,
     /// What personal data is kept at ingest.
     pub privacy: PrivacyConfig,
+    /// How nodes sharing one JetStream journal split the consumers between them.
+    pub cluster: ClusterConfig,
+    /// Stream outputs (`[[outputs]]`): brokers every record is forwarded to.
+    pub outputs: Vec<OutputConfig>,
 }
 
 impl Default for Config {
@@ -90,16 +98,57 @@ impl Default for Config {
             http: HttpConfig::default(),
             split: SplitSourceConfig::default(),
             segment: SegmentSourceConfig::default(),
-            journal: FileJournalConfig::default(),
+            journal: JournalConfig::default(),
             store: StoreConfig::default(),
             backpressure: BackpressureConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             lake: LakeConfig::default(),
             attribution: AttributionSettings::default(),
+            experiments: ExperimentSettings::default(),
             auth: AuthConfig::default(),
             retention: RetentionConfig::default(),
             privacy: PrivacyConfig::default(),
+            cluster: ClusterConfig::default(),
+            outputs: Vec::new(),
         }
+    }
+}
+
+/// Cluster settings (`[cluster]`): used only with a JetStream journal, where every node runs
+/// each consumer only while it holds that consumer's lease (see [`crate::consumers::lease`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in the lease bucket and in logs; unset: the host name and the process id.
+    pub node: Option<String>,
+    /// The JetStream key-value bucket the leases are kept in (one per cluster).
+    pub lease_bucket: String,
+    /// How long a lease lives without renewal: a dead node's consumers move to another node
+    /// after at most this, plus a second. The same on every node.
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: None,
+            lease_bucket: "SLUICE_LEASES".to_owned(),
+            // With a poll of a second, a dead node's consumers move within 11 s (the issue asks 15).
+            lease_ttl_secs: 10,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// This node's name: as configured, else `<host name>-<process id>`, which tells two
+    /// processes on one machine apart.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "sluice".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
     }
 }
 
@@ -433,6 +482,16 @@ pub struct Overrides {
     /// `--allow-open-reads`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthOverrides>,
+    /// `--journal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalOverrides>,
+}
+
+/// The `[journal]` settings given on the command line.
+#[derive(Debug, Serialize)]
+pub struct JournalOverrides {
+    /// `--journal`: the NATS servers of a JetStream journal.
+    pub url: crate::nats::NatsUrls,
 }
 
 /// The `[auth]` settings given on the command line.
@@ -465,6 +524,8 @@ pub struct Settings {
     pub access: Arc<Access>,
     /// What the retention job deletes.
     pub retention: Policy,
+    /// The stream outputs, checked.
+    pub outputs: Vec<OutputSettings>,
 }
 
 impl Settings {
@@ -524,7 +585,9 @@ impl Config {
         )?;
         let lake = self.lake.clone().resolve(self.data_dir.join("lake"), self.data_dir.join("lake-writer.json"))?;
         let access = Arc::new(Access::resolve(&self.auth).context("invalid [auth] settings")?);
+        let outputs = crate::outputs::resolve_all(&self.outputs, self.backpressure.max_consumer_lag)?;
         Ok(Settings {
+            outputs,
             loader: self.store.loader(),
             store,
             lake,
@@ -535,6 +598,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        crate::journal::jetstream::JetStreamSettings::from_config(&self.journal)?;
         let l = &self.limits;
         anyhow::ensure!(l.max_body_bytes > 0, "limits.max_body_bytes must be above 0");
         anyhow::ensure!(
@@ -582,12 +646,17 @@ impl Config {
             "store.idle_ms ({}) must be from 1 to 60000: it is also how long a stopping loader waits for more records",
             self.store.idle_ms
         );
+        anyhow::ensure!(
+            self.journal.dedup_window_secs == 0 || self.journal.dedup_max_ids > 0,
+            "journal.dedup_max_ids must be above 0 while journal.dedup_window_secs is: set dedup_window_secs = 0 to turn entrance dedup off"
+        );
         anyhow::ensure!(self.store.batch_rows > 0, "store.batch_rows must be above 0");
         anyhow::ensure!(self.store.pool_size > 0, "store.pool_size must be above 0");
         anyhow::ensure!(self.store.pool_wait_ms > 0, "store.pool_wait_ms must be above 0");
         anyhow::ensure!(self.store.export_write_timeout_ms > 0, "store.export_write_timeout_ms must be above 0");
         anyhow::ensure!(self.attribution.max_cluster_ids > 0, "attribution.max_cluster_ids must be above 0");
         anyhow::ensure!(self.attribution.max_events > 0, "attribution.max_events must be above 0");
+        anyhow::ensure!(self.experiments.max_units > 0, "experiments.max_units must be above 0");
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");
         }
@@ -622,6 +691,22 @@ impl Config {
             self.retention.interval_secs
         );
         Ok(())
+    }
+
+    /// How many records consumer `consumer` (its name in the journal) may lag before ingest
+    /// pushes back, and the setting that says so; `None`: no limit (an output's
+    /// `max_lag_records = "unbounded"`).
+    pub fn lag_limit(&self, consumer: &str) -> Option<(u64, String)> {
+        let output = consumer
+            .strip_prefix(crate::outputs::CONSUMER_PREFIX)
+            .and_then(|name| self.outputs.iter().enumerate().find(|(_, o)| o.name == name));
+        match output {
+            Some((_, OutputConfig { max_lag_records: Some(LagLimit::Unbounded), .. })) => None,
+            Some((at, OutputConfig { max_lag_records: Some(LagLimit::Records(n)), .. })) => {
+                Some((*n, format!("outputs[{at}].max_lag_records")))
+            }
+            _ => Some((self.backpressure.max_consumer_lag, "backpressure.max_consumer_lag".to_owned())),
+        }
     }
 
     /// Where the journal's segment files live.
@@ -702,6 +787,7 @@ fn unknown_variable(name: &str, key: &str, known: &BTreeSet<String>) -> String {
 #[expect(clippy::result_large_err, reason = "figment's Jail fixes the closure's error type")]
 mod tests {
     use super::*;
+    use crate::nats::NatsUrls;
     use figment::Jail;
 
     /// The settings as written, once loaded and resolved.
@@ -763,13 +849,51 @@ mod tests {
                 data_dir: Some("flag".into()),
                 store: None,
                 auth: Some(AuthOverrides { allow_open_reads: true }),
+                journal: Some(JournalOverrides { url: NatsUrls("nats://flag:4222".into()) }),
             };
             let c = load(file, &o).unwrap();
             assert_eq!(c.listen.port(), 3000);
             assert_eq!(c.data_dir, PathBuf::from("flag"));
             assert!(c.auth.allow_open_reads, "--allow-open-reads reaches [auth]");
+            assert_eq!(c.journal.url, Some(NatsUrls("nats://flag:4222".into())), "--journal reaches [journal] url");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_journal_url_comes_from_the_file_env_or_flag_and_its_password_is_never_shown() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load(None, &Overrides::default()).unwrap().journal.url, None, "the embedded journal by default");
+            jail.create_file("s.toml", "[journal]\nurl = \"nats://a:4222\"\nstream = \"EVENTS\"\nreplicas = 3\n")?;
+            let file = Some(Path::new("s.toml"));
+            let c = load(file, &Overrides::default()).unwrap();
+            assert_eq!(
+                (c.journal.url.unwrap().0, c.journal.stream, c.journal.replicas),
+                ("nats://a:4222".into(), "EVENTS".into(), Some(3))
+            );
+
+            jail.set_env("SLUICE_JOURNAL__URL", "nats://sluice:s3cret@a:4222, nats://sluice:s3cret@b:4222");
+            let (settings, warnings) = Settings::load(file, &Overrides::default()).unwrap();
+            assert_eq!(warnings, Vec::<String>::new());
+            let url = settings.config.journal.url.clone().unwrap();
+            assert_eq!(url.to_string(), "nats://sluice:***@a:4222,nats://sluice:***@b:4222");
+            let shown = format!("{:?} {url}", settings.config);
+            assert!(!shown.contains("s3cret"), "{shown}");
+
+            for (bad, key) in [("http://a:4222", "url"), ("", "url")] {
+                jail.set_env("SLUICE_JOURNAL__URL", bad);
+                let err = load(file, &Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains(key), "{bad}: {err:#}");
+            }
+            Ok(())
+        });
+        let mut c = Config::default();
+        c.journal.url = Some(NatsUrls("nats://a".into()));
+        c.journal.stream = "a.b".into();
+        assert!(c.clone().resolve().unwrap_err().to_string().contains("stream"));
+        c.journal.stream = "SLUICE".into();
+        c.journal.publish_timeout_ms = 0;
+        assert!(c.resolve().unwrap_err().to_string().contains("publish_timeout_ms"));
     }
 
     #[test]
@@ -834,6 +958,46 @@ mod tests {
 
             let err = load(Some(Path::new("missing.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("does not exist"), "{err:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn outputs_load_from_the_file_and_their_lag_limits_apply_per_output() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "o.toml",
+                r#"
+[backpressure]
+max_consumer_lag = 100
+[[outputs]]
+name = "k"
+type = "kafka"
+brokers = "localhost:9092"
+max_lag_records = 5
+[outputs.options]
+"security.protocol" = "sasl_ssl"
+[[outputs]]
+name = "n"
+type = "nats"
+url = "nats://127.0.0.1:4222"
+max_lag_records = "unbounded"
+"#,
+            )?;
+            let (settings, _) = Settings::load(Some(Path::new("o.toml")), &Overrides::default()).unwrap();
+            assert_eq!(settings.outputs.len(), 2);
+            let c = &settings.config;
+            assert_eq!(c.lag_limit("output:k"), Some((5, "outputs[0].max_lag_records".to_owned())));
+            assert_eq!(c.lag_limit("output:n"), None);
+            assert_eq!(c.lag_limit("store"), Some((100, "backpressure.max_consumer_lag".to_owned())));
+
+            jail.create_file("bad.toml", "[[outputs]]\nname = \"n\"\ntype = \"nats\"\n")?;
+            let err = Settings::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("outputs[0] (\"n\"): url is required"), "{err:#}");
+
+            jail.create_file("word.toml", "[[outputs]]\nname = \"n\"\ntype = \"nats\"\nmax_lag_records = \"lots\"\n")?;
+            let err = Settings::load(Some(Path::new("word.toml")), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("\"unbounded\""), "{err:#}");
             Ok(())
         });
     }

@@ -83,6 +83,14 @@ impl DeadLetters {
             buf.push(b'\n');
         }
         let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A file deleted under us (the data directory removed while sluice runs) still takes
+        // writes, into nothing anyone can read: start a new one where it belongs.
+        if std::os::unix::fs::MetadataExt::nlink(&current.file.metadata()?) == 0 {
+            tracing::warn!(dir = %self.dir.display(), "the dead-letter file was deleted while sluice ran; starting a new one");
+            files::create_dir_all(&self.dir)?;
+            current.file = files::options().create(true).append(true).open(self.dir.join("current.ndjson"))?;
+            current.bytes = 0;
+        }
         current.file.write_all(&buf)?;
         current.bytes += buf.len() as u64;
         metrics::counter!("sluice_dead_letter_records_total", "source" => source.to_owned())
@@ -156,12 +164,7 @@ impl DeadLetters {
             if dropped == 0 {
                 continue;
             }
-            let temporary = self.dir.join(format!(".{name}.erasing"));
-            let mut file = files::options().create(true).write(true).truncate(true).open(&temporary)?;
-            file.write_all(&kept)?;
-            file.sync_all()?;
-            fs::rename(&temporary, &path)?;
-            File::open(&self.dir)?.sync_all()?;
+            files::replace(&path, &kept)?;
             if name == "current.ndjson" {
                 current.file = files::options().create(true).append(true).open(&path)?;
                 current.bytes = kept.len() as u64;
@@ -185,6 +188,19 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_directory_deleted_while_running_is_made_again_and_written() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("dead-letters");
+        let dl = DeadLetters::open(&dir, 1 << 20).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let record = raw(r#"{"key":5}"#);
+        let r = Rejection { index: 0, field: Some("key"), reason: "expected a string", record: &record };
+        dl.write("split", 1, &[r]).unwrap();
+        let text = std::fs::read_to_string(dir.join("current.ndjson")).expect("the rejection is on disk again");
+        assert!(text.contains(r#""record":{"key":5}"#), "{text}");
     }
 
     #[test]

@@ -48,6 +48,33 @@ pub fn create_private(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Replaces `path` with `bytes` atomically: a temporary file beside it (`0600`), fsynced, renamed
+/// over it, and the directory fsynced, so a crash leaves either the old or the new contents, never
+/// a mix, and a replaced file survives power loss.
+pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut file = create(&tmp)?;
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The contents of `path`, or `None` when it does not exist.
+pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What [`tighten`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tightened {

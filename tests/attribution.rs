@@ -226,16 +226,6 @@ async fn alias_chains_and_several_devices_resolve_through_the_store_without_merg
     assert_eq!(get_json(&s, "/api/user/old-account").await["anonymousIds"], user["anonymousIds"]);
 }
 
-/// `(status, body)` of `sluice ARGS…` run against the store `s` used, after it stopped.
-fn cli(dir: &std::path::Path, schema: Option<&common::TestSchema>, args: &[&str]) -> (i32, String, String) {
-    let mut argv = vec!["--data-dir", dir.to_str().unwrap()];
-    if let Some(schema) = schema {
-        argv.extend(["--store", schema.url.as_str()]);
-    }
-    argv.extend(args);
-    common::sluice(&argv, &[])
-}
-
 async fn an_id_with_no_devices_answers_nothing_not_other_peoples_sessions(b: Backend) {
     let Some(s) = InProcess::start_on(b, |_| {}).await else { return };
     let events = vec![
@@ -266,15 +256,16 @@ async fn an_id_with_no_devices_answers_nothing_not_other_peoples_sessions(b: Bac
     assert_eq!(s.get("/api/impressions?key=unknown&format=ndjson").await, (200, String::new()));
 
     let (dir, schema) = s.stop().await;
-    let (code, out, err) = cli(dir.path(), schema.as_ref(), &["user", "unknown"]);
+    let (code, out, err) = common::sluice_on_store(dir.path(), schema.as_ref(), &["user", "unknown"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), nothing);
-    let (code, out, err) = cli(dir.path(), schema.as_ref(), &["user", "server-only"]);
+    let (code, out, err) = common::sluice_on_store(dir.path(), schema.as_ref(), &["user", "server-only"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["firstTouch"], Value::Null);
-    let (code, out, _) = cli(dir.path(), schema.as_ref(), &["export", "events", "--anonymous-id", "unknown"]);
+    let (code, out, _) =
+        common::sluice_on_store(dir.path(), schema.as_ref(), &["export", "events", "--anonymous-id", "unknown"]);
     assert_eq!((code, out.as_str()), (0, ""));
-    let (code, _, err) = cli(dir.path(), schema.as_ref(), &["export", "impressions", "--key", ""]);
+    let (code, _, err) = common::sluice_on_store(dir.path(), schema.as_ref(), &["export", "impressions", "--key", ""]);
     assert_ne!(code, 0, "an empty --key is refused: {err}");
 }
 

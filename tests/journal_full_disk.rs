@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice::journal::file::{FileJournal, FileJournalConfig};
 use sluice::journal::{Journal, JournalError, Record};
-use sluice::record::RecordKind;
+use sluice::record::{RecordId, RecordKind};
 
 /// A tmpfs mounted for the test, unmounted when dropped (also when an assertion fails).
 struct Tmpfs(PathBuf);
@@ -49,7 +49,12 @@ impl Drop for Tmpfs {
 /// Record `i`, with a payload of about 1 KiB saying which one it is.
 fn record(i: u64) -> Record {
     let payload = format!(r#"{{"key":"user-{i}","pad":"{}"}}"#, "x".repeat(1000));
-    Record { kind: RecordKind::SplitImpression, received_at_ms: i as i64, payload: Bytes::from(payload) }
+    Record {
+        kind: RecordKind::SplitImpression,
+        received_at_ms: i as i64,
+        payload: Bytes::from(payload),
+        id: RecordId(u128::from(i)),
+    }
 }
 
 /// Every payload in `journal` from offset 0 to its end.
@@ -90,8 +95,8 @@ async fn a_full_disk_refuses_appends_without_wedging_and_leaves_no_partial_batch
     let refused = loop {
         let batch = batch();
         match journal.append(batch.clone()).await {
-            Ok(range) => {
-                assert_eq!(range.start, acknowledged.len() as u64, "offsets are dense");
+            Ok(appended) => {
+                assert_eq!(appended.offsets[0], acknowledged.len() as u64, "offsets are dense");
                 acknowledged.extend(batch);
             }
             Err(error) => break error,
@@ -112,8 +117,9 @@ async fn a_full_disk_refuses_appends_without_wedging_and_leaves_no_partial_batch
     // Space comes back: appends succeed again without a restart, at the next offset.
     tmpfs.resize("2m");
     let batch = batch();
-    let range = journal.append(batch.clone()).await.expect("appends succeed once space is freed");
-    assert_eq!(range, acknowledged.len() as u64..acknowledged.len() as u64 + 7);
+    let appended = journal.append(batch.clone()).await.expect("appends succeed once space is freed");
+    let next = acknowledged.len() as u64;
+    assert_eq!(appended.offsets, (next..next + 7).collect::<Vec<_>>());
     acknowledged.extend(batch);
     assert_eq!(journal.stats().write_error, None);
     journal.close().await;

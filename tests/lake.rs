@@ -657,3 +657,42 @@ async fn a_lake_switched_away_from_and_back_to_is_taken_back_and_completed_witho
     assert_eq!(keys, expected, "every record once in the lake switched back to");
     assert_eq!(lake_keys(second.path()).len(), 4, "the second lake got everything the journal held then");
 }
+
+/// Another node of a cluster taking the lake over has no checkpoint of its own: it resumes where
+/// the lake's mark says the last writer had committed, not at the oldest record the journal
+/// retains (which, on a JetStream journal, may be days of records to re-read). Pinned by
+/// deleting the first records' objects before the takeover: a writer that re-read from the
+/// oldest record would archive them again.
+#[tokio::test]
+async fn a_writer_without_a_checkpoint_resumes_where_the_lakes_mark_says_it_was_committed() {
+    let (lake, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = || {
+        let (url, dir) = (lake.path().to_str().unwrap().to_owned(), data.path().to_owned());
+        InProcess::start_with(move |c| {
+            c.data_dir = dir;
+            c.lake.url = Some(url);
+        })
+    };
+    let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    // Two runs, in two event hours: the second raises the mark with the first's records committed.
+    for (k, time) in [(keys(&["a", "b"]), T0), (keys(&["c", "d"]), T0 + HOUR)] {
+        let s = start().await;
+        assert_eq!(s.post_gzip(&batch(&k, |_| time)).await.0, 200);
+        s.stop().await;
+    }
+    let mark: Value = serde_json::from_slice(&std::fs::read(lake.path().join("_sluice-writer.json")).unwrap()).unwrap();
+    assert_eq!(mark["committed"], 2, "the second run's mark says the first run's records are in the lake: {mark}");
+    let first_hour = lake
+        .path()
+        .join(chrono::DateTime::from_timestamp_millis(T0).unwrap().format("split_impression/%Y/%m/%d/%H").to_string());
+    std::fs::remove_dir_all(&first_hour).unwrap();
+    std::fs::remove_file(data.path().join("lake-writer.json")).unwrap();
+
+    let s = start().await;
+    assert_eq!(s.post_gzip(&batch(&keys(&["e"]), |_| T0 + HOUR)).await.0, 200);
+    let ready: Value = serde_json::from_str(&s.get("/readyz").await.1).unwrap();
+    assert_eq!(ready["lake"]["stopped"], Value::Null, "{ready}");
+    s.stop().await;
+    let expected: HashMap<String, usize> = ["c", "d", "e"].iter().map(|k| (k.to_string(), 1)).collect();
+    assert_eq!(lake_keys(lake.path()), expected, "resumed at offset 2: a and b were not read again, c and d not twice");
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sluice::config::Config;
 use sluice::journal::file::FileJournal;
 use sluice::journal::{Journal as _, Record};
-use sluice::record::RecordKind;
+use sluice::record::{RecordId, RecordKind};
 
 const WEBHOOK: &str = "/v1/split/impressions";
 
@@ -156,10 +156,11 @@ async fn an_entry_the_loader_cannot_read_is_dead_lettered_not_only_logged(b: Bac
     // A journal written by a sluice from before the NUL rule: the record was valid then, and
     // today's parser refuses it.
     let data = tempfile::tempdir().unwrap();
-    let journal = FileJournal::open(&data.path().join("journal"), Config::default().journal).unwrap();
+    let journal = FileJournal::open(&data.path().join("journal"), Config::default().journal.file()).unwrap();
     let record = |imp: Value| Record {
         kind: RecordKind::SplitImpression,
         received_at_ms: 1_000,
+        id: RecordId(u128::from(imp["time"].as_u64().unwrap())),
         payload: imp.to_string().into(),
     };
     let records = vec![

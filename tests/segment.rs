@@ -424,9 +424,11 @@ fn ips(events: &[Value]) -> BTreeMap<String, Value> {
 /// The Segment events in the journal of data directory `dir` (its server stopped).
 async fn journaled_events(dir: &std::path::Path) -> Vec<Value> {
     use sluice::journal::Journal as _;
-    let journal =
-        sluice::journal::file::FileJournal::open(&dir.join("journal"), sluice::config::Config::default().journal)
-            .unwrap();
+    let journal = sluice::journal::file::FileJournal::open(
+        &dir.join("journal"),
+        sluice::config::Config::default().journal.file(),
+    )
+    .unwrap();
     let end = journal.stats().next_offset;
     let mut reader = journal.reader("check", 0).unwrap();
     let (mut events, mut read) = (Vec::new(), 0);

@@ -9,6 +9,7 @@ it to a socket.
 
 pub mod attribution;
 pub mod events;
+pub mod experiments;
 pub mod impressions;
 pub mod ops;
 pub mod privacy;
@@ -24,7 +25,11 @@ use crate::http::auth::{Need, Role, count_refusals, guard};
 /// body); every other route but `/healthz` is guarded here by what it needs (see
 /// [`crate::access`]), so a route cannot be added unguarded without saying so.
 pub fn router(state: AppState) -> Router {
-    let reads = Router::new().merge(impressions::routes()).merge(events::routes()).merge(attribution::routes());
+    let reads = Router::new()
+        .merge(impressions::routes())
+        .merge(events::routes())
+        .merge(attribution::routes())
+        .merge(experiments::routes());
     let app = Router::new()
         .merge(crate::sources::routes())
         .merge(ops::open_routes())
@@ -57,7 +62,7 @@ mod tests {
         let settings = config.resolve().unwrap();
         crate::store::Store::open(&settings.store).unwrap();
         let config = settings.config.clone();
-        let journal = Arc::new(FileJournal::open(&config.journal_dir(), config.journal.clone()).unwrap());
+        let journal = Arc::new(FileJournal::open(&config.journal_dir(), config.journal.file()).unwrap());
         router(
             AppState::new(
                 config.clone(),

@@ -34,6 +34,8 @@ async fn healthz() -> &'static str {
 /// A journal whose last write failed (a full disk) shows `writable: false` and the error, but is
 /// still ready unless poisoned: it tries every append again, and only an append can find out
 /// that space came back, so an unready verdict that keeps traffic away would never clear.
+/// A journal on NATS JetStream whose connection is down makes sluice unready (every append would
+/// answer 503 until it is back), and shows the connection's state.
 /// A failing lake is reported but does not make sluice unready: ingest goes on while the lake is
 /// down (that is the point of the journal), and the lake's lag still counts against the limit.
 ///
@@ -45,7 +47,6 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
     let store_address = state.query_pool.target().to_string();
     let shown = |error: Option<String>| error.map(|e| if local { e } else { redact(&e, &store_address) });
     let stats = state.journal.stats();
-    let max_lag = state.config.backpressure.max_consumer_lag;
     // The rule ingest refuses by: whatever makes it push back makes sluice unready.
     let refusing = crate::http::over_limits(&stats, &state.config);
     let loader_healthy = state.loader.is_healthy();
@@ -56,15 +57,23 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
         .iter()
         .map(|(name, offset)| {
             let lag = stats.next_offset.saturating_sub(*offset);
-            (name.clone(), json!({"offset": offset, "lag": lag, "ok": lag <= max_lag}))
+            let limit = state.config.lag_limit(name).map(|(limit, _)| limit);
+            (name.clone(), json!({"offset": offset, "lag": lag, "ok": limit.is_none_or(|limit| lag <= limit)}))
         })
         .collect();
-    let ready = refusing.is_none() && loader_healthy && loader_stopped.is_none() && lake_stopped.is_none();
+    let connected = stats.connection.as_deref().is_none_or(|state| state == "connected");
+    let outputs_stopped = state.outputs.iter().any(|(_, status)| status.stopped_reason().is_some());
+    let ready = refusing.is_none()
+        && connected
+        && loader_healthy
+        && loader_stopped.is_none()
+        && lake_stopped.is_none()
+        && !outputs_stopped;
     let mut body = json!({
         "ready": ready,
         "ingestRefused": refusing,
         "journal": {
-            "writable": !stats.poisoned && stats.write_error.is_none(),
+            "writable": !stats.poisoned && stats.write_error.is_none() && connected && stats.unavailable.is_none(),
             "lastWriteError": stats.write_error,
             "diskBytes": stats.disk_bytes,
             "maxBytes": state.config.journal.max_bytes,
@@ -78,6 +87,9 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
             "lastError": shown(state.loader.last_error()),
         },
     });
+    if let Some(connection) = &stats.connection {
+        body["journal"]["connection"] = json!(connection);
+    }
     if let Some(lake) = &state.lake {
         body["lake"] = json!({
             "healthy": lake.is_healthy(),
@@ -86,6 +98,31 @@ async fn readyz(State(state): State<AppState>, extensions: Extensions) -> impl I
             "committedOffset": lake.committed_offset(),
             "bufferedBytes": lake.buffered_bytes(),
         });
+    }
+    if let Some(leases) = &state.leases {
+        // Each consumer's holder as this node last saw it: a standby node is ready too, and
+        // shows which node does the work.
+        let holders: serde_json::Map<String, serde_json::Value> =
+            leases.holders().into_iter().map(|(lease, holder)| (lease, json!(holder))).collect();
+        body["cluster"] = json!({"node": leases.node(), "leases": holders});
+    }
+    if !state.outputs.is_empty() {
+        // A failing output is reported but leaves sluice ready, as the lake does: its lag counts
+        // against its own limit.
+        let outputs: serde_json::Map<String, serde_json::Value> = state
+            .outputs
+            .iter()
+            .map(|(name, status)| {
+                let body = json!({
+                    "healthy": status.is_healthy(),
+                    "stopped": status.stopped_reason(),
+                    "lastError": status.last_error(),
+                    "committedOffset": status.committed_offset(),
+                });
+                (name.clone(), body)
+            })
+            .collect();
+        body["outputs"] = outputs.into();
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
@@ -113,6 +150,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("sluice_journal_disk_bytes").set(stats.disk_bytes as f64);
     metrics::gauge!("sluice_journal_segments").set(stats.segments as f64);
     metrics::gauge!("sluice_journal_next_offset").set(stats.next_offset as f64);
+    if let Some(connection) = &stats.connection {
+        metrics::gauge!("sluice_journal_connected").set(if connection == "connected" { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!("sluice_journal_dedup_ids").set(stats.dedup_ids as f64);
+    metrics::gauge!("sluice_journal_dedup_window_seconds").set(stats.dedup_window_secs as f64);
     for (name, offset) in &stats.consumers {
         metrics::gauge!("sluice_consumer_lag", "consumer" => name.clone())
             .set(stats.next_offset.saturating_sub(*offset) as f64);

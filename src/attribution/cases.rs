@@ -6,6 +6,11 @@ Page column: `""` is the default landing page `https://www.example.com/`, a valu
 `?` is that page with this query, `-` is no page URL. Referrer column: `-` is no referrer. Name
 and host: `""` means absent. The settings own `example.com` and `mybrand.io` and exclude
 `paypal.com`.
+
+Besides the main table, one table per kind of source the classifier must know (search engines,
+social networks, video platforms, marketplaces, webmail, ad-click redirectors, social link
+wrappers, webmail redirectors, sibling subdomains), each checked by a test named for the
+behaviour it pins down.
 */
 
 use proptest::prelude::*;
@@ -14,8 +19,11 @@ use super::{AttributionSettings, classify};
 
 const PAGE: &str = "https://www.example.com/";
 
+/// Page, referrer, expected type, name, host and channel (see the module docs).
+type Case = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str);
+
 #[rustfmt::skip]
-const CASES: &[(&str, &str, &str, &str, &str, &str)] = &[
+const CASES: &[Case] = &[
     // Search engines, country domains, case, ports.
     ("", "https://www.google.com/", "search", "google", "www.google.com", "Organic Search"),
     ("", "https://www.google.co.in/", "search", "google", "www.google.co.in", "Organic Search"),
@@ -253,11 +261,11 @@ fn the_case_table_is_large_enough_to_mean_something() {
     assert!(CASES.len() >= 150, "{} cases", CASES.len());
 }
 
-#[test]
-fn every_case_in_the_table_classifies_as_expected() {
+/// The cases that do not classify as expected, one line each.
+fn failures(cases: &[Case]) -> Vec<String> {
     let settings = settings();
     let mut failures = Vec::new();
-    for &(page, referrer, kind, name, host, channel) in CASES {
+    for &(page, referrer, kind, name, host, channel) in cases {
         let page = match page {
             "" => Some(PAGE.to_owned()),
             "-" => None,
@@ -272,7 +280,241 @@ fn every_case_in_the_table_classifies_as_expected() {
             failures.push(format!("{page:?} ← {referrer:?}: expected {:?}, got {got:?}", (kind, name, host, channel)));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    failures
+}
+
+fn assert_cases(cases: &[Case]) {
+    let failures = failures(cases);
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_case_in_the_table_classifies_as_expected() {
+    assert_cases(CASES);
+}
+
+#[test]
+fn search_engines_of_the_ga4_and_snowplow_lists_are_organic_search() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://yandex.ru/search/?text=x", "search", "yandex", "yandex.ru", "Organic Search"),
+        ("", "https://yandex.com.tr/", "search", "yandex", "yandex.com.tr", "Organic Search"),
+        ("", "https://www.baidu.com/s?wd=x", "search", "baidu", "www.baidu.com", "Organic Search"),
+        ("", "https://search.naver.com/search.naver?query=x", "search", "naver", "search.naver.com", "Organic Search"),
+        ("", "https://search.seznam.cz/?q=x", "search", "seznam", "search.seznam.cz", "Organic Search"),
+        ("", "https://www.ecosia.org/search?q=x", "search", "ecosia", "www.ecosia.org", "Organic Search"),
+        ("", "https://www.qwant.com/?q=x", "search", "qwant", "www.qwant.com", "Organic Search"),
+        ("", "https://www.startpage.com/do/search", "search", "startpage", "www.startpage.com", "Organic Search"),
+        ("", "https://www.ixquick.com/", "search", "startpage", "www.ixquick.com", "Organic Search"),
+        ("", "https://duckduckgo.com/?q=x", "search", "duckduckgo", "duckduckgo.com", "Organic Search"),
+        ("", "https://html.duckduckgo.com/html/", "search", "duckduckgo", "html.duckduckgo.com", "Organic Search"),
+        ("", "https://search.brave.com/search?q=x", "search", "brave", "search.brave.com", "Organic Search"),
+        ("", "https://search.yahoo.co.jp/search?p=x", "search", "yahoo", "search.yahoo.co.jp", "Organic Search"),
+        ("", "https://www.yahoo.co.jp/", "search", "yahoo", "www.yahoo.co.jp", "Organic Search"),
+        ("", "https://www.sogou.com/web?query=x", "search", "sogou", "www.sogou.com", "Organic Search"),
+        ("", "https://www.so.com/s?q=x", "search", "360", "www.so.com", "Organic Search"),
+        ("", "https://www.360.cn/", "search", "360", "www.360.cn", "Organic Search"),
+        ("", "https://m.sm.cn/s?q=x", "search", "shenma", "m.sm.cn", "Organic Search"),
+        ("", "https://search.daum.net/search?q=x", "search", "daum", "search.daum.net", "Organic Search"),
+        ("", "https://www.ask.com/web?q=x", "search", "ask", "www.ask.com", "Organic Search"),
+        ("", "https://search.aol.com/aol/search?q=x", "search", "aol", "search.aol.com", "Organic Search"),
+        ("", "https://www.petalsearch.com/search?query=x", "search", "petal", "www.petalsearch.com", "Organic Search"),
+        ("", "https://search.goo.ne.jp/web.jsp?MT=x", "search", "goo", "search.goo.ne.jp", "Organic Search"),
+        ("", "https://nova.rambler.ru/search?query=x", "search", "rambler", "nova.rambler.ru", "Organic Search"),
+        ("", "https://go.mail.ru/search?q=x", "search", "mail-ru-search", "go.mail.ru", "Organic Search"),
+        ("", "https://yep.com/web?q=x", "search", "yep", "yep.com", "Organic Search"),
+        ("", "https://coccoc.com/search?query=x", "search", "coccoc", "coccoc.com", "Organic Search"),
+    ]);
+}
+
+#[test]
+fn social_networks_of_the_ga4_and_snowplow_lists_are_organic_social() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://www.reddit.com/r/rust/", "social", "reddit", "www.reddit.com", "Organic Social"),
+        ("", "https://www.pinterest.de/", "social", "pinterest", "www.pinterest.de", "Organic Social"),
+        ("", "https://staff.tumblr.com/", "social", "tumblr", "staff.tumblr.com", "Organic Social"),
+        ("", "https://vk.com/", "social", "vk", "vk.com", "Organic Social"),
+        ("", "https://m.vk.ru/", "social", "vk", "m.vk.ru", "Organic Social"),
+        ("", "https://ok.ru/", "social", "ok", "ok.ru", "Organic Social"),
+        ("", "https://weibo.com/", "social", "weibo", "weibo.com", "Organic Social"),
+        ("", "https://m.weibo.cn/", "social", "weibo", "m.weibo.cn", "Organic Social"),
+        ("", "https://www.quora.com/", "social", "quora", "www.quora.com", "Organic Social"),
+        ("", "https://discord.com/channels/1", "social", "discord", "discord.com", "Organic Social"),
+        ("", "https://discordapp.com/", "social", "discord", "discordapp.com", "Organic Social"),
+        ("", "https://web.telegram.org/", "social", "telegram", "web.telegram.org", "Organic Social"),
+        ("", "https://web.whatsapp.com/", "social", "whatsapp", "web.whatsapp.com", "Organic Social"),
+        ("", "https://www.threads.com/", "social", "threads", "www.threads.com", "Organic Social"),
+        ("", "https://tieba.baidu.com/", "social", "tieba", "tieba.baidu.com", "Organic Social"),
+        ("", "https://www.zhihu.com/", "social", "zhihu", "www.zhihu.com", "Organic Social"),
+        ("", "https://www.flickr.com/", "social", "flickr", "www.flickr.com", "Organic Social"),
+        ("", "https://www.yelp.com/", "social", "yelp", "www.yelp.com", "Organic Social"),
+        ("", "https://www.tripadvisor.co.uk/", "social", "tripadvisor", "www.tripadvisor.co.uk", "Organic Social"),
+        ("", "https://fb.watch/x", "social", "facebook", "fb.watch", "Organic Social"),
+        ("", "https://instagr.am/p/x", "social", "instagram", "instagr.am", "Organic Social"),
+    ]);
+}
+
+#[test]
+fn video_platforms_are_social_referrers_in_organic_video() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://www.youtube.com/watch?v=x", "social", "youtube", "www.youtube.com", "Organic Video"),
+        ("", "https://music.youtube.com/", "social", "youtube", "music.youtube.com", "Organic Video"),
+        ("", "https://player.vimeo.com/video/1", "social", "vimeo", "player.vimeo.com", "Organic Video"),
+        ("", "https://m.twitch.tv/", "social", "twitch", "m.twitch.tv", "Organic Video"),
+        ("", "https://www.dailymotion.com/", "social", "dailymotion", "www.dailymotion.com", "Organic Video"),
+        ("", "https://dai.ly/x", "social", "dailymotion", "dai.ly", "Organic Video"),
+        ("", "https://www.bilibili.com/", "social", "bilibili", "www.bilibili.com", "Organic Video"),
+        ("", "https://b23.tv/x", "social", "bilibili", "b23.tv", "Organic Video"),
+        ("", "https://www.netflix.com/", "social", "netflix", "www.netflix.com", "Organic Video"),
+        ("", "https://www.ted.com/talks/x", "social", "ted", "www.ted.com", "Organic Video"),
+        ("", "https://fast.wistia.net/embed/x", "social", "wistia", "fast.wistia.net", "Organic Video"),
+        ("", "https://www.iqiyi.com/", "social", "iqiyi", "www.iqiyi.com", "Organic Video"),
+        ("", "https://v.youku.com/", "social", "youku", "v.youku.com", "Organic Video"),
+        ("", "https://www.nicovideo.jp/", "social", "niconico", "www.nicovideo.jp", "Organic Video"),
+        // TikTok is a social network in GA4's lists, not a video platform.
+        ("", "https://www.tiktok.com/@x", "social", "tiktok", "www.tiktok.com", "Organic Social"),
+    ]);
+}
+
+#[test]
+fn marketplaces_are_links_in_organic_shopping() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://www.amazon.com/dp/x", "link", "", "www.amazon.com", "Organic Shopping"),
+        ("", "https://www.amazon.co.uk/", "link", "", "www.amazon.co.uk", "Organic Shopping"),
+        ("", "https://amzn.to/x", "link", "", "amzn.to", "Organic Shopping"),
+        ("", "https://www.ebay.com/itm/1", "link", "", "www.ebay.com", "Organic Shopping"),
+        ("", "https://www.etsy.com/listing/1", "link", "", "www.etsy.com", "Organic Shopping"),
+        ("", "https://www.walmart.com/", "link", "", "www.walmart.com", "Organic Shopping"),
+        ("", "https://www.walmart.ca/", "link", "", "www.walmart.ca", "Organic Shopping"),
+        ("", "https://apps.shopify.com/x", "link", "", "apps.shopify.com", "Organic Shopping"),
+        ("", "https://shop.app/", "link", "", "shop.app", "Organic Shopping"),
+        ("", "https://www.aliexpress.com/", "link", "", "www.aliexpress.com", "Organic Shopping"),
+        ("", "https://aliexpress.ru/", "link", "", "aliexpress.ru", "Organic Shopping"),
+        ("", "https://www.alibaba.com/", "link", "", "www.alibaba.com", "Organic Shopping"),
+        ("", "https://www.mercadolibre.com.mx/", "link", "", "www.mercadolibre.com.mx", "Organic Shopping"),
+        ("", "https://www.mercadolivre.com.br/", "link", "", "www.mercadolivre.com.br", "Organic Shopping"),
+        ("", "https://www.rakuten.co.jp/", "link", "", "www.rakuten.co.jp", "Organic Shopping"),
+        ("", "https://www.idealo.de/preisvergleich/x", "link", "", "www.idealo.de", "Organic Shopping"),
+        ("", "https://shopping.yahoo.co.jp/", "link", "", "shopping.yahoo.co.jp", "Organic Shopping"),
+        ("", "https://search.shopping.naver.com/", "link", "", "search.shopping.naver.com", "Organic Shopping"),
+        ("", "https://www.zalando.de/", "link", "", "www.zalando.de", "Organic Shopping"),
+    ]);
+}
+
+#[test]
+fn webmail_providers_are_email() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://mail.google.com/mail/u/0/", "email", "gmail", "mail.google.com", "Email"),
+        ("", "https://outlook.live.com/mail/0/", "email", "outlook", "outlook.live.com", "Email"),
+        ("", "https://eur01.safelinks.protection.outlook.com/?url=x", "email", "outlook", "eur01.safelinks.protection.outlook.com", "Email"),
+        ("", "https://mail.yahoo.com/", "email", "yahoo-mail", "mail.yahoo.com", "Email"),
+        ("", "https://mail.proton.me/", "email", "protonmail", "mail.proton.me", "Email"),
+        ("", "https://mail.zoho.eu/", "email", "zoho-mail", "mail.zoho.eu", "Email"),
+        ("", "https://www.icloud.com/mail", "email", "icloud", "www.icloud.com", "Email"),
+        ("", "https://mail.yandex.com/", "email", "yandex-mail", "mail.yandex.com", "Email"),
+        ("", "https://e.mail.ru/inbox/", "email", "mail-ru", "e.mail.ru", "Email"),
+        ("", "https://navigator.gmx.net/mail", "email", "gmx", "navigator.gmx.net", "Email"),
+        ("", "https://www.gmx.de/", "email", "gmx", "www.gmx.de", "Email"),
+        ("", "https://web.de/", "email", "web-de", "web.de", "Email"),
+        ("", "https://3c.web.de/mail/client", "email", "web-de", "3c.web.de", "Email"),
+        ("", "https://www.mail.com/", "email", "mail-com", "www.mail.com", "Email"),
+        ("", "https://email.t-online.de/em", "email", "t-online", "email.t-online.de", "Email"),
+        ("", "https://email.seznam.cz/", "email", "seznam-email", "email.seznam.cz", "Email"),
+        ("", "https://mail.naver.com/", "email", "naver-mail", "mail.naver.com", "Email"),
+        ("", "https://mail.daum.net/", "email", "daum-mail", "mail.daum.net", "Email"),
+        ("", "https://wx.mail.qq.com/", "email", "qq-mail", "wx.mail.qq.com", "Email"),
+        ("", "https://mail.163.com/", "email", "163-mail", "mail.163.com", "Email"),
+        ("", "https://app.fastmail.com/", "email", "fastmail", "app.fastmail.com", "Email"),
+        // A name that only looks like a webmail host is not one.
+        ("", "https://gmail.com.example.net/", "link", "", "gmail.com.example.net", "Referral"),
+    ]);
+}
+
+#[test]
+fn ad_click_redirectors_are_paid_like_the_platforms_click_ids() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        // Google Ads' redirector: like `gclid`.
+        ("", "https://www.googleadservices.com/pagead/aclk?sa=L&ai=x&adurl=", "ad", "google", "www.googleadservices.com", "Paid Search"),
+        ("", "https://www.googleadservices.com/", "ad", "google", "www.googleadservices.com", "Paid Search"),
+        ("-", "https://www.googleadservices.com/pagead/aclk?sa=L", "ad", "google", "www.googleadservices.com", "Paid Search"),
+        // DoubleClick / Google display ads: like `dclid`.
+        ("", "https://ad.doubleclick.net/ddm/clk/1;2;3", "ad", "google", "ad.doubleclick.net", "Display"),
+        ("", "https://googleads.g.doubleclick.net/pagead/ads?x=1", "ad", "google", "googleads.g.doubleclick.net", "Display"),
+        ("", "https://tpc.googlesyndication.com/", "ad", "google", "tpc.googlesyndication.com", "Display"),
+        // Microsoft Advertising's redirector: like `msclkid`.
+        ("", "https://www.bing.com/aclk?ld=x&u=y", "ad", "microsoft", "www.bing.com", "Paid Search"),
+        // Bing's `/ck/a` wraps every result, organic ones too: not paid.
+        ("", "https://www.bing.com/ck/a?!&&p=x&u=a1y&ntb=1", "search", "bing", "www.bing.com", "Organic Search"),
+        ("", "https://www.bing.com/aclkx", "search", "bing", "www.bing.com", "Organic Search"),
+        // Native-ad networks' paid redirectors.
+        ("", "https://paid.outbrain.com/network/redir?x", "ad", "outbrain", "paid.outbrain.com", "Paid Other"),
+        ("", "https://trc.taboola.com/x/log/3/click", "ad", "taboola", "trc.taboola.com", "Paid Other"),
+        // A click id on the landing URL wins over the redirector; tags do not, as with click ids.
+        ("?gclid=x", "https://ad.doubleclick.net/", "ad", "google", "ad.doubleclick.net", "Paid Search"),
+        ("?utm_source=newsletter&utm_medium=email", "https://www.googleadservices.com/pagead/aclk", "ad", "google", "www.googleadservices.com", "Paid Search"),
+        ("?utm_source=google&utm_medium=cpc&utm_campaign=shopping_q4", "https://www.googleadservices.com/pagead/aclk", "ad", "google", "www.googleadservices.com", "Paid Shopping"),
+        // Look-alikes are plain links.
+        ("", "https://googleadservices.com.evil.net/", "link", "", "googleadservices.com.evil.net", "Referral"),
+        ("", "https://notdoubleclick.net/", "link", "", "notdoubleclick.net", "Referral"),
+    ]);
+}
+
+#[test]
+fn social_link_wrappers_are_organic_social_not_paid() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://l.facebook.com/l.php?u=https%3A%2F%2Fwww.example.com%2F&h=x", "social", "facebook", "l.facebook.com", "Organic Social"),
+        ("", "https://lm.facebook.com/l.php?u=x", "social", "facebook", "lm.facebook.com", "Organic Social"),
+        ("?fbclid=x", "https://l.facebook.com/l.php?u=x", "social", "facebook", "l.facebook.com", "Organic Social"),
+        ("", "https://l.instagram.com/?u=x", "social", "instagram", "l.instagram.com", "Organic Social"),
+        ("", "https://t.co/AbC123", "social", "x", "t.co", "Organic Social"),
+        ("", "https://lnkd.in/dXyZ", "social", "linkedin", "lnkd.in", "Organic Social"),
+        ("", "https://www.linkedin.com/safety/go?url=x", "social", "linkedin", "www.linkedin.com", "Organic Social"),
+        ("", "https://out.reddit.com/t3_x?url=y", "social", "reddit", "out.reddit.com", "Organic Social"),
+        ("", "https://t.umblr.com/redirect?z=x", "social", "tumblr", "t.umblr.com", "Organic Social"),
+        ("", "https://away.vk.com/away.php?to=x", "social", "vk", "away.vk.com", "Organic Social"),
+        ("", "https://t.cn/x", "social", "weibo", "t.cn", "Organic Social"),
+    ]);
+}
+
+#[test]
+fn webmail_redirectors_of_gmx_and_web_de_are_email() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("", "https://deref-gmx.net/mail/client/x/dereferrer/?redirectUrl=y", "email", "gmx", "deref-gmx.net", "Email"),
+        ("", "https://deref-gmx.com/mail/client/x/dereferrer/", "email", "gmx", "deref-gmx.com", "Email"),
+        ("", "https://deref-web.de/mail/client/x/dereferrer/", "email", "web-de", "deref-web.de", "Email"),
+        ("", "https://deref-web-02.de/mail/client/x/dereferrer/", "email", "web-de", "deref-web-02.de", "Email"),
+        ("", "https://deref-1und1.de/mail/client/x/dereferrer/", "email", "1und1", "deref-1und1.de", "Email"),
+        ("", "https://deref-mail.com/mail/client/x/dereferrer/", "email", "mail-com", "deref-mail.com", "Email"),
+        ("", "https://notderef-gmx.net/", "link", "", "notderef-gmx.net", "Referral"),
+    ]);
+}
+
+#[test]
+fn sibling_subdomains_of_the_pages_registrable_domain_are_internal() {
+    #[rustfmt::skip]
+    assert_cases(&[
+        ("https://www.acme.co.uk/a", "https://shop.acme.co.uk/", "internal", "", "shop.acme.co.uk", "Direct"),
+        ("https://www.acme.co.uk/a", "https://acme.co.uk/", "internal", "", "acme.co.uk", "Direct"),
+        ("https://shop.acme.co.uk/a", "https://blog.eu.acme.co.uk/", "internal", "", "blog.eu.acme.co.uk", "Direct"),
+        ("https://app.other.org/a", "https://other.org/", "internal", "", "other.org", "Direct"),
+        ("https://docs.other.dev/a", "https://www.other.dev/", "internal", "", "www.other.dev", "Direct"),
+        // Another registrable domain, even with the same brand label, is not the same site.
+        ("https://www.acme.co.uk/a", "https://www.acme.com/", "link", "", "www.acme.com", "Referral"),
+        ("https://www.acme.co.uk/a", "https://www.other.co.uk/", "link", "", "www.other.co.uk", "Referral"),
+        ("https://www.acme.co.uk/a", "https://co.uk/", "link", "", "co.uk", "Referral"),
+        // On shared hosts every subdomain is someone else's site.
+        ("https://alice.github.io/a", "https://bob.github.io/", "link", "", "bob.github.io", "Referral"),
+        ("https://shop.myshopify.com/a", "https://other.myshopify.com/", "link", "", "other.myshopify.com", "Referral"),
+        // IP addresses are hosts, not domains.
+        ("http://10.0.0.1/a", "http://192.168.0.1/", "link", "", "192.168.0.1", "Referral"),
+    ]);
 }
 
 proptest! {

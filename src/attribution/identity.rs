@@ -21,23 +21,25 @@ search in SQL (one recursive query over the alias links, one for the devices), a
 check that it finds what [`user_cluster`] finds over all the events.
 */
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 
-/// The links between ids found in a set of events.
+/// The links between ids found in a set of events. The maps are only looked up, never walked,
+/// so they hash (an experiment read-out looks up a million keys); the sets they hold are ordered,
+/// so clusters come out sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Links {
     /// userId → the anonymousIds it was seen with.
-    devices: BTreeMap<String, BTreeSet<String>>,
+    devices: HashMap<String, BTreeSet<String>>,
     /// anonymousId → the userIds seen with it.
-    users: BTreeMap<String, BTreeSet<String>>,
+    users: HashMap<String, BTreeSet<String>>,
     /// id ↔ id from `alias` events, both directions.
-    aliases: BTreeMap<String, BTreeSet<String>>,
+    aliases: HashMap<String, BTreeSet<String>>,
     /// Every id some event carried as its `userId`.
-    user_ids: BTreeSet<String>,
+    user_ids: HashSet<String>,
 }
 
 /// A user's cluster: the userIds that are this person and the devices they used (both sorted).
@@ -63,18 +65,70 @@ impl Links {
     /// Adds the links one event carries.
     pub fn add(&mut self, event: &Event) {
         let Some(user) = &event.user_id else { return };
-        self.user_ids.insert(user.to_owned());
+        self.add_user(user);
         if let Some(anonymous) = &event.anonymous_id {
-            self.devices.entry(user.to_owned()).or_default().insert(anonymous.to_owned());
-            self.users.entry(anonymous.to_owned()).or_default().insert(user.to_owned());
+            self.add_device(user, anonymous);
         }
         if event.kind.as_deref() == Some("alias")
             && let Some(previous) = &event.previous_id
-            && previous != user
         {
+            self.add_alias(previous, user);
+        }
+    }
+
+    /// Records that some event carried `user` as its `userId`.
+    pub fn add_user(&mut self, user: &str) {
+        if !self.user_ids.contains(user) {
+            self.user_ids.insert(user.to_owned());
+        }
+    }
+
+    /// Records that `user` was seen on device `anonymous` (one event carried both); `user` is
+    /// recorded as a userId.
+    pub fn add_device(&mut self, user: &str, anonymous: &str) {
+        self.add_user(user);
+        self.devices.entry(user.to_owned()).or_default().insert(anonymous.to_owned());
+        self.users.entry(anonymous.to_owned()).or_default().insert(user.to_owned());
+    }
+
+    /// Records an `alias` event's link between `previous` and `user` (a userId, recorded as one).
+    pub fn add_alias(&mut self, previous: &str, user: &str) {
+        self.add_user(user);
+        if previous != user {
             self.aliases.entry(user.to_owned()).or_default().insert(previous.to_owned());
             self.aliases.entry(previous.to_owned()).or_default().insert(user.to_owned());
         }
+    }
+
+    /// True when some link names `id`: otherwise its person has no other id.
+    pub fn is_linked(&self, id: &str) -> bool {
+        self.user_ids.contains(id) || self.users.contains_key(id) || self.aliases.contains_key(id)
+    }
+
+    /// Every id that is the same person as `id`, `id` included, at most `max_ids` of them (and
+    /// whether there were more): the cluster of `id` if it is a userId or has an alias, and the
+    /// clusters of the users seen on it if it is a device. So an anonymousId reaches its user's
+    /// other devices and userIds, and a userId its devices; a device shared by two users reaches
+    /// both (it is each one's), while the users stay apart in their own clusters.
+    pub fn person_ids(&self, id: &str, max_ids: usize) -> (BTreeSet<String>, bool) {
+        let mut ids = BTreeSet::from([id.to_owned()]);
+        let mut truncated = false;
+        let mut add = |ids: &mut BTreeSet<String>, found: Vec<String>| {
+            for found in found {
+                if ids.len() >= max_ids.max(1) && !ids.contains(&found) {
+                    truncated = true;
+                } else {
+                    ids.insert(found);
+                }
+            }
+        };
+        let starts = std::iter::once(id).chain(self.users.get(id).into_iter().flatten().map(String::as_str));
+        for start in starts {
+            let cluster = user_cluster(start, self);
+            add(&mut ids, cluster.user_ids);
+            add(&mut ids, cluster.anonymous_ids);
+        }
+        (ids, truncated)
     }
 
     /// The userIds reachable from `start` through alias links (followed only through userIds),
@@ -183,6 +237,40 @@ mod tests {
         let links = Links::from_events(&events);
         assert_eq!(user_cluster("alice", &links), cluster(&["alice"], &["a", "kiosk"]));
         assert_eq!(user_cluster("bob", &links), cluster(&["bob"], &["b", "kiosk"]));
+    }
+
+    #[test]
+    fn a_device_reaches_its_users_other_devices_and_aliases_and_a_user_its_devices() {
+        let events = [
+            identify("alice", "laptop"),
+            identify("alice", "phone"),
+            alias("alice", "alice@new"),
+            identify("bob", "laptop"),
+            identify("carol", "tablet"),
+        ];
+        let links = Links::from_events(&events);
+        let ids = |id: &str| links.person_ids(id, 100).0.into_iter().collect::<Vec<_>>();
+        // The shared laptop is alice's and bob's: it reaches both, but alice does not reach bob.
+        assert_eq!(ids("laptop"), ["alice", "alice@new", "bob", "laptop", "phone"]);
+        assert_eq!(ids("alice"), ["alice", "alice@new", "laptop", "phone"]);
+        assert_eq!(ids("phone"), ["alice", "alice@new", "laptop", "phone"]);
+        assert_eq!(ids("nobody"), ["nobody"]);
+        assert!(!links.is_linked("nobody"));
+        assert!(["laptop", "alice", "alice@new", "bob", "tablet", "carol"].iter().all(|id| links.is_linked(id)));
+        let (cut, truncated) = links.person_ids("laptop", 3);
+        assert_eq!((cut.len(), truncated), (3, true));
+        assert!(cut.contains("laptop"), "the id asked for is always kept");
+    }
+
+    #[test]
+    fn links_added_one_by_one_equal_links_read_from_events() {
+        let events = [identify("a", "d1"), alias("a", "b"), alias("d2", "b"), alias("b", "b")];
+        let mut links = Links::default();
+        links.add_device("a", "d1");
+        links.add_alias("a", "b");
+        links.add_alias("d2", "b");
+        links.add_alias("b", "b");
+        assert_eq!(links, Links::from_events(&events));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 /*!
 Everything the classifier *knows* about the web, as data: which hosts are search engines, social
 networks, webmail, AI assistants; which app packages stand for them; which query parameters carry
-a search query or a paid click id; which `utm_medium` spellings mean what.
+a search query or a paid click id; which ad-click redirectors mean a paid click; which
+`utm_medium` spellings mean what.
 
 It lives here, in one file of plain tables, so that adding a site is a one-line change reviewed
 on its own, and so that the rules in [`super::referrer`] and [`super::channel`] read as logic, not
@@ -89,7 +90,35 @@ pub(crate) const SITES: &[Site] = &[
     ("e.mail.ru", "mail-ru", Email),
     ("mail.gmx.net", "gmx", Email),
     ("navigator.gmx.net", "gmx", Email),
+    ("gmx.*", "gmx", Email),
     ("web.de", "web-de", Email),
+    // GMX, WEB.DE, 1&1 and mail.com (one company) send every link out of a mail through these.
+    ("deref-gmx.net", "gmx", Email),
+    ("deref-gmx.com", "gmx", Email),
+    ("deref-web.de", "web-de", Email),
+    ("deref-web-02.de", "web-de", Email),
+    ("deref-1und1.de", "1und1", Email),
+    ("deref-mail.com", "mail-com", Email),
+    ("mail.com", "mail-com", Email),
+    ("email.t-online.de", "t-online", Email),
+    ("email.seznam.cz", "seznam-email", Email),
+    ("mail.naver.com", "naver-mail", Email),
+    ("mail.daum.net", "daum-mail", Email),
+    ("mail.qq.com", "qq-mail", Email),
+    ("mail.163.com", "163-mail", Email),
+    ("mail.126.com", "126-mail", Email),
+    ("mail.sina.*", "sina-mail", Email),
+    ("touch.mail.ru", "mail-ru", Email),
+    ("mail.rambler.ru", "rambler-mail", Email),
+    ("mail.libero.it", "libero-mail", Email),
+    ("mail.virgilio.it", "virgilio-mail", Email),
+    ("webmail.freenet.de", "freenet-mail", Email),
+    ("poczta.wp.pl", "wp-mail", Email),
+    ("poczta.onet.pl", "onet-mail", Email),
+    ("poczta.interia.pl", "interia-mail", Email),
+    ("poczta.o2.pl", "o2-mail", Email),
+    ("mail.biglobe.ne.jp", "biglobe-mail", Email),
+    ("safelinks.protection.outlook.com", "outlook", Email),
     ("fastmail.com", "fastmail", Email),
     ("app.hey.com", "hey", Email),
     ("tuta.com", "tuta", Email),
@@ -106,6 +135,10 @@ pub(crate) const SITES: &[Site] = &[
     ("developers.google.com", "google-developers", Plain),
     ("scholar.google.*", "google-scholar", Search),
     ("news.google.*", "google-news", Plain),
+    // Narrow hosts under search brands that are something else.
+    ("tieba.baidu.com", "tieba", Social),
+    ("shopping.naver.com", "naver-shopping", Shopping),
+    ("shopping.yahoo.*", "yahoo-shopping", Shopping),
     // Search engines.
     ("google.*", "google", Search),
     ("bing.com", "bing", Search),
@@ -135,6 +168,19 @@ pub(crate) const SITES: &[Site] = &[
     ("swisscows.com", "swisscows", Search),
     ("presearch.com", "presearch", Search),
     ("coccoc.com", "coccoc", Search),
+    ("360.cn", "360", Search),
+    ("sm.cn", "shenma", Search),
+    ("petalsearch.com", "petal", Search),
+    ("search.goo.ne.jp", "goo", Search),
+    ("search.biglobe.ne.jp", "biglobe", Search),
+    ("search.nifty.com", "nifty", Search),
+    ("nova.rambler.ru", "rambler", Search),
+    ("go.mail.ru", "mail-ru-search", Search),
+    ("szukaj.onet.pl", "onet", Search),
+    ("search.avg.com", "avg", Search),
+    ("search.lilo.org", "lilo", Search),
+    ("yep.com", "yep", Search),
+    ("ixquick.com", "startpage", Search),
     // Video platforms (social referrers, video channels).
     ("youtube.com", "youtube", Video),
     ("youtu.be", "youtube", Video),
@@ -143,12 +189,32 @@ pub(crate) const SITES: &[Site] = &[
     ("twitch.tv", "twitch", Video),
     ("dailymotion.com", "dailymotion", Video),
     ("bilibili.com", "bilibili", Video),
+    ("b23.tv", "bilibili", Video),
+    ("justin.tv", "twitch", Video),
+    ("dai.ly", "dailymotion", Video),
+    ("netflix.com", "netflix", Video),
+    ("hulu.com", "hulu", Video),
+    ("disneyplus.com", "disneyplus", Video),
+    ("ted.com", "ted", Video),
+    ("wistia.com", "wistia", Video),
+    ("wistia.net", "wistia", Video),
+    ("iqiyi.com", "iqiyi", Video),
+    ("iq.com", "iqiyi", Video),
+    ("youku.com", "youku", Video),
+    ("nicovideo.jp", "niconico", Video),
+    ("rumble.com", "rumble", Video),
+    ("kick.com", "kick", Video),
+    ("crackle.com", "crackle", Video),
+    ("curiositystream.com", "curiositystream", Video),
+    ("veoh.com", "veoh", Video),
     // Social networks.
     ("facebook.com", "facebook", Social),
     ("fb.com", "facebook", Social),
     ("fb.me", "facebook", Social),
+    ("fb.watch", "facebook", Social),
     ("messenger.com", "facebook", Social),
     ("instagram.com", "instagram", Social),
+    ("instagr.am", "instagram", Social),
     ("linkedin.com", "linkedin", Social),
     ("lnkd.in", "linkedin", Social),
     ("twitter.com", "x", Social),
@@ -165,6 +231,7 @@ pub(crate) const SITES: &[Site] = &[
     ("t.umblr.com", "tumblr", Social),
     ("vk.com", "vk", Social),
     ("vk.ru", "vk", Social),
+    ("vkontakte.ru", "vk", Social),
     ("whatsapp.com", "whatsapp", Social),
     ("wa.me", "whatsapp", Social),
     ("telegram.org", "telegram", Social),
@@ -179,27 +246,132 @@ pub(crate) const SITES: &[Site] = &[
     ("bsky.social", "bluesky", Social),
     ("discord.com", "discord", Social),
     ("discord.gg", "discord", Social),
+    ("discordapp.com", "discord", Social),
     ("slack.com", "slack", Social),
     ("weibo.com", "weibo", Social),
+    ("weibo.cn", "weibo", Social),
+    ("t.cn", "weibo", Social),
     ("xing.com", "xing", Social),
     ("news.ycombinator.com", "hackernews", Social),
     ("producthunt.com", "producthunt", Social),
     ("medium.com", "medium", Social),
     ("line.me", "line", Social),
     ("ok.ru", "ok", Social),
+    ("odnoklassniki.ru", "ok", Social),
     ("douyin.com", "douyin", Social),
     ("nextdoor.com", "nextdoor", Social),
     ("stackoverflow.com", "stackoverflow", Social),
+    ("stackexchange.com", "stackexchange", Social),
+    ("kakao.com", "kakao", Social),
+    ("qzone.qq.com", "qzone", Social),
+    ("douban.com", "douban", Social),
+    ("zhihu.com", "zhihu", Social),
+    ("xiaohongshu.com", "xiaohongshu", Social),
+    ("wechat.com", "wechat", Social),
+    ("weixin.qq.com", "wechat", Social),
+    ("viber.com", "viber", Social),
+    ("flickr.com", "flickr", Social),
+    ("deviantart.com", "deviantart", Social),
+    ("dribbble.com", "dribbble", Social),
+    ("goodreads.com", "goodreads", Social),
+    ("meetup.com", "meetup", Social),
+    ("disqus.com", "disqus", Social),
+    ("yelp.*", "yelp", Social),
+    ("tripadvisor.*", "tripadvisor", Social),
+    ("glassdoor.*", "glassdoor", Social),
     // Marketplaces.
     ("amazon.*", "amazon", Shopping),
     ("ebay.*", "ebay", Shopping),
+    ("amzn.to", "amazon", Shopping),
+    ("amzn.eu", "amazon", Shopping),
+    ("a.co", "amazon", Shopping),
     ("etsy.com", "etsy", Shopping),
-    ("aliexpress.com", "aliexpress", Shopping),
-    ("walmart.com", "walmart", Shopping),
+    ("etsy.me", "etsy", Shopping),
+    ("aliexpress.*", "aliexpress", Shopping),
+    ("alibaba.com", "alibaba", Shopping),
+    ("walmart.*", "walmart", Shopping),
     ("shopping.google.*", "google-shopping", Shopping),
     ("shopify.com", "shopify", Shopping),
+    ("shop.app", "shopify", Shopping),
     ("mercadolibre.*", "mercadolibre", Shopping),
+    ("mercadolivre.*", "mercadolibre", Shopping),
     ("rakuten.*", "rakuten", Shopping),
+    ("idealo.*", "idealo", Shopping),
+    ("kelkoo.*", "kelkoo", Shopping),
+    ("pricerunner.*", "pricerunner", Shopping),
+    ("geizhals.*", "geizhals", Shopping),
+    ("allegro.pl", "allegro", Shopping),
+    ("bol.com", "bol", Shopping),
+    ("zalando.*", "zalando", Shopping),
+    ("flipkart.com", "flipkart", Shopping),
+    ("taobao.com", "taobao", Shopping),
+    ("tmall.com", "tmall", Shopping),
+    ("jd.com", "jd", Shopping),
+    ("temu.com", "temu", Shopping),
+    ("shein.com", "shein", Shopping),
+];
+
+/// An ad platform's click redirector: a referrer on it means the visitor clicked an ad, even
+/// when the landing URL carries no click id (auto-tagging off, or stripped by a redirect).
+pub(crate) struct AdRedirect {
+    /// A host pattern, as in [`SITES`].
+    pub host: &'static str,
+    /// The path the redirector lives under (`""`: any path on that host).
+    pub path: &'static str,
+    /// What the click stands for, as a click id would (its `param` is unused).
+    pub click: ClickId,
+}
+
+const fn redirect(host: &'static str, path: &'static str, click: ClickId) -> AdRedirect {
+    AdRedirect { host, path, click }
+}
+
+/// Ad-click redirectors, checked before [`SITES`]. A referrer on one of them is classified like
+/// the platform's own click id (`gclid`, `dclid`, `msclkid`).
+///
+/// Bing is only paid through `/aclk`: `www.bing.com/ck/a?…` is the redirector Bing puts in front
+/// of *every* result, organic ones included, so it stays Organic Search.
+pub(crate) const AD_REDIRECTS: &[AdRedirect] = &[
+    redirect("googleadservices.com", "", click("", "google", Search, "cpc")),
+    redirect("doubleclick.net", "", click("", "google", Search, "display")),
+    redirect("googlesyndication.com", "", click("", "google", Search, "display")),
+    redirect("bing.com", "/aclk", click("", "microsoft", Search, "cpc")),
+    redirect("paid.outbrain.com", "", click("", "outbrain", Plain, "cpc")),
+    redirect("trc.taboola.com", "", click("", "taboola", Plain, "cpc")),
+];
+
+/// Registrable domains under which each subdomain is a different owner's site (hosting
+/// platforms that the short public-suffix heuristic does not know): a referrer on a sibling
+/// subdomain of one of these is *not* the same site.
+pub(crate) const SHARED_HOSTING: &[&str] = &[
+    "github.io",
+    "gitlab.io",
+    "pages.dev",
+    "workers.dev",
+    "vercel.app",
+    "netlify.app",
+    "herokuapp.com",
+    "onrender.com",
+    "fly.dev",
+    "web.app",
+    "firebaseapp.com",
+    "appspot.com",
+    "azurewebsites.net",
+    "cloudfront.net",
+    "amazonaws.com",
+    "blogspot.com",
+    "wordpress.com",
+    "substack.com",
+    "tumblr.com",
+    "medium.com",
+    "wixsite.com",
+    "squarespace.com",
+    "myshopify.com",
+    "webflow.io",
+    "glitch.me",
+    "repl.co",
+    "ngrok.io",
+    "ngrok-free.app",
 ];
 
 /// Mobile apps, by Android package (`android-app://PACKAGE/…`) or iOS App Store id
@@ -340,8 +512,10 @@ pub(crate) const SOURCE_ALIASES: &[(&str, &str)] = &[
 /// Why a heuristic and not the Public Suffix List: the classifier only needs the *brand* label of
 /// well-known sites (`google` in `www.google.co.in`). The full list has ~10,000 entries, changes
 /// monthly and would be another dependency; this rule covers every country domain the big sites
-/// use. A rare domain split wrongly can only turn a `link` into another `link` with a different
-/// brand label, never touch `internal` (own domains are matched by plain suffix).
+/// use. A rare domain split wrongly can turn a `link` into another `link` with a different brand
+/// label, or make two sites under a suffix the rule does not know count as sibling subdomains of
+/// one site (`internal`); the hosting platforms where that would matter are in [`SHARED_HOSTING`].
+/// Own domains and referral exclusions are matched by plain suffix and are not affected.
 pub(crate) const COUNTRY_SECOND_LEVELS: &[&str] =
     &["co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go", "gob", "mil", "nic", "gen", "ltd", "plc"];
 

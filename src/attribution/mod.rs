@@ -34,6 +34,7 @@ pub mod channel;
 mod event;
 pub mod identity;
 mod knowledge;
+pub mod models;
 pub mod referrer;
 pub mod sessions;
 

@@ -7,6 +7,8 @@ landing URL says what the marketer *tagged* (UTM parameters) and what an ad plat
 (click ids). When they disagree, the more deliberate signal wins:
 
 1. a paid click id on the landing URL (`gclid`, `msclkid`, `ttclid`, …) → `ad`, that network;
+   else a referrer on an ad-click redirector (`www.googleadservices.com/pagead/aclk`,
+   `*.doubleclick.net`, `www.bing.com/aclk`) → `ad`, classified as that platform's click id;
 2. a paid `utm_medium` (`cpc`, `ppc`, `paid*`, `*cp*`, `display`, `banner`, …) → `ad`, the
    network named by `utm_source` (or by the referrer when there is no `utm_source`);
 3. `utm_medium` e-mail → `email`; `utm_medium` social → `social`;
@@ -14,7 +16,9 @@ landing URL says what the marketer *tagged* (UTM parameters) and what an ad plat
    `utm_source` naming a known site (`utm_source=chatgpt.com`, which ChatGPT adds to its links
    while often sending no referrer) → that site's type;
 5. otherwise the referrer: app referrers (`android-app://PACKAGE`, `ios-app://ID`), then own
-   domains and the page's own host (`internal`), then the known-site tables
+   domains, the page's own host and its sibling subdomains (`shop.example.co.uk` on a
+   `www.example.co.uk` page, not under shared hosts such as `github.io`: `internal`), then the
+   known-site tables
    ([`super::knowledge`]), then `link`. No referrer, an empty one, or one without a host
    (`null`, `about:blank`, garbage) is `direct`.
 
@@ -30,8 +34,8 @@ use url::Url;
 use super::AttributionSettings;
 use super::channel::{Channel, channel_group};
 use super::knowledge::{
-    APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS, SITES,
-    SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
+    AD_REDIRECTS, APPS, CLICK_IDS, COUNTRY_SECOND_LEVELS, ClickId, DISPLAY_MEDIUMS, EMAIL_NAMES, SEARCH_QUERY_PARAMS,
+    SHARED_HOSTING, SITES, SOCIAL_MEDIUMS, SOURCE_ALIASES, Site, SiteKind, is_paid_medium,
 };
 
 /// Where a visit came from, serialised as the seed's `referrer` object (`{"type":"search",…}`).
@@ -257,11 +261,13 @@ struct Origin {
     site: Option<(&'static str, SiteKind)>,
     /// Search terms from the referrer URL.
     query: Option<String>,
+    /// The paid click an ad-click redirector referrer stands for.
+    ad: Option<&'static ClickId>,
 }
 
 impl Origin {
     fn direct() -> Self {
-        Origin { host: None, internal: false, site: None, query: None }
+        Origin { host: None, internal: false, site: None, query: None, ad: None }
     }
 }
 
@@ -281,23 +287,66 @@ fn classify_referrer(referrer: Option<&str>, page_host: Option<&str>, settings: 
     };
     if matches!(url.scheme(), "android-app" | "ios-app") {
         let site = APPS.iter().find(|(package, _, _)| *package == host).map(|&(_, name, kind)| (name, kind));
-        return Origin { host: Some(host), internal: false, site, query: None };
+        return Origin { host: Some(host), internal: false, site, query: None, ad: None };
     }
-    let internal = page_host.is_some_and(|p| strip_www(p) == strip_www(&host))
+    let internal = page_host.is_some_and(|p| same_site(p, &host))
         || settings.own_domains.iter().chain(&settings.referral_exclusions).any(|d| domain_matches(&host, d));
     if internal {
-        return Origin { host: Some(host), internal: true, site: None, query: None };
+        return Origin { host: Some(host), internal: true, site: None, query: None, ad: None };
     }
+    let ad = ad_redirect(&host, url.path());
     let site = site_for_host(&host).map(|&(_, name, kind)| (name, kind));
     let query = match site {
         Some((engine, SiteKind::Search)) => search_query(&url, engine),
         _ => None,
     };
-    Origin { host: Some(host), internal: false, site, query }
+    Origin { host: Some(host), internal: false, site, query, ad }
 }
 
-/// Applies the precedence in the module docs: click id > paid medium > e-mail/social medium >
-/// (no referrer: organic click id, known `utm_source`) > referrer.
+/// The paid click an ad-click redirector stands for, when the referrer is one.
+fn ad_redirect(host: &str, path: &str) -> Option<&'static ClickId> {
+    let split = registrable_split(host);
+    AD_REDIRECTS
+        .iter()
+        .find(|r| {
+            pattern_matches(host, split, r.host)
+                && (r.path.is_empty()
+                    || path.strip_prefix(r.path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+        })
+        .map(|r| &r.click)
+}
+
+/// Whether a referrer host is the page's own site: the same host but for `www.`, or another
+/// subdomain of the same registrable domain (`shop.example.co.uk` for `www.example.co.uk`) —
+/// except under shared hosts (`github.io`), where each subdomain is someone else's site, and
+/// for IP addresses.
+fn same_site(page: &str, referrer: &str) -> bool {
+    if strip_www(page) == strip_www(referrer) {
+        return true;
+    }
+    match (registrable_domain(page), registrable_domain(referrer)) {
+        (Some(a), Some(b)) => a == b && !SHARED_HOSTING.contains(&a),
+        _ => false,
+    }
+}
+
+/// The registrable domain of a host (`example.co.uk` for `shop.example.co.uk`), `None` for IP
+/// addresses and for a bare public suffix or single label (`co.uk`, `localhost`).
+fn registrable_domain(host: &str) -> Option<&str> {
+    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let (sub, brand) = registrable_split(host);
+    if brand == host {
+        // `registrable_split` gives the whole host as the brand only for those.
+        return None;
+    }
+    Some(if sub.is_empty() { host } else { &host[sub.len() + 1..] })
+}
+
+/// Applies the precedence in the module docs: click id (on the landing URL, else an ad-click
+/// redirector referrer) > paid medium > e-mail/social medium > (no referrer: organic click id,
+/// known `utm_source`) > referrer.
 fn apply_precedence(origin: Origin, campaign: &Campaign, click: Option<&'static ClickId>) -> (Referrer, SourceMedium) {
     let host = origin.host.clone();
     let medium = campaign.medium.as_deref().map(str::to_ascii_lowercase);
@@ -322,8 +371,9 @@ fn apply_precedence(origin: Origin, campaign: &Campaign, click: Option<&'static 
         from_origin
     };
 
-    // 1. A paid click id.
-    if let Some(click) = click
+    // 1. A paid click id on the landing URL, else an ad-click redirector as the referrer.
+    let paid_click = click.filter(|c| c.medium.is_some()).or(origin.ad);
+    if let Some(click) = paid_click
         && let Some(click_medium) = click.medium
     {
         let source = SourceMedium {

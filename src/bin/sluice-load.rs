@@ -12,6 +12,14 @@ unique page/track/identify events as Segment's libraries send them), then:
    server started in this process on a temporary data directory — reporting acknowledged
    impressions/s and request latency percentiles;
 3. the time until the store has loaded every acknowledged record (from `/readyz`).
+
+With a JetStream journal configured (`[journal] url`, `SLUICE_JOURNAL__URL`), the in-process run
+appends to the JetStream journal (a scratch stream beside the configured one), and a third
+figure is measured in the same run: a raw `async-nats` publish-with-ack loop of the same records
+(pre-parsed; each batch published whole, then its acknowledgements awaited, `--connections` at
+once) into another scratch stream with the same settings. The scratch streams are deleted at
+the end; the server's stream is the configured one (use a fresh name per run: the stream
+remembers record identities for `dedup_window_secs`, and a batch sent again is not stored again).
 */
 
 use std::io::Write as _;
@@ -29,8 +37,8 @@ use rand::{Rng as _, SeedableRng as _};
 use sluice::cli::serve::Server;
 use sluice::config::{Config, Overrides, Settings};
 use sluice::consumers::store_loader;
-use sluice::journal::Journal as _;
 use sluice::journal::file::FileJournal;
+use sluice::journal::jetstream::{JetStreamJournal, JetStreamSettings, RECEIVED_AT_HEADER};
 use sluice::sources::{segment, split};
 
 /// Load-test the Split webhook or the Segment Tracking API: records/s, latency, the in-process limit.
@@ -127,12 +135,26 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let limit = in_process(scratch.path(), &config, &bodies, args.connections, source).await?;
+    let jetstream = JetStreamSettings::from_config(&config.journal)?;
+    let limit = in_process(scratch.path(), &config, jetstream.as_ref(), &bodies, args.connections, source).await?;
     println!(
-        "in-process  decode+parse+journal: {:>10.0} {unit}/s  ({:.2?} for {records})",
+        "in-process  decode+parse+journal: {:>10.0} {unit}/s  ({:.2?} for {records}){}",
         records as f64 / limit.as_secs_f64(),
-        limit
+        limit,
+        if jetstream.is_some() { " [JetStream journal]" } else { "" }
     );
+    let raw = match &jetstream {
+        Some(settings) => {
+            let raw = raw_nats(settings, &config, &bodies, args.connections, source).await?;
+            println!(
+                "raw NATS    publish-with-ack loop: {:>8.0} {unit}/s  ({:.2?} for {records}; the same records, pre-parsed)",
+                records as f64 / raw.as_secs_f64(),
+                raw
+            );
+            Some(raw)
+        }
+        None => None,
+    };
 
     let (base, server) = match &args.url {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
@@ -148,8 +170,11 @@ async fn bench(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         over_http(&client, &base, &bodies, args.connections, source, batch_size).await?;
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let of_raw = raw
+        .map(|raw| format!("; {:.0}% of raw NATS", 100.0 * raw.as_secs_f64() / elapsed.as_secs_f64()))
+        .unwrap_or_default();
     println!(
-        "HTTP        acknowledged:        {:>10.0} {unit}/s  ({:.2?} for {accepted}; {:.0}% of in-process)  latency p50 {:.1?} p99 {:.1?}",
+        "HTTP        acknowledged:        {:>10.0} {unit}/s  ({:.2?} for {accepted}; {:.0}% of in-process{of_raw})  latency p50 {:.1?} p99 {:.1?}",
         accepted as f64 / elapsed.as_secs_f64(),
         elapsed,
         100.0 * limit.as_secs_f64() / elapsed.as_secs_f64(),
@@ -313,34 +338,113 @@ fn make_bodies(batches: usize, batch_size: usize, seed: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// Decode, parse and append every body with `connections` concurrent appenders, no HTTP.
-async fn in_process(
-    dir: &Path,
+/// The records of one body, as the source parses them.
+fn parse(body: Bytes, config: &Config, source: BenchSource) -> anyhow::Result<Vec<sluice::journal::Record>> {
+    match source {
+        BenchSource::Split => split::records_in_process(body, &config.limits),
+        BenchSource::Segment => segment::batch_records_in_process(&body, config),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A scratch stream beside the configured one, deleted by [`delete_stream`].
+fn scratch_stream(settings: &JetStreamSettings, what: &str) -> JetStreamSettings {
+    JetStreamSettings { stream: format!("{}_{what}_{}", settings.stream, std::process::id()), ..settings.clone() }
+}
+
+/// Deletes a scratch stream.
+async fn delete_stream(journal: &JetStreamJournal, settings: &JetStreamSettings) {
+    if let Err(e) = journal.jetstream().delete_stream(&settings.stream).await {
+        eprintln!("sluice-load: could not delete the scratch stream {}: {e}", settings.stream);
+    }
+}
+
+/// Publishes the same records as a plain async-nats program would: each batch's records without
+/// waiting, then their acknowledgements, `connections` batches at once, into a scratch stream
+/// created with the journal's settings.
+async fn raw_nats(
+    settings: &JetStreamSettings,
     config: &Config,
     bodies: &Arc<Vec<Bytes>>,
     connections: usize,
     source: BenchSource,
 ) -> anyhow::Result<Duration> {
-    let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.clone())?);
+    let settings = scratch_stream(settings, "RAW");
+    let journal = JetStreamJournal::open(&settings).await?;
+    let batches = bodies.iter().map(|body| parse(body.clone(), config, source)).collect::<anyhow::Result<Vec<_>>>()?;
+    // Room for every batch's acknowledgements at once, as the journal has: a smaller pool that
+    // waits when empty deadlocks batches that each hold part of it.
+    let context = async_nats::jetstream::ContextBuilder::new().max_ack_inflight(1 << 16).build(journal.client());
+    let stream = Arc::<str>::from(settings.stream.as_str());
+    let started = Instant::now();
+    in_turn(Arc::new(batches), connections, move |records| {
+        let (context, stream) = (context.clone(), stream.clone());
+        async move {
+            let mut acks = Vec::with_capacity(records.len());
+            for record in records {
+                let message = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(record.payload)
+                    .message_id(record.id.to_hex())
+                    .header(RECEIVED_AT_HEADER, record.received_at_ms.to_string());
+                acks.push(context.send_publish(format!("{stream}.{}", record.kind.name()), message).await?);
+            }
+            for ack in futures_util::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+            {
+                ack?;
+            }
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    delete_stream(&journal, &settings).await;
+    Ok(elapsed)
+}
+
+/// Decode, parse and append every body with `connections` concurrent appenders, no HTTP: to the
+/// JetStream journal (a scratch stream) when one is configured, else to a file journal in `dir`.
+async fn in_process(
+    dir: &Path,
+    config: &Config,
+    jetstream: Option<&JetStreamSettings>,
+    bodies: &Arc<Vec<Bytes>>,
+    connections: usize,
+    source: BenchSource,
+) -> anyhow::Result<Duration> {
+    if let Some(settings) = jetstream {
+        let settings = scratch_stream(settings, "INPROC");
+        let journal = Arc::new(JetStreamJournal::open(&settings).await?);
+        let elapsed = append_all(journal.clone(), config, bodies, connections, source).await?;
+        journal.close().await;
+        delete_stream(&journal, &settings).await;
+        return Ok(elapsed);
+    }
+    let journal = Arc::new(FileJournal::open(&dir.join("journal"), config.journal.file())?);
+    let elapsed = append_all(journal.clone(), config, bodies, connections, source).await?;
+    journal.close().await;
+    Ok(elapsed)
+}
+
+/// Parses and appends every body to `journal`; returns the time it took.
+async fn append_all(
+    journal: Arc<dyn sluice::journal::Journal>,
+    config: &Config,
+    bodies: &Arc<Vec<Bytes>>,
+    connections: usize,
+    source: BenchSource,
+) -> anyhow::Result<Duration> {
     let config = Arc::new(config.clone());
     let started = Instant::now();
     let appender = journal.clone();
     in_turn(bodies.clone(), connections, move |body| {
         let (journal, config) = (appender.clone(), config.clone());
         async move {
-            let records = match source {
-                BenchSource::Split => split::records_in_process(body, &config.limits),
-                BenchSource::Segment => segment::batch_records_in_process(&body, &config),
-            }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            journal.append(records).await?;
+            journal.append(parse(body, &config, source)?).await?;
             Ok(())
         }
     })
     .await?;
-    let elapsed = started.elapsed();
-    journal.close().await;
-    Ok(elapsed)
+    Ok(started.elapsed())
 }
 
 /// POSTs every body; returns the wall time, each request's latency and the records acknowledged.

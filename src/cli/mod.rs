@@ -1,5 +1,5 @@
 /*!
-The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`,
+The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`, `sluice experiment[s]`,
 `sluice lake ls`, `sluice journal repair`, `sluice forget user`, `sluice migrate`, `sluice store adopt-journal`
 (the load generator is a program of its own, `src/bin/sluice-load.rs`).
 
@@ -7,6 +7,7 @@ Parsing (clap) is separate from doing: each subcommand has a module with one ent
 */
 
 pub mod attribution;
+pub mod experiment;
 pub mod export;
 pub mod forget;
 pub mod journal;
@@ -22,7 +23,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{AuthOverrides, Overrides, Settings, StoreOverrides};
+use crate::config::{AuthOverrides, JournalOverrides, Overrides, Settings, StoreOverrides};
+use crate::nats::NatsUrls;
 use crate::store::{Store, StoreTarget};
 
 /// sluice: your own copy of your Split impressions and Segment events, durable and queryable.
@@ -62,6 +64,10 @@ pub enum Command {
         /// Serve reads to every client without a token while none has the `read` role (a warning is logged at every start)
         #[arg(long)]
         allow_open_reads: bool,
+        /// Put the journal on NATS JetStream: nats://HOST:PORT, comma-separated for several servers
+        /// (also [journal] url, SLUICE_JOURNAL__URL) [default: the embedded journal in DIR/journal]
+        #[arg(long, value_name = "URL[,URL…]")]
+        journal: Option<String>,
     },
     /// Make tokens for `[[auth.tokens]]` (no server needed).
     Token {
@@ -105,6 +111,14 @@ pub enum Command {
         /// The userId, e.g. an e-mail address.
         id: String,
     },
+    /// Print an experiment read-out as `GET /api/experiments/SPLIT` does (from the store; safe while a server runs).
+    Experiment(Box<experiment::ExperimentArgs>),
+    /// List the flags seen in an environment as `GET /api/experiments` does (from the store).
+    Experiments {
+        /// The environment (name or id).
+        #[arg(long, value_name = "ENV")]
+        environment: String,
+    },
     /// Erase a person (GDPR/CCPA) through the running server: `DELETE /api/user/ID`.
     Forget {
         /// What to erase.
@@ -120,10 +134,12 @@ fn open_store(target: &StoreTarget) -> anyhow::Result<Store> {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let (listen, auth) = match &cli.command {
-        Command::Serve { listen, allow_open_reads } => {
-            (*listen, allow_open_reads.then_some(AuthOverrides { allow_open_reads: true }))
-        }
+    let (listen, auth, journal) = match &cli.command {
+        Command::Serve { listen, allow_open_reads, journal } => (
+            *listen,
+            allow_open_reads.then_some(AuthOverrides { allow_open_reads: true }),
+            journal.clone().map(|url| JournalOverrides { url: NatsUrls(url) }),
+        ),
         Command::Token { .. }
         | Command::Export { .. }
         | Command::Lake { .. }
@@ -132,10 +148,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Store { .. }
         | Command::Anonymous { .. }
         | Command::User { .. }
-        | Command::Forget { .. } => (None, None),
+        | Command::Experiment(_)
+        | Command::Experiments { .. }
+        | Command::Forget { .. } => (None, None, None),
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
-    let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store, auth };
+    let overrides = Overrides { listen, data_dir: cli.data_dir.clone(), store, auth, journal };
     let (settings, warnings) = Settings::load(cli.config.as_deref(), &overrides)?;
     // Before logging starts (its settings are part of the configuration), and for every command.
     for warning in warnings {
@@ -151,6 +169,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store { what } => store::run(&settings, what),
         Command::Anonymous { id } => attribution::run(&settings, attribution::Lookup::Anonymous, &id),
         Command::User { id } => attribution::run(&settings, attribution::Lookup::User, &id),
+        Command::Experiment(args) => experiment::run(&settings, *args),
+        Command::Experiments { environment } => experiment::list(&settings, &environment),
         Command::Forget { what } => forget::run(&settings, what),
     }
 }

@@ -19,12 +19,15 @@ use crate::access::SourceKind;
 use crate::api::{self, AppState};
 use crate::config::{Config, Settings};
 use crate::consumers::lake_writer::{self, LakeStatus, LakeWriter};
-use crate::consumers::{store_loader, supervise};
+use crate::consumers::lease::Leases;
+use crate::consumers::{ConsumerStatus, store_loader, supervise_leased};
 use crate::dead_letter::DeadLetters;
 use crate::files;
 use crate::journal::Journal;
 use crate::journal::file::FileJournal;
+use crate::journal::jetstream::{JetStreamJournal, JetStreamSettings};
 use crate::lake::Lake;
+use crate::outputs::{Output, OutputSettings};
 use crate::privacy::Privacy;
 use crate::privacy::erase::{Eraser, LakeTarget};
 use crate::retention;
@@ -73,6 +76,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 /// lake writer flushes its buffers at once when an erasure is recorded).
 const ERASURE_WAIT: Duration = Duration::from_secs(60);
 
+/// The store loader's lease: one node of a cluster loads the shared store.
+const STORE_LEASE: &str = "store";
+/// The lake writer's lease: one node of a cluster writes the shared lake.
+const LAKE_LEASE: &str = "lake";
+
 /// A consumer's task: its result, whether it had stopped on an error (rather than finished at
 /// shutdown), and the offset it had processed the journal up to.
 type ConsumerTask = JoinHandle<(anyhow::Result<()>, bool, u64)>;
@@ -105,11 +113,8 @@ impl Server {
             .with_context(|| format!("cannot create the data directory {}; pass --data-dir", data_dir.display()))?;
         let lock = lock_data_dir(data_dir)?;
         tighten_data_dir(&settings);
-        let journal = Arc::new(
-            FileJournal::open(&config.journal_dir(), config.journal.clone())
-                .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?,
-        );
-        let shared: Arc<dyn Journal> = journal.clone();
+        let journal = OpenJournal::open(&config).await?;
+        let shared = journal.shared();
         let target = settings.store.clone();
         check_store(&target).await?;
         let dead_letters = Arc::new(
@@ -120,7 +125,8 @@ impl Server {
             Privacy::open(data_dir)
                 .with_context(|| format!("cannot open the privacy files in {}", data_dir.display()))?,
         );
-        let consumers = Consumers::start(&settings, &shared, &dead_letters, &privacy)?;
+        let leases = journal.leases(&settings).await?;
+        let consumers = Consumers::start(&settings, &shared, &dead_letters, &privacy, leases.clone())?;
         let eraser = Eraser::new(
             privacy.clone(),
             shared.clone(),
@@ -173,6 +179,9 @@ impl Server {
             privacy,
         );
         state = state.with_access(settings.access.clone());
+        if let Some(leases) = leases {
+            state = state.with_leases(leases);
+        }
         let permits = u32::try_from(state.config.limits.max_concurrent_requests).unwrap_or(u32::MAX);
         let eraser = Arc::new(eraser.with_ingest(state.ingest_permits.clone(), permits));
         state = state.with_eraser(eraser.clone());
@@ -185,6 +194,7 @@ impl Server {
         if let Some(status) = &consumers.lake_status {
             state = state.with_lake(status.clone());
         }
+        state = state.with_outputs(consumers.outputs.clone());
         // Started last, once nothing can fail any more, so that it never outlives a failed start.
         let retention_stop = CancellationToken::new();
         let retention =
@@ -201,10 +211,11 @@ impl Server {
                 tracing::error!(error = %e, "the retention job panicked");
             }
             tracing::info!("HTTP server stopped; letting the consumers catch up with the journal");
-            let result = consumers.drain(journal.as_ref()).await;
+            let journal_shared = journal.shared();
+            let result = consumers.drain(journal_shared.as_ref()).await;
             journal.close().await;
             drop(lock);
-            let next_offset = journal.stats().next_offset;
+            let next_offset = journal_shared.stats().next_offset;
             result.map_err(|e| anyhow::anyhow!("{e} (next offset {next_offset})"))?;
             tracing::info!(next_offset, "sluice stopped cleanly");
             Ok(())
@@ -216,6 +227,73 @@ impl Server {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.http_stop.cancel();
         self.task.await.context("the server task panicked")?
+    }
+}
+
+/// The journal `sluice serve` runs on: the embedded one, or JetStream's with `[journal] url`.
+enum OpenJournal {
+    File(Arc<FileJournal>),
+    JetStream(Arc<JetStreamJournal>),
+}
+
+impl OpenJournal {
+    /// Opens the journal `config` names.
+    async fn open(config: &Config) -> anyhow::Result<OpenJournal> {
+        match JetStreamSettings::from_config(&config.journal)? {
+            Some(settings) => {
+                let journal = JetStreamJournal::open(&settings)
+                    .await
+                    .with_context(|| format!("cannot open the journal on NATS JetStream ({})", settings.urls))?;
+                Ok(OpenJournal::JetStream(Arc::new(journal)))
+            }
+            None => {
+                let journal = FileJournal::open(&config.journal_dir(), config.journal.file())
+                    .with_context(|| format!("cannot open the journal in {}", config.journal_dir().display()))?;
+                Ok(OpenJournal::File(Arc::new(journal)))
+            }
+        }
+    }
+
+    /// The journal as the rest of sluice uses it.
+    fn shared(&self) -> Arc<dyn Journal> {
+        match self {
+            OpenJournal::File(journal) => journal.clone(),
+            OpenJournal::JetStream(journal) => journal.clone(),
+        }
+    }
+
+    /// On a JetStream journal, the cluster's consumer leases (other nodes may share the journal),
+    /// once the store is known to be one they can share too.
+    async fn leases(&self, settings: &Settings) -> anyhow::Result<Option<Leases>> {
+        let OpenJournal::JetStream(journal) = self else { return Ok(None) };
+        if let StoreTarget::Sqlite(path) = &settings.store {
+            anyhow::bail!(
+                "the journal is on NATS JetStream, where other sluice nodes may share it, but the store is the embedded SQLite file {}, which only this node can load: set store.url (SLUICE_STORE__URL) to a PostgreSQL database that every node uses",
+                path.display()
+            );
+        }
+        let cluster = &settings.config.cluster;
+        let ttl = Duration::from_secs(cluster.lease_ttl_secs);
+        let node = cluster.node_name();
+        let leases = Leases::open(&journal.jetstream(), &cluster.lease_bucket, journal.replicas(), ttl, &node)
+            .await
+            .context("cannot start in cluster mode")?;
+        leases.claim_stream(journal.stream(), &cluster.lease_bucket).await.context("cannot start in cluster mode")?;
+        journal.claim_lease_bucket(&cluster.lease_bucket).await.context("cannot start in cluster mode")?;
+        tracing::info!(
+            node,
+            bucket = cluster.lease_bucket,
+            "cluster mode: each consumer runs on the node holding its lease"
+        );
+        Ok(Some(leases))
+    }
+
+    /// Completes what was accepted and stops taking appends.
+    async fn close(&self) {
+        match self {
+            OpenJournal::File(journal) => journal.close().await,
+            OpenJournal::JetStream(journal) => journal.close().await,
+        }
     }
 }
 
@@ -238,21 +316,26 @@ async fn check_store(target: &StoreTarget) -> anyhow::Result<()> {
 
 /// The running consumers, in the order they are drained, with their statuses for `/readyz`.
 struct Consumers {
-    tasks: Vec<(&'static str, ConsumerTask)>,
+    tasks: Vec<(String, ConsumerTask)>,
     stop: CancellationToken,
     loader_status: Arc<store_loader::LoaderStatus>,
     lake_status: Option<Arc<LakeStatus>>,
     /// The lake, for erasures.
     lake: Option<LakeTarget>,
+    /// Each stream output's name and status.
+    outputs: Vec<(String, Arc<ConsumerStatus>)>,
 }
 
 impl Consumers {
-    /// Starts the store loader and, when the lake is on, the lake writer, each supervised.
+    /// Starts the store loader, the lake writer when the lake is on, and each stream output, each
+    /// supervised; with `leases` (nodes sharing a JetStream journal), each runs only while this
+    /// node holds its lease.
     fn start(
         settings: &Settings,
         journal: &Arc<dyn Journal>,
         dead_letters: &Arc<DeadLetters>,
         privacy: &Arc<Privacy>,
+        leases: Option<Leases>,
     ) -> anyhow::Result<Consumers> {
         let stop = CancellationToken::new();
         // Every consumer holds its place in the journal from here on, before any of them reads
@@ -274,11 +357,14 @@ impl Consumers {
                         .map(|w| w.with_privacy(privacy.clone()))
                 }
             };
-            let mut registered = Some(register());
+            // Registered now, so that a lake it cannot write stops the start; in a cluster only
+            // once the lease is held, since the lake's mark and the journal's end move meanwhile
+            // (another node writes the lake until this one takes over).
+            let mut registered = if leases.is_none() { Some(register()) } else { None };
             let status = Arc::new(LakeStatus::default());
-            let (stop, running) = (stop.clone(), status.clone());
+            let (stop, running, leases, journal) = (stop.clone(), status.clone(), leases.clone(), journal.clone());
             let task = tokio::spawn(async move {
-                let result = supervise(&running, &stop, || {
+                let result = supervise_leased(leases.as_ref(), LAKE_LEASE, &*journal, &running, &stop, || {
                     let writer = registered.take().unwrap_or_else(&register);
                     let (stop, running) = (stop.clone(), running.clone());
                     async move { writer?.run(stop, running).await }
@@ -290,15 +376,26 @@ impl Consumers {
         } else {
             None
         };
+        let (output_tasks, outputs): (Vec<_>, Vec<_>) = settings
+            .outputs
+            .iter()
+            .map(|output| {
+                let (task, status) =
+                    start_output(output, journal, &settings.config.data_dir, privacy, &stop, leases.clone());
+                (task, (output.name.clone(), status))
+            })
+            .unzip();
         let loader_status = Arc::new(store_loader::new_status());
         let loader = {
             let (journal, target, loader_config) = (journal.clone(), settings.store.clone(), settings.loader);
             let (dead_letters, privacy) = (dead_letters.clone(), privacy.clone());
-            // Taken before any request is accepted: see `store_loader::run`.
-            let start_end = journal.stats().next_offset;
+            // Taken before any request is accepted: see `store_loader::run`. Not in a cluster,
+            // where the other nodes' loaders move the store's offset past any end this node saw
+            // at its start; there the stream's identity (its creation time) tells journals apart.
+            let start_end = if leases.is_some() { u64::MAX } else { journal.stats().next_offset };
             let (stop, status) = (stop.clone(), loader_status.clone());
             tokio::spawn(async move {
-                let result = supervise(&status, &stop, || {
+                let result = supervise_leased(leases.as_ref(), STORE_LEASE, &*journal, &status, &stop, || {
                     store_loader::run(
                         journal.clone(),
                         target.clone(),
@@ -314,15 +411,18 @@ impl Consumers {
                 (result, status.stopped_reason().is_some(), status.committed_offset())
             })
         };
-        let mut tasks = vec![("store loader", loader)];
+        let mut tasks = vec![("store loader".to_owned(), loader)];
         let (lake_status, lake) = match lake {
             Some((task, status, target)) => {
-                tasks.push(("lake writer", task));
+                tasks.push(("lake writer".to_owned(), task));
                 (Some(status), Some(target))
             }
             None => (None, None),
         };
-        Ok(Consumers { tasks, stop, loader_status, lake_status, lake })
+        for (output, task) in settings.outputs.iter().zip(output_tasks) {
+            tasks.push((format!("output {}", output.name), task));
+        }
+        Ok(Consumers { tasks, stop, loader_status, lake_status, lake, outputs })
     }
 
     /// Tells the consumers to finish what the journal holds and waits for them; an error names
@@ -330,7 +430,7 @@ impl Consumers {
     /// processed remain (they stay in the journal for the next start).
     async fn drain(self, journal: &dyn Journal) -> anyhow::Result<()> {
         self.stop.cancel();
-        let (mut stopped, mut unfinished) = (Vec::new(), Vec::new());
+        let (mut stopped, mut unfinished): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
         for (name, task) in self.tasks {
             match task.await {
                 Ok((Ok(()), _, _)) => {}
@@ -370,6 +470,57 @@ impl Consumers {
     }
 }
 
+/// Holds the place of the output `output` in the journal and starts it, supervised (its
+/// registration is tried again at each restart); with `leases`, only while this node holds the
+/// output's lease (named like its consumer, `output:<name>`).
+fn start_output(
+    output: &OutputSettings,
+    journal: &Arc<dyn Journal>,
+    data_dir: &std::path::Path,
+    privacy: &Arc<Privacy>,
+    stop: &CancellationToken,
+    leases: Option<Leases>,
+) -> (ConsumerTask, Arc<ConsumerStatus>) {
+    let consumer = output.consumer();
+    journal.hold(&consumer);
+    // A status names its consumer for the process's lifetime: one small string per configured
+    // output, once per start.
+    let status = Arc::new(ConsumerStatus::new(Box::leak(consumer.into_boxed_str())));
+    let register = {
+        let (journal, output, data_dir, privacy) =
+            (journal.clone(), output.clone(), data_dir.to_owned(), privacy.clone());
+        move || Output::register(journal.clone(), output.clone(), &data_dir).map(|o| o.with_privacy(privacy.clone()))
+    };
+    // Registered at its checkpoint before traffic is accepted; in a cluster only once the lease
+    // is held, as the lake writer is (another node sends, and moves the offset, until then).
+    let mut registered = if leases.is_none() { Some(register()) } else { None };
+    let (stop, running, lease, supervised) = (stop.clone(), status.clone(), output.lease(), journal.clone());
+    let shared = {
+        let (journal, output, data_dir, privacy) =
+            (journal.clone(), output.clone(), data_dir.to_owned(), privacy.clone());
+        move |leases: Leases| {
+            let (journal, output, data_dir, privacy) =
+                (journal.clone(), output.clone(), data_dir.clone(), privacy.clone());
+            async move { Output::register_shared(journal, output, &data_dir, leases).await.map(|o| o.with_privacy(privacy)) }
+        }
+    };
+    let task = tokio::spawn(async move {
+        let result = supervise_leased(leases.as_ref(), &lease, &*supervised, &running, &stop, || {
+            let output = match &leases {
+                Some(leases) => futures_util::future::Either::Left(shared(leases.clone())),
+                None => {
+                    futures_util::future::Either::Right(std::future::ready(registered.take().unwrap_or_else(&register)))
+                }
+            };
+            let (stop, running) = (stop.clone(), running.clone());
+            async move { output.await?.run(stop, running).await }
+        })
+        .await;
+        (result, running.stopped_reason().is_some(), running.committed_offset())
+    });
+    (task, status)
+}
+
 /// Takes the group's and others' permissions away from the data directory and what sluice keeps
 /// in it (a directory an older sluice created, or restored from a copy, may be looser), with one
 /// warning when it had to. Not fatal: a directory sluice may not chmod still works.
@@ -382,6 +533,7 @@ fn tighten_data_dir(settings: &Settings) {
         settings.lake.default_dir.clone(),
         settings.lake.checkpoint.clone(),
     ];
+    owned.extend(settings.outputs.iter().map(|o| crate::outputs::checkpoint_path(&config.data_dir, &o.name)));
     if let StoreTarget::Sqlite(path) = &settings.store {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut name = path.clone().into_os_string();

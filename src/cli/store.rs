@@ -15,7 +15,7 @@ use clap::Subcommand;
 use crate::config::Settings;
 use crate::consumers::store_loader;
 use crate::journal::Journal as _;
-use crate::journal::file::FileJournal;
+use crate::journal::file::{FileJournal, FileJournalConfig};
 use crate::store::{ConsumerPosition, Store};
 
 /// What `sluice store` does.
@@ -46,7 +46,9 @@ fn adopt_journal(settings: &Settings) -> anyhow::Result<()> {
     let _lock = super::serve::lock_data_dir(&config.data_dir)?;
     let (id, first) = {
         let runtime = tokio::runtime::Builder::new_current_thread().build().context("could not start a runtime")?;
-        let journal = FileJournal::open(&journal_dir, config.journal.clone())
+        // Nothing is appended here: no dedup index to rebuild from the segments.
+        let settings = FileJournalConfig { dedup_window_secs: 0, ..config.journal.file() };
+        let journal = FileJournal::open(&journal_dir, settings)
             .with_context(|| format!("cannot open the journal in {}", journal_dir.display()))?;
         let stats = journal.stats();
         runtime.block_on(journal.close());

@@ -111,6 +111,11 @@ struct Mark {
     offset: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<u32>,
+    /// The writer's committed offset when it raised the mark: every record of `journal` below it
+    /// is in the lake. A writer of the same journal with no checkpoint of its own (another node
+    /// of a cluster taking the lake over) resumes there rather than at the oldest record retained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed: Option<u64>,
 }
 
 /// A lake writer registered with the journal, ready to [`run`](LakeWriter::run).
@@ -170,6 +175,16 @@ impl LakeWriter {
         };
         let (reader, committed) = match journal.reader(CONSUMER, from) {
             Ok(reader) => (reader, from),
+            // A shared journal deletes by age and size, not by what its consumers read: records
+            // gone before this writer archived them are lost to the lake, and every node must
+            // see that, not only the one that found it first.
+            Err(JournalError::OffsetGone { first, .. }) if journal.shared() => {
+                return Err(NeedsOperator(format!(
+                    "the lake writer will not start: the lake checkpoint {} says records of this journal from offset {from} on were never archived, but the journal's oldest record is at offset {first}: records {from}..{first} were deleted before they were archived and cannot be archived any more. Archive into an empty prefix (lake.url) and delete the checkpoint, or restore the records",
+                    checkpoint_path.display()
+                ))
+                .into());
+            }
             Err(JournalError::OffsetGone { first, .. }) => {
                 tracing::warn!(
                     from,
@@ -306,9 +321,29 @@ impl Run {
                 )));
             }
         } else if self.writer.fresh {
-            // A lake this journal wrote before (lake.url was changed and changed back): from
-            // the oldest record retained, what the lake already holds is recognised and skipped
+            // A lake this journal wrote before (lake.url was changed and changed back, or
+            // another node of the cluster wrote it): from what the mark says was committed (else
+            // the oldest record retained), what the lake already holds is recognised and skipped
             // as after a crash, and what it lacks is archived.
+            // Offsets from the mark on were never read by a writer that uploaded: if the journal
+            // no longer holds them, they were deleted unarchived (a stream purged, or its age
+            // limit passed while no node held the lake), and going on would skip them unsaid.
+            if self.marked < self.writer.committed {
+                return Err(self.refuse(format!(
+                    "its mark says records of this journal from offset {} on were never archived, but the journal's oldest record is at offset {}: records {}..{} were deleted before they were archived and cannot be archived any more. Archive into an empty prefix (lake.url; the lake starts again from the oldest record the journal holds), or restore the records",
+                    self.marked, self.writer.committed, self.marked, self.writer.committed
+                )));
+            }
+            let committed = self.mark_seen.as_ref().and_then(|mark| mark.committed);
+            if let Some(from) = committed.filter(|c| *c > self.writer.committed && *c <= self.writer.restart_horizon) {
+                self.writer.reader = self
+                    .writer
+                    .journal
+                    .reader(CONSUMER, from)
+                    .context("lake writer: opening the journal where the lake's mark says it was committed")?;
+                (self.writer.committed, self.next) = (from, from);
+                self.status.committed(from);
+            }
             tracing::info!(
                 lake = self.writer.lake.description(),
                 offset = self.writer.committed,
@@ -389,6 +424,7 @@ impl Run {
             journal: self.writer.journal.id().to_owned(),
             offset: self.read_ahead.as_ref().map_or(self.next, |entry| entry.offset + 1),
             last: self.read_ahead.as_ref().map(Entry::fingerprint),
+            committed: Some(self.status.committed_offset()),
         };
         let bytes = Bytes::from(serde_json::to_vec(&mark)?);
         let (lake, path) = (self.writer.lake.clone(), self.writer.lake.path(WRITER_MARK));
@@ -722,30 +758,17 @@ where
 }
 
 fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Checkpoint>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
-            format!(
-                "the lake checkpoint {} is damaged; delete it only together with the lake's objects",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read the lake checkpoint {}", path.display())),
-    }
+    let Some(bytes) = crate::files::read_if_exists(path)
+        .with_context(|| format!("cannot read the lake checkpoint {}", path.display()))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+        format!("the lake checkpoint {} is damaged; delete it only together with the lake's objects", path.display())
+    })
 }
 
-/// Replaces the checkpoint atomically: a temporary file, fsynced, renamed over it, directory fsynced.
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> anyhow::Result<()> {
-    let write = || -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let mut file = crate::files::create(&tmp)?;
-        serde_json::to_writer(&mut file, checkpoint)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().with_context(|| format!("cannot save the lake checkpoint {}; check the data directory", path.display()))
+    crate::files::replace(path, &serde_json::to_vec(checkpoint)?)
+        .with_context(|| format!("cannot save the lake checkpoint {}; check the data directory", path.display()))
 }

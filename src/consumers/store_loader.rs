@@ -55,6 +55,15 @@ pub struct LoaderConfig {
 /// The loader's live state, for `/readyz` and metrics.
 pub type LoaderStatus = ConsumerStatus;
 
+/// The loader's row in the store's `consumer_offsets`: one per journal when the journal is shared
+/// by a cluster (`store@<stream id>`), so that a store loaded from another journal before (the
+/// embedded one of a single node, a stream since recreated) keeps that row and this journal's
+/// records load from its oldest; `store` on the embedded journal, whose data directory must
+/// adopt the row (`sluice store adopt-journal`).
+pub fn store_row(journal: &dyn Journal) -> String {
+    if journal.shared() { format!("{CONSUMER}@{}", journal.id()) } else { CONSUMER.to_owned() }
+}
+
 /// A fresh status for the store loader.
 pub fn new_status() -> LoaderStatus {
     ConsumerStatus::new(CONSUMER)
@@ -78,8 +87,9 @@ pub async fn run(
     start_end: u64,
     privacy: Arc<Privacy>,
 ) -> anyhow::Result<()> {
+    let row: Arc<str> = store_row(journal.as_ref()).into();
     let (mut store, offset, fingerprint) =
-        open_until_ready(target, journal.as_ref(), start_end, config.filter_indexes, &shutdown, &status).await?;
+        open_until_ready(target, journal.as_ref(), &row, start_end, config.filter_indexes, &shutdown, &status).await?;
     status.committed(offset);
     // Where the journal still holds the last entry the store loaded, read it again and compare:
     // a journal restored from an older copy keeps its id and may since have given that offset to
@@ -140,14 +150,15 @@ pub async fn run(
         let mut next = status.committed_offset();
         if !kept.is_empty() {
             let outcome;
-            (store, outcome) = load_until_stored(store, kept, config.dedup, &shutdown, &status, &dead_letters).await?;
+            (store, outcome) =
+                load_until_stored(store, &row, kept, config.dedup, &shutdown, &status, &dead_letters).await?;
             next = outcome.next_offset;
         }
         if let Some(last) = last.filter(|last| last.offset >= next) {
             let skipped;
             let waiting = [last.clone()];
-            (store, skipped) =
-                retrying(store, &shutdown, &status, &waiting, move |s| s.skip_past(CONSUMER, &last)).await?;
+            let row = row.clone();
+            (store, skipped) = retrying(store, &shutdown, &status, &waiting, move |s| s.skip_past(&row, &last)).await?;
             skipped.context("store loader: committing the offset past records an erasure named")?;
             next = waiting[0].offset + 1;
         }
@@ -163,6 +174,7 @@ pub async fn run(
 async fn open_until_ready(
     target: StoreTarget,
     journal: &dyn Journal,
+    row: &Arc<str>,
     start_end: u64,
     filter_indexes: FilterIndexes,
     shutdown: &CancellationToken,
@@ -171,13 +183,13 @@ async fn open_until_ready(
     let target = Arc::new(target);
     let mut backoff = Backoff::default();
     loop {
-        let t = target.clone();
+        let (t, r) = (target.clone(), row.clone());
         type Opened = (Store, Option<ConsumerPosition>, Option<u32>);
         let result = tokio::task::spawn_blocking(move || -> Result<Opened, StoreError> {
             let mut store = Store::open(&t)?;
             store.ensure_filter_indexes(filter_indexes)?;
-            let position = store.consumer_position(CONSUMER)?;
-            let fingerprint = store.consumer_fingerprint(CONSUMER)?;
+            let position = store.consumer_position(&r)?;
+            let fingerprint = store.consumer_fingerprint(&r)?;
             Ok((store, position, fingerprint))
         })
         .await
@@ -213,8 +225,9 @@ async fn open_until_ready(
                             "store loader: the store's offset predates journal identities; it is adopted for this journal"
                         );
                     }
+                    let row = row.clone();
                     store = tokio::task::spawn_blocking(move || -> Result<Store, StoreError> {
-                        store.set_consumer_position(CONSUMER, &resume)?;
+                        store.set_consumer_position(&row, &resume)?;
                         Ok(store)
                     })
                     .await
@@ -284,6 +297,7 @@ fn resume_from(
 /// and loading goes on. One bad record in a batch of n costs about 2·log₂(n) failed attempts.
 async fn load_until_stored(
     mut store: Store,
+    row: &Arc<str>,
     batch: Vec<Entry>,
     mode: DedupMode,
     shutdown: &CancellationToken,
@@ -298,9 +312,9 @@ async fn load_until_stored(
     while let Some(range) = pending.pop() {
         let result;
         let started = Instant::now();
-        let (part, rows) = (entries.clone(), range.clone());
+        let (part, rows, consumer) = (entries.clone(), range.clone(), row.clone());
         (store, result) = retrying(store, shutdown, status, &entries[range.start..], move |s| {
-            s.load(CONSUMER, &part[rows.clone()], mode)
+            s.load(&consumer, &part[rows.clone()], mode)
         })
         .await?;
         match result {
@@ -340,9 +354,9 @@ async fn load_until_stored(
                     .with_context(|| format!("store loader: dead-lettering journal entry {}", entry.offset))?;
                 let next_offset = entry.offset + 1;
                 let skipped;
-                let (all, at) = (entries.clone(), range.start);
+                let (all, at, consumer) = (entries.clone(), range.start, row.clone());
                 (store, skipped) = retrying(store, shutdown, status, &entries[range.start..], move |s| {
-                    s.skip_past(CONSUMER, &all[at])
+                    s.skip_past(&consumer, &all[at])
                 })
                 .await?;
                 skipped.with_context(|| {

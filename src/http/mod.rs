@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::consumers::ConsumerStatus;
 use crate::consumers::lake_writer::LakeStatus;
 use crate::consumers::store_loader::LoaderStatus;
 use crate::dead_letter::DeadLetters;
@@ -24,6 +25,10 @@ use crate::privacy::erase::Eraser;
 use crate::store::{PooledStore, QueryPool, StoreError};
 use body::ByteBudget;
 pub use error::AppError;
+
+/// Experiment read-outs one server computes at the same time (the machine this was sized on has
+/// two cores); more answer 503 with `Retry-After`.
+pub const READOUTS_AT_ONCE: usize = 2;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,6 +47,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Bounds concurrent ingest requests (and so the memory they hold).
     pub ingest_permits: Arc<Semaphore>,
+    /// Experiment read-outs computed at once (each holds its units in memory and keeps a core
+    /// busy for seconds): [`READOUTS_AT_ONCE`].
+    pub readouts: Arc<Semaphore>,
     /// Bounds the request body bytes all ingest requests hold together.
     pub body_bytes: Arc<ByteBudget>,
     /// The lake writer's health, when the lake is on.
@@ -54,6 +62,10 @@ pub struct AppState {
     pub privacy: Arc<Privacy>,
     /// Runs erasures, when the process has the store and lake to erase from (`sluice serve`).
     pub eraser: Option<Arc<Eraser>>,
+    /// Which node runs which consumer, when nodes share a JetStream journal.
+    pub leases: Option<crate::consumers::lease::Leases>,
+    /// Each stream output's name and health, for `/readyz`.
+    pub outputs: Vec<(String, Arc<ConsumerStatus>)>,
 }
 
 impl AppState {
@@ -80,12 +92,15 @@ impl AppState {
             query_pool,
             metrics,
             ingest_permits,
+            readouts: Arc::new(Semaphore::new(READOUTS_AT_ONCE)),
             body_bytes,
             lake: None,
             access: Arc::new(Access::default()),
             refusal_log: Arc::default(),
             privacy,
             eraser: None,
+            leases: None,
+            outputs: Vec::new(),
         }
     }
 
@@ -123,6 +138,18 @@ impl AppState {
         self
     }
 
+    /// Adds the consumer leases of a cluster, shown by `/readyz`.
+    pub fn with_leases(mut self, leases: crate::consumers::lease::Leases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Adds the stream outputs' statuses (by name), shown by `/readyz`.
+    pub fn with_outputs(mut self, outputs: Vec<(String, Arc<ConsumerStatus>)>) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
     /// Adds the lake writer's status, shown by `/readyz`.
     pub fn with_lake(mut self, lake: Arc<LakeStatus>) -> Self {
         self.lake = Some(lake);
@@ -136,6 +163,12 @@ pub fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
     if stats.poisoned {
         return Some("the journal cannot write (see sluice's log); nothing was accepted".into());
     }
+    if let Some(reason) = &stats.unavailable {
+        return Some(format!("{reason}; nothing was accepted"));
+    }
+    if stats.connection.as_deref() == Some("disconnected") {
+        return Some("the journal's NATS servers cannot be reached (reconnecting); nothing was accepted".into());
+    }
     let max_bytes = config.journal.max_bytes;
     if stats.disk_bytes > max_bytes {
         return Some(format!(
@@ -143,12 +176,11 @@ pub fn over_limits(stats: &JournalStats, config: &Config) -> Option<String> {
             stats.disk_bytes
         ));
     }
-    let max_lag = config.backpressure.max_consumer_lag;
-    stats.consumers.iter().find(|(_, off)| stats.next_offset.saturating_sub(*off) > max_lag).map(|(name, offset)| {
-        format!(
-            "consumer `{name}` is {} records behind (backpressure.max_consumer_lag = {max_lag}); retry later",
-            stats.next_offset - offset
-        )
+    stats.consumers.iter().find_map(|(name, offset)| {
+        let lag = stats.next_offset.saturating_sub(*offset);
+        let (max_lag, setting) = config.lag_limit(name)?;
+        (lag > max_lag)
+            .then(|| format!("consumer `{name}` is {lag} records behind ({setting} = {max_lag}); retry later"))
     })
 }
 
@@ -171,6 +203,11 @@ mod tests {
         assert_eq!(over_limits(&fine, &config), None);
         let poisoned = JournalStats { poisoned: true, ..fine.clone() };
         assert!(over_limits(&poisoned, &config).unwrap().contains("cannot write"));
+        let gone =
+            JournalStats { unavailable: Some("the JetStream stream S does not exist any more".into()), ..fine.clone() };
+        assert!(over_limits(&gone, &config).unwrap().starts_with("the JetStream stream S does not exist any more"));
+        let cut_off = JournalStats { connection: Some("disconnected".into()), ..fine.clone() };
+        assert!(over_limits(&cut_off, &config).unwrap().contains("cannot be reached"));
         let full = JournalStats { disk_bytes: 1001, ..fine.clone() };
         assert!(over_limits(&full, &config).unwrap().contains("journal.max_bytes"));
         let lagging = JournalStats { consumers: vec![("store".into(), 49)], ..fine };
@@ -178,5 +215,31 @@ mod tests {
             over_limits(&lagging, &config).unwrap(),
             "consumer `store` is 51 records behind (backpressure.max_consumer_lag = 50); retry later"
         );
+    }
+
+    #[test]
+    fn an_output_lags_by_its_own_limit_or_without_one() {
+        use crate::outputs::{LagLimit, OutputConfig, OutputType};
+        let mut config = Config::default();
+        config.backpressure.max_consumer_lag = 50;
+        let output = |name: &str, limit| OutputConfig {
+            name: name.into(),
+            kind: Some(OutputType::Nats),
+            url: Some("nats://127.0.0.1:4222".into()),
+            max_lag_records: Some(limit),
+            ..OutputConfig::default()
+        };
+        config.outputs = vec![output("free", LagLimit::Unbounded), output("tight", LagLimit::Records(10))];
+        let stats = |consumer: &str, offset| JournalStats {
+            next_offset: 1000,
+            consumers: vec![(consumer.into(), offset)],
+            ..JournalStats::default()
+        };
+        assert_eq!(over_limits(&stats("output:free", 0), &config), None, "an unbounded output never pushes back");
+        assert_eq!(
+            over_limits(&stats("output:tight", 989), &config).unwrap(),
+            "consumer `output:tight` is 11 records behind (outputs[1].max_lag_records = 10); retry later"
+        );
+        assert_eq!(over_limits(&stats("output:tight", 990), &config), None);
     }
 }

@@ -39,11 +39,13 @@ The watermark scheme depends on offsets being unique to one journal: a lake belo
 directory. The writer keeps its checkpoint (the lake it writes to and its committed offset) in
 `<data-dir>/lake-writer.json`; with no checkpoint for the lake it refuses to start on a lake that
 already holds objects, since they would come from another journal, unless the lake's mark (below)
-names its own journal: then it archives from the oldest retained record, and what the lake
-already holds is recognised as after a crash (`lake.url` changed, then changed back). Before it uploads an object it raises a
-mark in the lake itself, `<root>/_sluice-writer.json` (`{"journal": id, "offset": n, "last": f}`:
-no object holds an offset of that journal at or past `n`, and `f` is the fingerprint of the
-record at `n - 1`). The mark is what a copy of the data directory cannot restore:
+names its own journal: then it archives from the committed offset the mark carries (else the
+oldest retained record), and what the lake already holds is recognised as after a crash
+(`lake.url` changed, then changed back; or another node of a cluster wrote the lake until this
+one took its lease over). Before it uploads an object it raises a
+mark in the lake itself, `<root>/_sluice-writer.json` (`{"journal": id, "offset": n, "last": f,
+"committed": c}`: no object holds an offset of that journal at or past `n`, `f` is the
+fingerprint of the record at `n - 1`, and every record below `c` is in an object). The mark is what a copy of the data directory cannot restore:
 - a writer whose journal ends before the mark's offset refuses to start (an older backup: its
   new records would take offsets the lake already holds);
 - a writer that reads the record at `n - 1` again and finds another fingerprint stops (a backup

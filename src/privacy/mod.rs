@@ -25,7 +25,6 @@ pub mod ids;
 pub mod ledger;
 pub mod suppression;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::journal::Entry;
@@ -121,17 +120,7 @@ fn restrict(path: &Path, mode: u32) -> Result<(), PrivacyError> {
 /// Replaces `path` with `bytes` atomically: a temporary file beside it (0600), fsynced, renamed
 /// over it, and the directory fsynced, so a crash leaves either the old or the new contents.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PrivacyError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    written.map_err(|e| PrivacyError::io(path, e))
+    crate::files::replace(path, bytes).map_err(|e| PrivacyError::io(path, e))
 }
 
 /// Reads `path` as JSON, or `None` when it does not exist.

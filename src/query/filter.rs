@@ -93,11 +93,21 @@ pub(super) fn check_window(from: Option<i64>, to: Option<i64>) -> Result<(), Par
     }
 }
 
+/// Refuses a value holding a NUL byte: no name holds one, and PostgreSQL cannot even compare
+/// text with it (the query would fail as a server error).
+pub(crate) fn no_nul(name: &str, value: &str) -> Result<(), ParamError> {
+    if value.contains('\0') {
+        return Err(ParamError { param: name.to_owned(), reason: "contains a NUL byte, which no name holds".into() });
+    }
+    Ok(())
+}
+
 /// Adds one value of a list parameter (the first one turns the filter on).
 pub(super) fn push(list: &mut AnyOf, name: &str, value: &str) -> Result<(), ParamError> {
     if value.is_empty() {
         return Err(ParamError { param: name.to_owned(), reason: "must not be empty".into() });
     }
+    no_nul(name, value)?;
     list.get_or_insert_default().push(value.to_owned());
     Ok(())
 }

@@ -169,7 +169,7 @@ impl<W: Write> CsvOut<W> {
 }
 
 /// Prefixes `'` to text a spreadsheet would run as a formula.
-fn defuse(s: &str) -> Cow<'_, str> {
+pub(super) fn defuse(s: &str) -> Cow<'_, str> {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { Cow::Owned(format!("'{s}")) } else { Cow::Borrowed(s) }
 }
 

@@ -8,11 +8,13 @@ format. The HTTP export endpoint and `sluice export` both call exactly these two
 
 pub mod attribution;
 mod events;
+pub mod experiments;
 mod filter;
 mod format;
 
 pub use crate::store::QueryError;
 pub use events::{EventFormat, EventQuery, write_events};
+pub(crate) use filter::no_nul;
 pub use filter::{AnyOf, ImpressionQuery, ParamError};
 pub(crate) use format::write_object;
 pub use format::{OutputFormat, write_impressions};

@@ -62,6 +62,52 @@ impl RecordKind {
     }
 }
 
+/// A record's identity at the journal's entrance: a record sent again (a client's retry, through
+/// any node) has the same id, and the journal keeps it once. For an impression it hashes Split's
+/// identifying fields in [`DedupMode::Exact`] whatever the store's mode: the journal drops only
+/// true re-deliveries, the store may collapse more. For a Segment event it hashes the `messageId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId(pub u128);
+
+impl RecordId {
+    /// The id of a parsed impression.
+    pub fn of_impression(impression: &Impression<'_>) -> RecordId {
+        RecordId::hash(RecordKind::SplitImpression, &impression.identity(DedupMode::Exact))
+    }
+
+    /// The id of a Segment event with this `messageId`.
+    pub fn of_event(message_id: &str) -> RecordId {
+        RecordId::hash(RecordKind::SegmentEvent, message_id.as_bytes())
+    }
+
+    /// The id of a journaled record, read from its payload (a journal rebuilding its index of
+    /// recent ids reads it this way; sources take it from what they parsed).
+    pub fn of_payload(kind: RecordKind, payload: &[u8]) -> Result<RecordId, DecodeError> {
+        let text = std::str::from_utf8(payload)?;
+        match kind {
+            RecordKind::SplitImpression => Impression::parse(text, &FieldLimits::NONE)
+                .map(|impression| RecordId::of_impression(&impression))
+                .map_err(DecodeError::Impression),
+            RecordKind::SegmentEvent => match json::string_members(text, &["messageId"]).pop().flatten() {
+                Some(message_id) => Ok(RecordId::of_event(&message_id)),
+                None => Err(DecodeError::Event(RecordError::field("messageId", "is missing"))),
+            },
+        }
+    }
+
+    fn hash(kind: RecordKind, identity: &[u8]) -> RecordId {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&[kind.tag()]);
+        h.update(identity);
+        RecordId(h.digest128())
+    }
+
+    /// 32 lowercase hex digits: the `Nats-Msg-Id` a record is published with.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
 /// A journaled record, decoded: its typed fields, text borrowed from the payload (owned only
 /// where the JSON escaped it), and the payload's text, which the store and the lake keep.
 #[derive(Debug)]

@@ -239,12 +239,16 @@ async fn ingest<S: Source>(
     })
     .await?;
 
-    let (journaled, rejected) = (batch.records.len(), batch.refused.len());
-    // Suppressed records count as accepted in the answer: the sender must not retry them.
-    let accepted = journaled + suppressed;
-    if journaled > 0 {
-        state.journal.append(batch.records).await.map_err(journal_unavailable)?;
-    }
+    let (offered, rejected) = (batch.records.len(), batch.refused.len());
+    // Suppressed records and duplicates (the journal holds them already) count as accepted in
+    // the answer: the sender must not retry them.
+    let accepted = offered + suppressed;
+    let duplicates = if offered > 0 {
+        state.journal.append(batch.records).await.map_err(journal_unavailable)?.duplicates
+    } else {
+        0
+    };
+    let journaled = offered.saturating_sub(duplicates);
     // Only now is the answer final: after a 503 above, the sender sends the batch again.
     let errors = dead_letter_all(S::SOURCE, received_at, &batch.refused, &letters, &state.dead_letters);
     metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "accepted")
@@ -254,6 +258,10 @@ async fn ingest<S: Source>(
     if suppressed > 0 {
         metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "suppressed")
             .increment(suppressed as u64);
+    }
+    if duplicates > 0 {
+        metrics::counter!("sluice_source_records_total", "source" => S::SOURCE, "result" => "duplicate")
+            .increment(duplicates as u64);
     }
     // A batch in which nothing was usable is a sender bug: say so with a 4xx the sender's logs will show.
     let status = if accepted == 0 && rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
@@ -464,7 +472,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::journal::Journal for FailingJournal {
-        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+        async fn append(
+            &self,
+            _records: Vec<crate::journal::Record>,
+        ) -> Result<crate::journal::Appended, JournalError> {
             Err(JournalError::Poisoned("No space left on device".into()))
         }
         fn id(&self) -> &str {
@@ -499,7 +510,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::journal::Journal for FullDiskJournal {
-        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+        async fn append(
+            &self,
+            _records: Vec<crate::journal::Record>,
+        ) -> Result<crate::journal::Appended, JournalError> {
             let source = std::io::Error::from_raw_os_error(28); // ENOSPC
             Err(JournalError::Unwritten { path: "journal/00000000000000000000.seg".into(), source })
         }
@@ -543,7 +557,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::journal::Journal for StatsJournal {
-        async fn append(&self, _records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+        async fn append(
+            &self,
+            _records: Vec<crate::journal::Record>,
+        ) -> Result<crate::journal::Appended, JournalError> {
             Err(JournalError::Closed)
         }
         fn id(&self) -> &str {
@@ -647,10 +664,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::journal::Journal for GatedJournal {
-        async fn append(&self, records: Vec<crate::journal::Record>) -> Result<std::ops::Range<u64>, JournalError> {
+        async fn append(&self, records: Vec<crate::journal::Record>) -> Result<crate::journal::Appended, JournalError> {
             self.appending.notify_one();
             self.answers.acquire().await.expect("never closed").forget();
-            Ok(0..records.len() as u64)
+            Ok(crate::journal::Appended { offsets: (0..records.len() as u64).collect(), duplicates: 0 })
         }
         fn id(&self) -> &str {
             "gated"

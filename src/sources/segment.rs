@@ -44,7 +44,7 @@ use crate::http::body;
 use crate::journal::Record;
 use crate::record::ip::IpPolicy;
 use crate::record::segment::{self, Arrival, BatchDefaults, EventType, MAX_BATCH_BYTES, Via};
-use crate::record::{RecordError, RecordKind};
+use crate::record::{RecordError, RecordId, RecordKind};
 
 /// Routes of both Segment sources.
 pub fn routes() -> Router<AppState> {
@@ -296,13 +296,20 @@ impl<'a> Prepared<'a> {
         defaults: &BatchDefaults<'_>,
         arrival: &Arrival<'_>,
     ) -> usize {
-        match segment::accept(element.get(), index, defaults, arrival) {
-            Ok(json) => {
+        let accepted = segment::accept(element.get(), index, defaults, arrival).and_then(|json| {
+            // `accept` always writes a `messageId`; the id is read back from what is journaled.
+            let id = RecordId::of_payload(RecordKind::SegmentEvent, json.as_bytes())
+                .map_err(|e| RecordError { field: Some("messageId".into()), reason: e.to_string() })?;
+            Ok((json, id))
+        });
+        match accepted {
+            Ok((json, id)) => {
                 let bytes = json.len();
                 self.records.push(Record {
                     kind: RecordKind::SegmentEvent,
                     received_at_ms: arrival.at_ms,
                     payload: Bytes::from(json),
+                    id,
                 });
                 bytes
             }

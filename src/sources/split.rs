@@ -22,7 +22,7 @@ use crate::config::IngestLimits;
 use crate::http::AppError;
 use crate::http::AppState;
 use crate::journal::Record;
-use crate::record::{Impression, RecordKind};
+use crate::record::{Impression, RecordId, RecordKind};
 
 /// Routes of this source.
 pub fn routes() -> Router<AppState> {
@@ -111,8 +111,9 @@ pub(crate) fn parse_batch(
     for (index, element) in elements.iter().enumerate() {
         match Impression::parse(element.get(), &fields) {
             Ok(impression) if !in_scope(scope, &impression) => return Err(out_of_scope(scope, &impression)),
-            Ok(_) => records.push(Record {
+            Ok(impression) => records.push(Record {
                 kind: RecordKind::SplitImpression,
+                id: RecordId::of_impression(&impression),
                 received_at_ms: received_at,
                 // A view into the request body: the record is journaled exactly as sent, with no copy.
                 payload: plain.slice_ref(element.get().as_bytes()),

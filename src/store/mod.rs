@@ -258,6 +258,20 @@ impl Store {
         }
     }
 
+    /// Streams the rows of `sql` (one text for both backends, `$N` placeholders bound from
+    /// `clause`) as their first `N` columns, one row at a time.
+    pub fn rows<const N: usize>(
+        &mut self,
+        sql: &str,
+        clause: &where_clause::WhereClause<'_>,
+        row: &mut dyn FnMut([schema::Value<'_>; N]) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        match self {
+            Store::Sqlite(s) => s.rows(sql, clause, row),
+            Store::Postgres(s) => s.rows(sql, clause, row),
+        }
+    }
+
     /// The distinct anonymousIds seen on an event with one of `user_ids`, sorted, at most `limit`.
     /// An empty `user_ids` has none.
     pub fn devices_of(&mut self, user_ids: &[String], limit: usize) -> Result<Vec<String>, QueryError> {
@@ -324,6 +338,26 @@ impl Store {
             }
         }
         Ok(ErasedRows { events: counts[0] + counts[1] + counts[2], impressions: counts[3] })
+    }
+
+    /// Runs `read` so that its statements all see one state of the store: in one read
+    /// transaction on SQLite (the loader goes on writing meanwhile; WAL readers block nobody).
+    /// On PostgreSQL each statement sees its own snapshot, which for data that only grows
+    /// differs by what arrived meanwhile.
+    pub fn in_one_snapshot<T, E: From<StoreError>>(
+        &mut self,
+        read: impl FnOnce(&mut Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let Store::Sqlite(s) = self else { return read(self) };
+        s.conn.execute_batch("BEGIN DEFERRED").map_err(StoreError::from)?;
+        let result = read(self);
+        if let Store::Sqlite(s) = self {
+            let ended = s.conn.execute_batch("COMMIT").map_err(StoreError::from);
+            if result.is_ok() {
+                ended?;
+            }
+        }
+        result
     }
 
     /// Runs `query` bounded by `timeout` (`None`: unbounded) — on SQLite the whole call, on

@@ -300,6 +300,16 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Streams the rows of `sql` (with `clause`'s values) as their first `N` columns.
+    pub fn rows<const N: usize>(
+        &self,
+        sql: &str,
+        clause: &WhereClause<'_>,
+        row: &mut dyn FnMut([Value<'_>; N]) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        self.stream(sql, clause, &mut |r| row(values(r)?))
+    }
+
     /// The text of each row's first column.
     pub fn strings(&self, sql: &str, clause: &WhereClause<'_>) -> Result<Vec<String>, QueryError> {
         let mut out = Vec::new();

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod kafka;
+#[path = "../../src/journal/jetstream/test_servers.rs"]
+pub mod nats;
 pub mod pg_cluster;
 #[path = "../../src/store/pg_test_db.rs"]
 mod pg_test_db;
@@ -189,10 +192,15 @@ pub struct Binary {
 impl Binary {
     /// Starts `sluice serve` on a free port with `data_dir` and waits for `/healthz`.
     pub async fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Binary {
+        Binary::start_with(data_dir, &[], extra_env).await
+    }
+
+    /// Starts `sluice serve` as [`Binary::start`] does, with more arguments.
+    pub async fn start_with(data_dir: &Path, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Binary {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(data_dir);
+        cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(data_dir).args(extra_args);
         cmd.env("SLUICE_STORE__IDLE_MS", "20").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -273,6 +281,17 @@ pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// Runs the `sluice` binary as `sluice --data-dir DIR [--store SCHEMA-URL] ARGS…`: a CLI command
+/// on the store a test server left behind.
+pub fn sluice_on_store(dir: &Path, schema: Option<&TestSchema>, args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["--data-dir", dir.to_str().unwrap()];
+    if let Some(schema) = schema {
+        argv.extend(["--store", schema.url.as_str()]);
+    }
+    argv.extend(args);
+    sluice(&argv, &[])
+}
+
 /// The test virtualenv's Python, with pyarrow, duckdb and segment-analytics-python
 /// (`scripts/test.sh` creates it and sets `TEST_PYTHON`). Missing: a failure in CI (`CI=true`),
 /// a loudly announced skip elsewhere.
@@ -348,4 +367,34 @@ pub fn copy_journal(from: &Path, to: &Path) {
             std::fs::copy(&path, to.join("journal").join(path.file_name().unwrap())).unwrap();
         }
     }
+}
+
+/// How many times each impression `key` and each event `messageId` is in the NDJSON objects
+/// of the lake at `dir` (upload staging files, named `…#n`, are not objects yet).
+pub fn lake_ids(dir: &Path) -> std::collections::HashMap<String, usize> {
+    use std::io::Read as _;
+    fn walk(dir: &Path, counts: &mut std::collections::HashMap<String, usize>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.to_string_lossy().into_owned();
+            if path.is_dir() {
+                walk(&path, counts);
+            } else if name.ends_with(".json.gz") && !name.contains('#') && !name.contains("/errors/") {
+                let mut text = String::new();
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap())
+                    .read_to_string(&mut text)
+                    .unwrap();
+                for line in text.lines() {
+                    let record: Value = serde_json::from_str(line).unwrap();
+                    let id = record.get("messageId").or_else(|| record.get("key")).unwrap();
+                    *counts.entry(id.as_str().unwrap().to_owned()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    let mut counts = std::collections::HashMap::new();
+    if dir.exists() {
+        walk(dir, &mut counts);
+    }
+    counts
 }

@@ -235,7 +235,12 @@ mod tests {
     use super::*;
 
     fn record(payload: &[u8]) -> Record {
-        Record { kind: RecordKind::SplitImpression, received_at_ms: -42, payload: Bytes::copy_from_slice(payload) }
+        Record {
+            kind: RecordKind::SplitImpression,
+            received_at_ms: -42,
+            payload: Bytes::copy_from_slice(payload),
+            id: crate::record::RecordId(0),
+        }
     }
 
     fn segment_with(dir: &Path, bytes: &[u8]) -> PathBuf {

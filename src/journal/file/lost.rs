@@ -3,8 +3,7 @@ The lost-offsets file (format in [`super`]): the offset ranges `sluice journal r
 save, which readers skip loudly instead of failing on them forever.
 */
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::path::Path;
 
@@ -104,11 +103,7 @@ pub(super) fn record(dir: &Path, lost: &[Lost]) -> Result<(), JournalError> {
     for Lost { range, note } in lost {
         text.push_str(&format!("{}..{} {note}\n", range.start, range.end));
     }
-    let temporary = dir.join(format!("{FILE_NAME}.new"));
-    let mut file = crate::files::create(&temporary).map_err(io_error(&temporary))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
-    File::open(dir).and_then(|dir_file| dir_file.sync_all()).map_err(io_error(dir))
+    crate::files::replace(&path, text.as_bytes()).map_err(io_error(&path))
 }
 
 #[cfg(test)]

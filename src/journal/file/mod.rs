@@ -61,10 +61,13 @@ A crash can only tear the end of the newest segment, so on open:
   of order can leave a hole before intact entries too; those were never acknowledged, but
   nothing tells the two apart, so that refuses as well and repair handles it.) A newest
   segment shorter than its header holds no entry and gets its header rewritten;
-- older segments only have their header checked: reading them whole would make start-up
-  proportional to the retained data. A broken entry in an older segment is found by the reader
-  that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that reaches
-  the end of a segment before the offset where the next one begins (a missing segment);
+- older segments only have their header checked for recovery: reading them whole would make
+  start-up proportional to the retained data. A broken entry in an older segment is found by
+  the reader that reaches it, which fails with [`JournalError::Corrupt`]; so does a reader that
+  reaches the end of a segment before the offset where the next one begins (a missing segment).
+  The entrance dedup index (below) is the one exception: it reads the segments last written
+  within the dedup window, so start-up is proportional to the records of that window (not to
+  all retained data), and stops at a broken entry with a warning, leaving it to the reader;
 - nothing is ever repaired outside the newest segment's tail. The `Corrupt` error names
   `sluice journal repair`, which does the rest, offline.
 
@@ -123,12 +126,23 @@ Consumers are registered in memory only, by [`Journal::reader`], or held at the 
 offset by [`Journal::hold`] while their offset is unknown; after a restart, register or hold
 every consumer before accepting traffic, or retention may delete what a late one still needs.
 
+# Entrance dedup
+Every [`Record`] carries an id; an append leaves out a record whose id was appended within
+[`dedup_window_secs`](FileJournalConfig::dedup_window_secs) (by the records' `received_at_ms`),
+or that an earlier record of the same group has. Such a record takes no offset and is counted in
+[`Appended::duplicates`]. The ids are held in memory by the writer thread, at most
+[`dedup_max_ids`](FileJournalConfig::dedup_max_ids) of them (the oldest are forgotten first),
+kept only once their group is durable, and gathered again from the segments written within the
+window when the journal opens. Ids are not stored in the segments: they are computed again from
+the payloads. How it works and what it costs is in the `dedup` module.
+
 # Identity
 The file `journal.id` holds a random id (32 hex digits), written and fsynced with its directory
 when the journal is created (or first opened by a sluice that has identities). Consumers store
 it beside their offsets, so that an offset is never applied to another journal's records.
 */
 
+mod dedup;
 mod format;
 mod lost;
 mod reader;
@@ -142,7 +156,6 @@ mod writer;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -150,7 +163,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Journal, JournalError, JournalReader, JournalStats, Record};
+use super::{Appended, Journal, JournalError, JournalReader, JournalStats, Record};
 pub use repair::{Interrupted, LOST_OFFSETS_FILE, QUARANTINE_DIR, RepairError, RepairReport, Repaired, repair};
 use segment::Segment;
 use writer::{AppendRequest, Command};
@@ -177,11 +190,27 @@ pub struct FileJournalConfig {
     /// How long fully consumed segments are kept after their last write, so an operator can
     /// replay recent records.
     pub replay_window_secs: u64,
+    /// How long a record's [`id`](crate::journal::Record::id) is remembered at the entrance: a
+    /// record sent again within it (a client's retry) is not appended again. Longer than Split's
+    /// and Segment's retries. The JetStream journal sets its stream's duplicate window to it.
+    /// 0 turns entrance dedup off.
+    pub dedup_window_secs: u64,
+    /// The most ids the file journal remembers for dedup; past it the oldest are forgotten
+    /// first, shrinking the window really covered. The default, 1.8 million ids, takes about
+    /// 105 MB (58 bytes per id: the sizing is in the `dedup` module's docs) and covers the
+    /// whole day at 20 records a second on average, half an hour at 1,000 a second.
+    pub dedup_max_ids: u64,
 }
 
 impl Default for FileJournalConfig {
     fn default() -> Self {
-        FileJournalConfig { segment_bytes: 64 << 20, max_bytes: 8 << 30, replay_window_secs: 3600 }
+        FileJournalConfig {
+            segment_bytes: 64 << 20,
+            max_bytes: 8 << 30,
+            replay_window_secs: 3600,
+            dedup_window_secs: 24 * 3600,
+            dedup_max_ids: 1_800_000,
+        }
     }
 }
 
@@ -212,6 +241,13 @@ struct Shared {
     write_error: Mutex<Option<String>>,
     /// Data fsyncs done for appends since open.
     syncs: AtomicU64,
+    /// Ids the dedup index holds, as of the last group.
+    dedup_ids: AtomicU64,
+    /// Milliseconds back that dedup covers, as of the last group (less than the window once the
+    /// index was full).
+    dedup_covered_ms: AtomicU64,
+    /// Records left out as duplicates since open.
+    duplicates: AtomicU64,
     /// A retention pass is already queued for the writer, so commits need not queue another.
     retention_queued: AtomicBool,
     /// Makes the writer's next fsync fail, to test poisoning.
@@ -253,6 +289,8 @@ impl FileJournal {
         let (file, path, bytes) = (active.open_for_append()?, active.path.clone(), active.bytes);
         let mut segments = recovered.sealed;
         segments.push_back(active);
+        let mut index = dedup::DedupIndex::new(config.dedup_window_secs, config.dedup_max_ids);
+        dedup::rebuild(&mut index, &segments);
 
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let shared = Arc::new(Shared {
@@ -265,6 +303,9 @@ impl FileJournal {
             poisoned: OnceLock::new(),
             write_error: Mutex::new(None),
             syncs: AtomicU64::new(0),
+            dedup_ids: AtomicU64::new(0),
+            dedup_covered_ms: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             retention_queued: AtomicBool::new(false),
             #[cfg(test)]
             fail_next_sync: AtomicBool::new(false),
@@ -275,7 +316,8 @@ impl FileJournal {
             #[cfg(test)]
             fail_next_rotation: AtomicBool::new(false),
         });
-        writer::Writer::new(Arc::clone(&shared), queue, file, path, bytes, next_offset).spawn()?;
+        shared.publish_dedup(&index, dedup::now_ms());
+        writer::Writer::new(Arc::clone(&shared), queue, (file, path, bytes), next_offset, index).spawn()?;
         Ok(FileJournal { id, shared, commands })
     }
 
@@ -297,14 +339,15 @@ impl FileJournal {
 
 #[async_trait]
 impl Journal for FileJournal {
-    async fn append(&self, records: Vec<Record>) -> Result<Range<u64>, JournalError> {
+    async fn append(&self, records: Vec<Record>) -> Result<Appended, JournalError> {
         if let Some(record) = records.iter().find(|record| record.payload.len() > MAX_RECORD_BYTES) {
             return Err(JournalError::RecordTooLarge { size: record.payload.len(), max: MAX_RECORD_BYTES });
         }
         let (reply, answer) = oneshot::channel();
         let request = Command::Append(AppendRequest { records, reply });
         self.commands.send(request).await.map_err(|_| self.shared.stopped())?;
-        answer.await.map_err(|_| self.shared.stopped())?
+        let stored = answer.await.map_err(|_| self.shared.stopped())??;
+        Ok(Appended { offsets: stored.offsets.collect(), duplicates: stored.duplicates })
     }
 
     fn id(&self) -> &str {
@@ -314,7 +357,7 @@ impl Journal for FileJournal {
     fn hold(&self, name: &str) {
         let mut consumers = lock(&self.shared.consumers);
         let first = self.shared.first_offset();
-        consumers.entry(name.to_owned()).or_insert(Place { offset: first, known: false });
+        consumers.insert(name.to_owned(), Place { offset: first, known: false });
     }
 
     fn reader(&self, name: &str, from: u64) -> Result<Box<dyn JournalReader>, JournalError> {
@@ -352,7 +395,12 @@ impl Journal for FileJournal {
             segments: segments.len(),
             consumers,
             poisoned: self.shared.poisoned.get().is_some(),
+            connection: None,
             write_error,
+            dedup_ids: self.shared.dedup_ids.load(Ordering::Relaxed),
+            dedup_window_secs: self.shared.dedup_covered_ms.load(Ordering::Relaxed) / 1000,
+            duplicates: self.shared.duplicates.load(Ordering::Relaxed),
+            unavailable: None,
         }
     }
 }
@@ -361,6 +409,12 @@ impl Shared {
     /// The base offset of the oldest retained segment.
     fn first_offset(&self) -> u64 {
         lock(&self.segments).front().map_or(0, |segment| segment.base)
+    }
+
+    /// Publishes the dedup index's figures at `now_ms` for [`Journal::stats`].
+    fn publish_dedup(&self, index: &dedup::DedupIndex, now_ms: i64) {
+        self.dedup_ids.store(index.len() as u64, Ordering::Relaxed);
+        self.dedup_covered_ms.store(u64::try_from(index.covered_ms(now_ms)).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The error for an append that the writer thread will not answer.
@@ -389,15 +443,7 @@ fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
         Err(e) => return Err(io_error(&path)(e)),
     }
     let id = format!("{:032x}", rand::random::<u128>());
-    let tmp = dir.join(format!("{ID_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut file = crate::files::create(&tmp)?;
-        std::io::Write::write_all(&mut file, format!("{id}\n").as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(io_error(&path))?;
-    sync_dir(dir)?;
+    crate::files::replace(&path, format!("{id}\n").as_bytes()).map_err(io_error(&path))?;
     tracing::info!(journal = %dir.display(), id, "journal: created its identity");
     Ok(id)
 }

@@ -72,7 +72,7 @@ mod tests {
     }
 
     fn config(max_bytes: u64) -> FileJournalConfig {
-        FileJournalConfig { segment_bytes: 100, max_bytes, replay_window_secs: 3600 }
+        FileJournalConfig { segment_bytes: 100, max_bytes, replay_window_secs: 3600, ..FileJournalConfig::default() }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::dedup::{self, DedupIndex};
 use super::format::{self, HEADER_LEN};
 use super::{Shared, io_error, lock, retention, segment};
 use crate::journal::{JournalError, Record};
@@ -22,7 +23,7 @@ const GROUP_PAYLOAD_BYTES: usize = 16 << 20;
 
 /// What the journal handle asks of the writer thread.
 pub(super) enum Command {
-    /// Make these records durable and answer with their offsets.
+    /// Make these records durable (those not held already) and answer with their offsets.
     Append(AppendRequest),
     /// Run a retention pass (a consumer committed).
     Retain,
@@ -30,10 +31,19 @@ pub(super) enum Command {
     Close,
 }
 
-/// Records to append, and where to send their offsets.
+/// Records to append, and where to send what became of them.
 pub(super) struct AppendRequest {
     pub records: Vec<Record>,
-    pub reply: oneshot::Sender<Result<Range<u64>, JournalError>>,
+    pub reply: oneshot::Sender<Result<Stored, JournalError>>,
+}
+
+/// What became of one request's records.
+#[derive(Debug)]
+pub(super) struct Stored {
+    /// The offsets its new records took (consecutive: a request is encoded in one piece).
+    pub offsets: Range<u64>,
+    /// How many of its records the journal held already, or an earlier record of the group had.
+    pub duplicates: usize,
 }
 
 /// The writer thread's state: the active segment, open for appending.
@@ -48,19 +58,21 @@ pub(super) struct Writer {
     next_offset: u64,
     /// Encoding buffer, kept between groups to reuse its allocation.
     buf: Vec<u8>,
+    /// The ids appended within the dedup window.
+    dedup: DedupIndex,
 }
 
 impl Writer {
-    /// A writer appending to the active segment `file` at `path`, of `active_bytes`, where offset `next_offset` goes next.
+    /// A writer appending to the active segment `file` at `path`, of `active_bytes`, where
+    /// offset `next_offset` goes next, leaving out records whose id `dedup` holds.
     pub fn new(
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
-        file: File,
-        path: PathBuf,
-        active_bytes: u64,
+        (file, path, active_bytes): (File, PathBuf, u64),
         next_offset: u64,
+        dedup: DedupIndex,
     ) -> Writer {
-        Writer { shared, commands, file, path, active_bytes, next_offset, buf: Vec::new() }
+        Writer { shared, commands, file, path, active_bytes, next_offset, buf: Vec::new(), dedup }
     }
 
     /// Starts the thread. It ends once its command queue is closed and drained.
@@ -115,6 +127,7 @@ impl Writer {
             Some(reason) => Err(Failure::Poisoned(reason.clone())),
             None => self.write_group(&group),
         };
+        self.shared.publish_dedup(&self.dedup, dedup::now_ms());
         // A full disk fails every group until space is freed: log when writing stops and starts
         // working again, not once per group.
         match &outcome {
@@ -138,9 +151,9 @@ impl Writer {
         }
         // A send fails only when the appender stopped waiting; its records are durable all the same.
         match outcome {
-            Ok(ranges) => {
-                for (request, range) in group.into_iter().zip(ranges) {
-                    let _ = request.reply.send(Ok(range));
+            Ok(stored) => {
+                for (request, stored) in group.into_iter().zip(stored) {
+                    let _ = request.reply.send(Ok(stored));
                 }
             }
             Err(Failure::Undone { path, source }) => {
@@ -162,39 +175,56 @@ impl Writer {
         }
     }
 
-    /// Encodes the group into one buffer, writes it with one `write_all` and one `fdatasync`,
-    /// then publishes the new durable end. Returns each request's offsets.
-    fn write_group(&mut self, group: &[AppendRequest]) -> Result<Vec<Range<u64>>, Failure> {
+    /// Encodes the group's new records into one buffer, writes it with one `write_all` and one
+    /// `fdatasync`, then publishes the new durable end. Returns what became of each request.
+    fn write_group(&mut self, group: &[AppendRequest]) -> Result<Vec<Stored>, Failure> {
         // Rotate only a segment holding entries, so a sealed segment is never empty.
         if self.active_bytes >= self.shared.config.segment_bytes && self.active_bytes > HEADER_LEN {
             self.rotate()?;
         }
         self.buf.clear();
+        let now = dedup::now_ms();
+        self.dedup.expire(now);
         let first = self.next_offset;
         let mut end = first;
-        let ranges: Vec<Range<u64>> = group
+        let stored: Vec<Stored> = group
             .iter()
             .map(|request| {
                 let start = end;
+                let mut duplicates = 0;
                 for record in &request.records {
-                    format::encode_entry(&mut self.buf, record);
+                    // Checked in the group's order: of two equal records, the first one is written.
+                    if self.dedup.admit(record.id, record.received_at_ms, now) {
+                        format::encode_entry(&mut self.buf, record);
+                        end += 1;
+                    } else {
+                        duplicates += 1;
+                    }
                 }
-                end += request.records.len() as u64;
-                start..end
+                Stored { offsets: start..end, duplicates }
             })
             .collect();
+        let duplicates: usize = stored.iter().map(|stored| stored.duplicates).sum();
         if self.buf.is_empty() {
-            return Ok(ranges); // only empty appends: nothing to make durable
+            // Only empty appends and duplicates: nothing to make durable.
+            self.count_duplicates(duplicates);
+            return Ok(stored);
         }
 
+        // Until the fsync succeeds, the group's ids must not stay: a retry of a group that was
+        // not written would be dropped as a duplicate of nothing.
         if let Err(source) = self.write_buf() {
+            self.dedup.take_back();
             return Err(self.undo_write(source));
         }
         let started = Instant::now();
         if let Err(error) = self.sync_data() {
+            self.dedup.take_back();
             self.cut_after_failed_sync();
             return Err(Failure::Fatal(error));
         }
+        self.dedup.keep();
+        self.count_duplicates(duplicates);
         metrics::histogram!("sluice_journal_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
 
@@ -209,7 +239,15 @@ impl Writer {
         metrics::histogram!("sluice_journal_group_size").record(group.len() as f64);
         metrics::counter!("sluice_journal_appended_records_total").increment(end - first);
         metrics::counter!("sluice_journal_appended_bytes_total").increment(self.buf.len() as u64);
-        Ok(ranges)
+        Ok(stored)
+    }
+
+    /// Counts the duplicates a group left out, once the group is answered with success.
+    fn count_duplicates(&self, duplicates: usize) {
+        if duplicates > 0 {
+            self.shared.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+            metrics::counter!("sluice_journal_duplicates_total").increment(duplicates as u64);
+        }
     }
 
     /// After the group's write failed (`source`), possibly half-way: cuts the segment back to

@@ -354,6 +354,16 @@ impl PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Streams the rows of `sql` (with `clause`'s values) as their first `N` columns.
+    pub fn rows<const N: usize>(
+        &mut self,
+        sql: &str,
+        clause: &WhereClause<'_>,
+        row: &mut dyn FnMut([Value<'_>; N]) -> Result<(), QueryError>,
+    ) -> Result<u64, QueryError> {
+        self.stream(sql, clause, &mut |r| row(values(r)?))
+    }
+
     /// The text of each row's first column.
     pub fn strings(&mut self, sql: &str, clause: &WhereClause<'_>) -> Result<Vec<String>, QueryError> {
         let mut out = Vec::new();

@@ -14,16 +14,20 @@ async fn appended_records_read_back_in_order_with_dense_offsets_and_reopen_conti
     let dir = tempfile::tempdir().unwrap();
     let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
     assert_eq!(journal.stats().next_offset, 0, "an empty directory starts at offset 0");
-    assert_eq!(journal.append(records(0..3)).await.unwrap(), 0..3);
-    assert_eq!(journal.append(records(3..4)).await.unwrap(), 3..4);
-    assert_eq!(journal.append(Vec::new()).await.unwrap(), 4..4, "an empty append takes no offset");
-    assert_eq!(journal.append(records(4..10)).await.unwrap(), 4..10);
+    assert_eq!(journal.append(records(0..3)).await.unwrap().offsets, (0..3).collect::<Vec<_>>());
+    assert_eq!(journal.append(records(3..4)).await.unwrap().offsets, (3..4).collect::<Vec<_>>());
+    assert_eq!(
+        journal.append(Vec::new()).await.unwrap().offsets,
+        (4..4).collect::<Vec<_>>(),
+        "an empty append takes no offset"
+    );
+    assert_eq!(journal.append(records(4..10)).await.unwrap().offsets, (4..10).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..10));
     journal.close().await;
 
     let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
     assert_eq!(journal.stats().next_offset, 10);
-    assert_eq!(journal.append(records(10..12)).await.unwrap(), 10..12);
+    assert_eq!(journal.append(records(10..12)).await.unwrap().offsets, (10..12).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 4).await, 4, &records(4..12));
 }
 
@@ -42,7 +46,7 @@ async fn concurrent_appenders_get_disjoint_ranges_covering_every_offset_with_few
                     // 1 to 3 records, numbered so each payload says which task and append wrote it.
                     let first = (task * APPENDS + i) * 3;
                     let batch = records(first..first + 1 + (task + i) % 3);
-                    ranges.push((journal.append(batch.clone()).await.unwrap(), batch));
+                    ranges.push((journal.append(batch.clone()).await.unwrap().offsets, batch));
                 }
                 ranges
             })
@@ -53,12 +57,12 @@ async fn concurrent_appenders_get_disjoint_ranges_covering_every_offset_with_few
         written.extend(task.await.unwrap());
     }
 
-    written.sort_by_key(|(range, _)| range.start);
+    written.sort_by_key(|(offsets, _)| offsets[0]);
     let mut expected_start = 0;
-    for (range, batch) in &written {
-        assert_eq!(range.start, expected_start, "ranges are disjoint and leave no gap");
-        assert_eq!(range.end - range.start, batch.len() as u64);
-        expected_start = range.end;
+    for (offsets, batch) in &written {
+        let range: Vec<u64> = (expected_start..expected_start + batch.len() as u64).collect();
+        assert_eq!(offsets, &range, "each append's offsets are consecutive, disjoint from the others', with no gap");
+        expected_start += batch.len() as u64;
     }
     let all: Vec<_> = written.into_iter().flat_map(|(_, batch)| batch).collect();
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &all);
@@ -85,7 +89,7 @@ async fn rotation_spreads_records_over_segments_that_readers_cross_and_reopen_ke
 
     let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
     assert_eq!(journal.stats().segments, stats.segments);
-    assert_eq!(journal.append(records(80..81)).await.unwrap(), 80..81);
+    assert_eq!(journal.append(records(80..81)).await.unwrap().offsets, (80..81).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..81));
 }
 
@@ -103,7 +107,7 @@ async fn a_payload_over_16_mib_is_refused_before_anything_is_written() {
 
     let mut largest = record(0);
     largest.payload = Bytes::from(vec![b'x'; MAX_RECORD_BYTES]);
-    assert_eq!(journal.append(vec![largest.clone()]).await.unwrap(), 0..1);
+    assert_eq!(journal.append(vec![largest.clone()]).await.unwrap().offsets, [0]);
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &[largest]);
 }
 
@@ -125,7 +129,7 @@ async fn close_completes_queued_appends_then_refuses_new_ones() {
     let mut acknowledged = 0;
     for append in appends {
         match append.await.unwrap() {
-            Ok(range) => acknowledged += range.end - range.start,
+            Ok(appended) => acknowledged += appended.offsets.len() as u64,
             Err(error) => assert!(matches!(error, JournalError::Closed), "{error}"),
         }
     }
@@ -154,7 +158,7 @@ async fn a_failed_fsync_poisons_the_group_and_every_later_append() {
 async fn a_failed_write_leaves_nothing_of_its_group_and_later_appends_carry_on_densely() {
     let dir = tempfile::tempdir().unwrap();
     let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
-    assert_eq!(journal.append(records(0..3)).await.unwrap(), 0..3);
+    assert_eq!(journal.append(records(0..3)).await.unwrap().offsets, (0..3).collect::<Vec<_>>());
     let size_before = segment_files(dir.path()).iter().map(|path| path.metadata().unwrap().len()).sum::<u64>();
     journal.shared.fail_next_write.store(true, Ordering::Release);
 
@@ -169,7 +173,7 @@ async fn a_failed_write_leaves_nothing_of_its_group_and_later_appends_carry_on_d
     assert_eq!(stats.next_offset, 3);
 
     // The next append is tried again, and takes the offsets the refused one did not.
-    assert_eq!(journal.append(records(8..10)).await.unwrap(), 3..5);
+    assert_eq!(journal.append(records(8..10)).await.unwrap().offsets, (3..5).collect::<Vec<_>>());
     assert_eq!(journal.stats().write_error, None, "a successful group clears the error");
     let acknowledged: Vec<_> = records(0..3).into_iter().chain(records(8..10)).collect();
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &acknowledged);
@@ -204,7 +208,7 @@ async fn a_new_segment_that_cannot_be_created_is_removed_and_a_later_append_crea
     let dir = tempfile::tempdir().unwrap();
     let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
     // One group over the segment size, so the next group starts a new segment.
-    assert_eq!(journal.append(records(0..8)).await.unwrap(), 0..8);
+    assert_eq!(journal.append(records(0..8)).await.unwrap().offsets, (0..8).collect::<Vec<_>>());
     journal.shared.fail_next_rotation.store(true, Ordering::Release);
 
     let refused = journal.append(records(8..10)).await;
@@ -213,7 +217,7 @@ async fn a_new_segment_that_cannot_be_created_is_removed_and_a_later_append_crea
     assert_eq!(bases_on_disk(dir.path()), [0], "the half-created segment was removed");
     assert!(!journal.stats().poisoned);
 
-    assert_eq!(journal.append(records(10..12)).await.unwrap(), 8..10);
+    assert_eq!(journal.append(records(10..12)).await.unwrap().offsets, (8..10).collect::<Vec<_>>());
     assert_eq!(bases_on_disk(dir.path()), [0, 8]);
     journal.close().await;
 

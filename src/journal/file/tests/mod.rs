@@ -3,6 +3,7 @@ Behaviour tests of [`FileJournal`] against real files in temporary directories, 
 */
 
 mod append;
+mod dedup;
 mod identity;
 mod props;
 mod reader;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 
 use super::{FileJournal, FileJournalConfig};
 use crate::journal::{Entry, Journal, Record};
-use crate::record::RecordKind;
+use crate::record::{RecordId, RecordKind};
 
 /// A record that looks like an impression and is recognisable by `i`.
 fn record(i: u64) -> Record {
@@ -27,6 +28,7 @@ fn record(i: u64) -> Record {
         kind: RecordKind::SplitImpression,
         received_at_ms: 1_700_000_000_000 + i as i64,
         payload: Bytes::from(payload),
+        id: RecordId(u128::from(i)),
     }
 }
 

@@ -100,6 +100,7 @@ async fn a_batch_of_large_records_stops_once_it_holds_max_batch_bytes() {
         kind: RecordKind::SplitImpression,
         received_at_ms: 1,
         payload: Bytes::from(vec![b'a' + i; 5 << 20]),
+        id: crate::record::RecordId(u128::from(i)),
     };
     journal.append((0..6).map(big).collect()).await.unwrap();
     let mut reader = journal.reader("loader", 0).unwrap();

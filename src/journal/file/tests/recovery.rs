@@ -41,7 +41,7 @@ async fn reopen_after_damage(damage: impl FnOnce(&Path), intact: u64) {
     assert_eq!(journal.stats().next_offset, intact);
     assert_eq!(path.metadata().unwrap().len(), segment_len(intact), "truncated right after the last intact entry");
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..intact));
-    assert_eq!(journal.append(records(intact..7)).await.unwrap(), intact..7);
+    assert_eq!(journal.append(records(intact..7)).await.unwrap().offsets, (intact..7).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..7));
 }
 
@@ -97,7 +97,7 @@ async fn a_newest_segment_with_a_torn_header_is_rewritten_and_appends_continue_a
 
     let journal = FileJournal::open(dir.path(), small_segments()).unwrap();
     assert_eq!((journal.stats().next_offset, journal.stats().segments), (20, segments + 1));
-    assert_eq!(journal.append(records(20..22)).await.unwrap(), 20..22);
+    assert_eq!(journal.append(records(20..22)).await.unwrap().offsets, (20..22).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 0).await, 0, &records(0..22));
 }
 
@@ -107,7 +107,7 @@ async fn a_lone_segment_with_a_torn_header_keeps_its_base_offset() {
     std::fs::write(dir.path().join("00000000000000000042.seg"), b"SLU").unwrap();
     let journal = FileJournal::open(dir.path(), FileJournalConfig::default()).unwrap();
     assert_eq!((journal.stats().first_offset, journal.stats().next_offset), (42, 42));
-    assert_eq!(journal.append(records(42..43)).await.unwrap(), 42..43);
+    assert_eq!(journal.append(records(42..43)).await.unwrap().offsets, (42..43).collect::<Vec<_>>());
     assert_entries(&read_to_end(&journal, "loader", 42).await, 42, &records(42..43));
 }
 
