@@ -9,6 +9,8 @@
 #               segment-analytics-python, Segment's own client for the Tracking API tests,
 #               aiokafka, the independent Kafka client reading back the Kafka output, and
 #               scipy, the independent statistics the experiment read-outs are checked against
+#   bin/nats-server  only where Debian's nats-server is not installed: the same package, unpacked
+# The JetStream tests start their own nats-server processes (single servers and 3-node clusters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,10 +46,37 @@ if ! "$tools/venv/bin/python" -c 'import aiokafka' 2>/dev/null; then
   "$tools/venv/bin/pip" install --quiet aiokafka
 fi
 export TEST_PYTHON="$tools/venv/bin/python"
+if [ -z "${SLUICE_TEST_NATS_SERVER:-}" ]; then
+  if [ -x /usr/sbin/nats-server ]; then
+    SLUICE_TEST_NATS_SERVER=/usr/sbin/nats-server
+  else
+    if [ ! -x "$tools/bin/nats-server" ]; then
+      echo "== unpacking Debian's nats-server into $tools/bin (once)"
+      (cd "$tools" && apt-get download nats-server && dpkg -x nats-server_*.deb "$tools/nats-deb" && rm -f nats-server_*.deb)
+      mkdir -p "$tools/bin" && ln -sf "$tools/nats-deb/usr/sbin/nats-server" "$tools/bin/nats-server"
+    fi
+    SLUICE_TEST_NATS_SERVER="$tools/bin/nats-server"
+  fi
+  export SLUICE_TEST_NATS_SERVER
+fi
+echo "== nats-server for the JetStream tests: $SLUICE_TEST_NATS_SERVER ($("$SLUICE_TEST_NATS_SERVER" --version))"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets "$@"
+# Every test binary runs even after one fails, and the run ends with each failure's message: the
+# tail is what a CI log shows, and a test's own message says more than a backtrace.
+log=target/test-output.log
+mkdir -p target
+export RUST_BACKTRACE=0
+if cargo test --locked --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"; then
+  exit 0
+fi
+echo "== what failed (the whole output: $log)"
+awk '/^---- .* stdout ----$/ { n = 25; print; next }
+     /^failures:$/ { n = 0 }
+     n > 0 { print; n-- }
+     /^error: .*test failed|^test result: FAILED/ { print }' "$log"
+exit 1

@@ -42,7 +42,7 @@ pub async fn local_nats() -> async_nats::Client {
 }
 
 /// How long a server (or a cluster's meta leader) may take to be ready.
-const READY: Duration = Duration::from_secs(30);
+const READY: Duration = Duration::from_secs(60);
 
 /// One `nats-server` process (which may be stopped and started again with the same ports and store).
 pub struct NatsServer {
@@ -50,6 +50,8 @@ pub struct NatsServer {
     pub port: u16,
     config: PathBuf,
     log: PathBuf,
+    /// What the process printed before its log file was open (a bad configuration, a port taken).
+    stderr: PathBuf,
     child: Option<Child>,
     /// Holds the store and the configuration of a server started on its own.
     _dir: Option<tempfile::TempDir>,
@@ -63,7 +65,7 @@ impl NatsServer {
         let mut server = NatsServer::configure(dir.path(), "solo", port, None);
         server._dir = Some(dir);
         server.run();
-        if let Err(e) = wait_ready(&[server.url()]).await {
+        if let Err(e) = wait_ready(std::slice::from_mut(&mut server)).await {
             panic!("{e}; its log:\n{}", server.log());
         }
         server
@@ -83,6 +85,9 @@ impl NatsServer {
         server.run();
         let started = Instant::now();
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Some(status) = server.exited() {
+                panic!("the NATS server on port {port} exited ({status}); its log:\n{}", server.log());
+            }
             assert!(
                 started.elapsed() < READY,
                 "the NATS server on port {port} did not listen within {READY:?}; its log:\n{}",
@@ -94,35 +99,37 @@ impl NatsServer {
     }
 
     /// Writes the configuration of server `name` in `dir` (not started yet).
-    fn configure(dir: &Path, name: &str, port: u16, cluster: Option<(u16, &[u16])>) -> NatsServer {
+    fn configure(dir: &Path, name: &str, port: u16, cluster: Option<(&str, u16, &[u16])>) -> NatsServer {
         let store = dir.join(format!("{name}-store"));
         let log = dir.join(format!("{name}.log"));
+        let stderr = dir.join(format!("{name}.stderr"));
         let mut text = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\nlog_file: \"{}\"\njetstream {{ store_dir: \"{}\" }}\n",
             log.display(),
             store.display()
         );
-        if let Some((cluster_port, routes)) = cluster {
+        if let Some((cluster_name, cluster_port, routes)) = cluster {
             let routes: Vec<String> = routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
             text.push_str(&format!(
-                "cluster {{ name: sluice-test, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}\n",
+                "cluster {{ name: {cluster_name}, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}\n",
                 routes.join(", ")
             ));
         }
         let config = dir.join(format!("{name}.conf"));
         std::fs::write(&config, text).unwrap();
-        NatsServer { port, config, log, child: None, _dir: None }
+        NatsServer { port, config, log, stderr, child: None, _dir: None }
     }
 
     /// Starts the process (not waiting for it to be ready).
     fn run(&mut self) {
         assert!(self.child.is_none(), "the server is already running");
+        let stderr = std::fs::File::create(&self.stderr).unwrap();
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (install Debian's nats-server)", nats_server()));
         self.child = Some(child);
@@ -143,15 +150,35 @@ impl NatsServer {
 
     /// Starts the process again with the same ports and store, and waits until it answers.
     pub async fn restart(&mut self) {
-        self.run();
-        if let Err(e) = wait_ready(&[self.url()]).await {
-            panic!("{e} after a restart; its log:\n{}", self.log());
+        // The killed process's ports may be released a moment after it was reaped (seen only in
+        // CI): a server that exits because its port is still taken is started again.
+        let started = Instant::now();
+        loop {
+            self.run();
+            match wait_ready(std::slice::from_mut(self)).await {
+                Ok(()) => return,
+                Err(e) if e.contains("exited") && started.elapsed() < READY => {
+                    self.child = None;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("{e} after a restart; its log:\n{}", self.log()),
+            }
         }
     }
 
-    /// The server's log so far (for a failing test's message).
+    /// Its exit status, if the process has ended.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// The end of the server's log and what it printed to stderr (for a failing test's message).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let tail = |path: &Path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!("{}\n[stderr] {}", tail(&self.log), tail(&self.stderr))
     }
 }
 
@@ -174,16 +201,18 @@ impl NatsCluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<u16> = ports.iter().map(|(_, cluster)| *cluster).collect();
+        // A name of its own, so that a route reaching another test's server is refused, not merged.
+        let name = format!("sluice-test-{:08x}", rand::random::<u32>());
         let mut servers: Vec<NatsServer> = ports
             .iter()
             .enumerate()
             .map(|(i, (port, cluster))| {
-                NatsServer::configure(dir.path(), &format!("n{}", i + 1), *port, Some((*cluster, &routes)))
+                NatsServer::configure(dir.path(), &format!("n{}", i + 1), *port, Some((&name, *cluster, &routes)))
             })
             .collect();
         servers.iter_mut().for_each(NatsServer::run);
-        let cluster = NatsCluster { servers, _dir: dir };
-        if let Err(e) = wait_ready(&cluster.each_url()).await {
+        let mut cluster = NatsCluster { servers, _dir: dir };
+        if let Err(e) = wait_ready(&mut cluster.servers).await {
             let logs: Vec<String> = cluster.servers.iter().map(|s| format!("{}:\n{}", s.url(), s.log())).collect();
             panic!("{e}; the servers' logs:\n{}", logs.join("\n"));
         }
@@ -201,12 +230,16 @@ impl NatsCluster {
     }
 }
 
-/// Waits until every server in `urls` answers a JetStream request (in a cluster, that needs a
-/// meta leader); says which did not within [`READY`].
-pub async fn wait_ready(urls: &[String]) -> Result<(), String> {
+/// Waits until every one of `servers` answers a JetStream request (in a cluster, that needs a
+/// meta leader); says which did not within [`READY`], or which exited.
+async fn wait_ready(servers: &mut [NatsServer]) -> Result<(), String> {
     let started = Instant::now();
-    for url in urls {
+    for server in servers {
+        let url = server.url();
         loop {
+            if let Some(status) = server.exited() {
+                return Err(format!("the NATS server at {url} exited ({status})"));
+            }
             // A raw request: async-nats 0.51 cannot parse a 2.9 server's account info.
             let answered = tokio::time::timeout(Duration::from_secs(2), async {
                 let client = async_nats::connect(url.as_str()).await.ok()?;
@@ -239,9 +272,10 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// The `nats-server` program: `$NATS_SERVER`, else Debian's.
+/// The `nats-server` program: `$SLUICE_TEST_NATS_SERVER`, else Debian's. (Not `$NATS_SERVER`,
+/// which environments commonly set to a server's URL.)
 fn nats_server() -> String {
-    std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+    std::env::var("SLUICE_TEST_NATS_SERVER").unwrap_or_else(|_| {
         if Path::new("/usr/sbin/nats-server").exists() { "/usr/sbin/nats-server".into() } else { "nats-server".into() }
     })
 }
