@@ -35,6 +35,7 @@ mod event;
 pub mod identity;
 mod knowledge;
 pub mod models;
+pub mod paths;
 pub mod referrer;
 pub mod sessions;
 

@@ -9,7 +9,7 @@
 //!
 //! Rule-based models give each conversion a vector of shares, one per touch, summing to 1:
 //! - [`Model::First`]: everything to the first touch; [`Model::Last`]: everything to the last;
-//! - [`Model::LastNonDirect`]: everything to the last touch whose group is not `Direct`, or to the
+//! - [`Model::LastNonDirect`]: everything to the last touch not in the `Direct` channel, or to the
 //!   last touch when all are direct (GA4's "paid and organic last click");
 //! - [`Model::Linear`]: equal shares;
 //! - [`Model::TimeDecay`]: weights `2^(−Δt / half_life)`, `Δt` = conversion time − touch time,
@@ -43,10 +43,13 @@ pub const DIRECT: &str = "Direct";
 /// One touchpoint: a session start and the group (channel, source or campaign) it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Touch {
-    /// The group value; [`DIRECT`] means direct.
+    /// The group value (channel, source, campaign or referrer type).
     pub group: String,
     /// When the session started, in milliseconds since the Unix epoch.
     pub time_ms: i64,
+    /// Whether the session is in the `Direct` channel, whatever the report groups by: what
+    /// [`Model::LastNonDirect`] passes over.
+    pub direct: bool,
 }
 
 /// One conversion and the touches that lead to it, already selected by the caller.
@@ -64,7 +67,7 @@ impl Conversion {
     /// The touches credit is shared among: `touches`, or one `Direct` touch at the conversion's time if there are none.
     pub fn effective_touches(&self) -> Cow<'_, [Touch]> {
         if self.touches.is_empty() {
-            Cow::Owned(vec![Touch { group: DIRECT.to_owned(), time_ms: self.time_ms }])
+            Cow::Owned(vec![Touch { group: DIRECT.to_owned(), time_ms: self.time_ms, direct: true }])
         } else {
             Cow::Borrowed(&self.touches)
         }
@@ -116,7 +119,7 @@ pub fn credits(model: &Model, conversion: &Conversion) -> Option<Vec<f64>> {
         Model::First => shares[0] = 1.0,
         Model::Last => shares[n - 1] = 1.0,
         Model::LastNonDirect => {
-            let i = touches.iter().rposition(|t| t.group != DIRECT).unwrap_or(n - 1);
+            let i = touches.iter().rposition(|t| !t.direct).unwrap_or(n - 1);
             shares[i] = 1.0;
         }
         Model::Linear => shares.fill(1.0 / n as f64),
@@ -310,7 +313,7 @@ mod tests {
     const T: i64 = 1_700_000_000_000;
 
     fn touch(group: &str, time_ms: i64) -> Touch {
-        Touch { group: group.to_owned(), time_ms }
+        Touch { group: group.to_owned(), time_ms, direct: group == DIRECT }
     }
 
     /// A conversion at `T` worth `value`, with touches one hour apart ending one hour before it.
@@ -361,8 +364,7 @@ mod tests {
             if converts {
                 let value = (rng.next() % 10_000) as f64 / 100.0;
                 let n = groups.len() as i64;
-                let touches =
-                    groups.into_iter().zip(0..).map(|(group, i)| Touch { group, time_ms: T - (n - i) * HOUR_MS });
+                let touches = groups.into_iter().zip(0..).map(|(group, i)| touch(&group, T - (n - i) * HOUR_MS));
                 conversions.push(Conversion { time_ms: T, value, touches: touches.collect() });
             } else {
                 null_paths.push(groups);
