@@ -8,7 +8,9 @@
 #   venv/       pyarrow and duckdb, the independent readers for the lake tests,
 #               segment-analytics-python, Segment's own client for the Tracking API tests,
 #               aiokafka, the independent Kafka client reading back the Kafka output, and
-#               scipy, the independent statistics the experiment read-outs are checked against
+#               scipy, the independent statistics the experiment read-outs are checked against,
+#               ChannelAttribution (with the matplotlib it imports), the independent Markov
+#               attribution the data-driven model is checked against
 #   bin/nats-server  only where Debian's nats-server is not installed: the same package, unpacked
 # The JetStream tests start their own nats-server processes (single servers and 3-node clusters).
 set -euo pipefail
@@ -44,6 +46,10 @@ fi
 if ! "$tools/venv/bin/python" -c 'import aiokafka' 2>/dev/null; then
   echo "== installing aiokafka into $tools/venv (once)"
   "$tools/venv/bin/pip" install --quiet aiokafka
+fi
+if ! "$tools/venv/bin/python" -c 'import ChannelAttribution' >/dev/null 2>&1; then
+  echo "== installing ChannelAttribution into $tools/venv (once; it compiles C++)"
+  "$tools/venv/bin/pip" install --quiet ChannelAttribution matplotlib
 fi
 export TEST_PYTHON="$tools/venv/bin/python"
 if [ -z "${SLUICE_TEST_NATS_SERVER:-}" ]; then
