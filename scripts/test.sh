@@ -52,20 +52,20 @@ if ! "$tools/venv/bin/python" -c 'import ChannelAttribution' >/dev/null 2>&1; th
   "$tools/venv/bin/pip" install --quiet ChannelAttribution matplotlib
 fi
 export TEST_PYTHON="$tools/venv/bin/python"
-if [ -z "${SLUICE_TEST_NATS_SERVER:-}" ]; then
+if [ -z "${TEST_NATS_SERVER:-}" ]; then
   if [ -x /usr/sbin/nats-server ]; then
-    SLUICE_TEST_NATS_SERVER=/usr/sbin/nats-server
+    TEST_NATS_SERVER=/usr/sbin/nats-server
   else
     if [ ! -x "$tools/bin/nats-server" ]; then
       echo "== unpacking Debian's nats-server into $tools/bin (once)"
       (cd "$tools" && apt-get download nats-server && dpkg -x nats-server_*.deb "$tools/nats-deb" && rm -f nats-server_*.deb)
       mkdir -p "$tools/bin" && ln -sf "$tools/nats-deb/usr/sbin/nats-server" "$tools/bin/nats-server"
     fi
-    SLUICE_TEST_NATS_SERVER="$tools/bin/nats-server"
+    TEST_NATS_SERVER="$tools/bin/nats-server"
   fi
-  export SLUICE_TEST_NATS_SERVER
+  export TEST_NATS_SERVER
 fi
-echo "== nats-server for the JetStream tests: $SLUICE_TEST_NATS_SERVER ($("$SLUICE_TEST_NATS_SERVER" --version))"
+echo "== nats-server for the JetStream tests: $TEST_NATS_SERVER ($("$TEST_NATS_SERVER" --version))"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

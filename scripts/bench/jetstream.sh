@@ -5,7 +5,7 @@
 #
 #   scripts/bench/jetstream.sh [SEED...]      # default seeds: 1 2 3
 #
-# Needs Debian's nats-server (or SLUICE_TEST_NATS_SERVER=path) and curl. BATCHES (300) batches of 1,000
+# Needs Debian's nats-server (or TEST_NATS_SERVER=path) and curl. BATCHES (300) batches of 1,000
 # impressions, CONNECTIONS (8) at once; client ports 24221-24223, routes 26221-26223, monitoring
 # 28221-28223 on 127.0.0.1 (BASE_PORT=24220 moves them all).
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 batches=${BATCHES:-300}
 connections=${CONNECTIONS:-8}
 base=${BASE_PORT:-24220}
-nats_server=${SLUICE_TEST_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+nats_server=${TEST_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
 

@@ -272,10 +272,10 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// The `nats-server` program: `$SLUICE_TEST_NATS_SERVER`, else Debian's. (Not `$NATS_SERVER`,
+/// The `nats-server` program: `$TEST_NATS_SERVER`, else Debian's. (Not `$NATS_SERVER`,
 /// which environments commonly set to a server's URL.)
 fn nats_server() -> String {
-    std::env::var("SLUICE_TEST_NATS_SERVER").unwrap_or_else(|_| {
+    std::env::var("TEST_NATS_SERVER").unwrap_or_else(|_| {
         if Path::new("/usr/sbin/nats-server").exists() { "/usr/sbin/nats-server".into() } else { "nats-server".into() }
     })
 }
