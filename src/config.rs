@@ -656,6 +656,16 @@ impl Config {
         anyhow::ensure!(self.store.export_write_timeout_ms > 0, "store.export_write_timeout_ms must be above 0");
         anyhow::ensure!(self.attribution.max_cluster_ids > 0, "attribution.max_cluster_ids must be above 0");
         anyhow::ensure!(self.attribution.max_events > 0, "attribution.max_events must be above 0");
+        anyhow::ensure!(self.attribution.max_report_events > 0, "attribution.max_report_events must be above 0");
+        for (name, text) in [("lookback", &self.attribution.lookback), ("half_life", &self.attribution.half_life)] {
+            let ms = crate::duration::parse(text).map_err(|e| anyhow::anyhow!("attribution.{name}: {e}"))?;
+            anyhow::ensure!(ms > 0, "attribution.{name} must be longer than 0");
+        }
+        anyhow::ensure!(
+            crate::query::attribution_report::is_property_name(&self.attribution.value_property),
+            "attribution.value_property `{}` must be one property name under `properties`: letters, digits, _ or -",
+            self.attribution.value_property
+        );
         anyhow::ensure!(self.experiments.max_units > 0, "experiments.max_units must be above 0");
         if let Some(token) = &self.split.token {
             anyhow::ensure!(token.len() >= 16, "split.token is too short to be a secret: use at least 16 characters");

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod consumers;
 pub mod dead_letter;
+pub mod duration;
 pub mod experiments;
 pub mod files;
 pub mod http;

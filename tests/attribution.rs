@@ -355,7 +355,174 @@ async fn aliases_aimed_at_a_user_cannot_push_the_users_own_devices_out_of_the_cu
     assert_eq!(ids, 20, "{user}");
 }
 
+/// A page view whose `timestamp` is when it happened (no `sentAt`/`originalTimestamp`, from which
+/// Segment's clock-skew rule would make it the time of arrival).
+fn visit(anonymous_id: &str, message_id: &str, timestamp: &str, url: &str, referrer: &str) -> Value {
+    json!({"type": "page", "anonymousId": anonymous_id, "messageId": message_id, "timestamp": timestamp,
+           "context": {"page": {"url": url, "referrer": referrer}}})
+}
+
+fn track(anonymous_id: Option<&str>, user_id: Option<&str>, id: &str, timestamp: &str, revenue: Value) -> Value {
+    json!({"type": "track", "event": "Order Completed", "anonymousId": anonymous_id, "userId": user_id,
+           "messageId": id, "timestamp": timestamp, "properties": {"revenue": revenue}})
+}
+
+/// Five people whose paths and credit are worked out by hand in the report tests:
+/// - Ann: a Google search on her laptop (11-01), a newsletter e-mail on her phone (11-03), both
+///   identified as `ann`; buys for 100 on the phone (11-05 12:00) → [Organic Search, Email];
+/// - Bob: a direct visit (11-02), Facebook (11-04 09:00); buys for "50" (a numeric string) at
+///   09:30, anonymously → [Direct, Organic Social];
+/// - Cy: a Google Ads click 36 days before (outside the 30-day lookback), a Google search on
+///   11-06 08:00; buys for "lots" (not a number: 0, warned) at 09:00 → [Organic Search];
+/// - Dan: an e-mail visit (11-02), never buys → a null path [Email];
+/// - Eve: buys for 10 with no visit at all (11-07) → one direct touch.
+fn report_people() -> Vec<Value> {
+    const SHOP: &str = "https://shop.example/";
+    const MAIL: &str = "https://shop.example/?utm_source=newsletter&utm_medium=email&utm_campaign=nov";
+    const ADS: &str = "https://shop.example/?gclid=x1&utm_source=google&utm_medium=cpc&utm_campaign=brand";
+    const GOOGLE: &str = "https://www.google.com/";
+    vec![
+        visit("a1", "p1", "2026-11-01T10:00:00.000Z", SHOP, GOOGLE),
+        identify("ann", "a1", "i1"),
+        visit("a2", "p2", "2026-11-03T10:00:00.000Z", MAIL, ""),
+        identify("ann", "a2", "i2"),
+        track(Some("a2"), Some("ann"), "t1", "2026-11-05T12:00:00.000Z", json!(100)),
+        visit("b1", "p3", "2026-11-02T09:00:00.000Z", SHOP, ""),
+        visit("b1", "p4", "2026-11-04T09:00:00.000Z", SHOP, "https://www.facebook.com/"),
+        track(Some("b1"), None, "t2", "2026-11-04T09:30:00.000Z", json!("50")),
+        visit("c1", "p5", "2026-10-01T08:00:00.000Z", ADS, ""),
+        visit("c1", "p6", "2026-11-06T08:00:00.000Z", SHOP, GOOGLE),
+        track(Some("c1"), None, "t3", "2026-11-06T09:00:00.000Z", json!("lots")),
+        visit("d1", "p7", "2026-11-02T10:00:00.000Z", MAIL, ""),
+        track(Some("e1"), None, "t4", "2026-11-07T10:00:00.000Z", json!(10.0)),
+    ]
+}
+
+/// `(group, conversions, value, share)` of a report's rows for `model`.
+fn rows(answer: &Value, model: &str) -> Vec<(String, f64, f64, f64)> {
+    let report = answer["reports"].as_array().unwrap().iter().find(|r| r["model"] == model).unwrap();
+    let f = |v: &Value| v.as_f64().unwrap();
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["group"].as_str().unwrap().to_owned(), f(&r["conversions"]), f(&r["value"]), f(&r["share"])))
+        .collect()
+}
+
+fn row(group: &str, conversions: f64, value: f64, share: f64) -> (String, f64, f64, f64) {
+    (group.to_owned(), conversions, value, share)
+}
+
+async fn an_attribution_report_credits_each_model_as_computed_by_hand(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.attribution.conversions = vec!["Order Completed".into()]).await else {
+        return;
+    };
+    post_all(&s, report_people()).await;
+    let models = "model=last_non_direct&model=linear&model=first&model=position_based&model=data_driven";
+    let answer = get_json(&s, &format!("/api/reports/attribution?{models}")).await;
+    assert_eq!(answer["conversions"], 4, "{answer}");
+    assert_eq!(answer["value"], 160.0);
+    let warnings = answer["warnings"].to_string();
+    assert!(warnings.contains("1 conversion(s)") && warnings.contains("\\\"lots\\\""), "{warnings}");
+    assert_eq!(
+        rows(&answer, "last_non_direct"),
+        [
+            row("Direct", 1.0, 10.0, 0.25),
+            row("Email", 1.0, 100.0, 0.25),
+            row("Organic Search", 1.0, 0.0, 0.25),
+            row("Organic Social", 1.0, 50.0, 0.25)
+        ]
+    );
+    assert_eq!(
+        rows(&answer, "linear"),
+        [
+            row("Direct", 1.5, 35.0, 0.375),
+            row("Organic Search", 1.5, 50.0, 0.375),
+            row("Email", 0.5, 50.0, 0.125),
+            row("Organic Social", 0.5, 25.0, 0.125)
+        ]
+    );
+    assert_eq!(rows(&answer, "first"), [row("Direct", 2.0, 60.0, 0.5), row("Organic Search", 2.0, 100.0, 0.5)]);
+    // Two-touch paths are 50/50 under position_based, so it equals linear here.
+    assert_eq!(rows(&answer, "position_based"), rows(&answer, "linear"));
+    let data_driven = rows(&answer, "data_driven");
+    let (credited, valued): (f64, f64) = data_driven.iter().fold((0.0, 0.0), |(c, v), r| (c + r.1, v + r.2));
+    assert!((credited - 4.0).abs() < 1e-9 && (valued - 160.0).abs() < 1e-9, "{data_driven:?}");
+
+    // Grouped by source: the utm_source, else the referrer's name, else `direct`.
+    let by_source = get_json(&s, "/api/reports/attribution?group=source").await;
+    let sources: Vec<String> = rows(&by_source, "last_non_direct").into_iter().map(|r| r.0).collect();
+    assert_eq!(sources, ["direct", "facebook", "google", "newsletter"]);
+
+    // `to` keeps Bob's conversion alone; a 1-day lookback leaves Ann's without touches.
+    let early = get_json(&s, "/api/reports/attribution?to=2026-11-05").await;
+    assert_eq!(rows(&early, "last_non_direct"), [row("Organic Social", 1.0, 50.0, 1.0)]);
+    let short = get_json(&s, "/api/reports/attribution?model=first&lookback=1d").await;
+    assert_eq!(
+        rows(&short, "first"),
+        [row("Direct", 2.0, 110.0, 0.5), row("Organic Search", 1.0, 0.0, 0.25), row("Organic Social", 1.0, 50.0, 0.25)]
+    );
+
+    let (status, csv) = s.get("/api/reports/attribution?model=first&format=csv").await;
+    assert_eq!(status, 200);
+    assert_eq!(csv, "model,group,conversions,value,share\nfirst,Direct,2,60,0.5\nfirst,Organic Search,2,100,0.5\n");
+
+    // The command line gives the API's answer from the store (the conversions named by flag).
+    let (dir, schema) = s.stop().await;
+    let cli = |args: &[&str]| {
+        let mut argv = vec!["report", "attribution", "--conversion", "Order Completed"];
+        argv.extend(args);
+        let (code, out, err) = common::sluice_on_store(dir.path(), schema.as_ref(), &argv);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    let json: Value = serde_json::from_str(&cli(&["--model", "first", "--format", "json"])).unwrap();
+    assert_eq!(rows(&json, "first"), [row("Direct", 2.0, 60.0, 0.5), row("Organic Search", 2.0, 100.0, 0.5)]);
+    let table = cli(&["--model", "first", "--model", "linear", "--format", "table"]);
+    assert!(table.starts_with("4 conversions worth 160 (Order Completed; lookback 30d), by channel\n"), "{table}");
+    assert!(
+        table.contains(
+            "\nfirst\nchannel         conversions   value  share\nDirect                 2.00   60.00  50.0%\n"
+        ),
+        "{table}"
+    );
+    let (code, _, err) =
+        common::sluice_on_store(dir.path(), schema.as_ref(), &["report", "attribution", "--half-life", "x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--half-life") && err.contains("not a duration"), "{err}");
+}
+
+async fn an_attribution_report_refuses_what_it_cannot_answer_naming_the_parameter(b: Backend) {
+    let Some(s) = InProcess::start_on(b, |c| c.attribution.max_report_events = 5).await else { return };
+    post_all(&s, report_people()).await;
+    // No conversion configured or given: never "every event".
+    for (path, field) in [
+        ("/api/reports/attribution", "conversion"),
+        ("/api/reports/attribution?conversion=Order%20Completed&model=magic", "model"),
+        ("/api/reports/attribution?conversion=Order%20Completed&model=first&model=first", "model"),
+        ("/api/reports/attribution?conversion=Order%20Completed&group=country", "group"),
+        ("/api/reports/attribution?conversion=Order%20Completed&lookback=0d", "lookback"),
+        ("/api/reports/attribution?conversion=Order%20Completed&half_life=soon", "half_life"),
+        ("/api/reports/attribution?conversion=Order%20Completed&from=2026-11-05&to=2026-11-01", "to"),
+        ("/api/reports/attribution?conversion=Order%20Completed&limit=5", "limit"),
+        ("/api/reports/attribution?conversion=", "conversion"),
+        ("/api/reports/attribution?conversion=a%00b", "conversion"),
+    ] {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["field"], field, "{path}: {body}");
+    }
+    // More events than attribution.max_report_events: 413, saying what to change.
+    let (status, body) = s.get("/api/reports/attribution?conversion=Order%20Completed").await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_report_events"), "{body}");
+}
+
 common::on_both_backends!(
+    an_attribution_report_credits_each_model_as_computed_by_hand,
+    an_attribution_report_refuses_what_it_cannot_answer_naming_the_parameter,
     aliases_aimed_at_a_user_cannot_push_the_users_own_devices_out_of_the_cut,
     a_user_with_more_devices_than_the_databases_bind_limits_is_answered,
     a_cluster_anyone_can_inflate_is_cut_at_the_bounds_and_says_so,

@@ -56,8 +56,10 @@ async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Resul
     let environment = environment.ok_or_else(|| {
         AppError::bad_field("environment", "parameter `environment` is required: name the environment (or its id)")
     })?;
-    let answer = run(&state, move |store, _| {
-        Ok(serde_json::json!({"environment": environment, "experiments": experiments::list(store, &environment)?}))
+    let answer = run(&state, "a list cannot be narrowed", move |store, _| {
+        Ok::<_, ReadoutError>(
+            serde_json::json!({"environment": environment, "experiments": experiments::list(store, &environment)?}),
+        )
     })
     .await?;
     Ok(Json(answer).into_response())
@@ -72,7 +74,7 @@ async fn readout(
         .map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))?;
     no_nul("split", &split).map_err(|e| AppError::bad_field("split", e.to_string()))?;
     let format = request.format;
-    let answer = run(&state, move |store, config| {
+    let answer = run(&state, "a read-out can be narrowed with from/to or version", move |store, config| {
         experiments::readout(store, &split, &request, &config.experiments, config.attribution.max_cluster_ids)
     })
     .await?;
@@ -86,44 +88,78 @@ async fn readout(
     })
 }
 
-/// Runs `query` on a pooled store connection, off the async workers, bounded by the store's
-/// query timeout and by [`READOUTS_AT_ONCE`].
-async fn run<T: Send + 'static>(
+/// An error of a heavy query: the store's own, or one the endpoint answers itself.
+pub(super) trait HeavyError: Send + 'static {
+    /// The store's error, if this is one.
+    fn query(&self) -> Option<&QueryError>;
+    /// The answer to any other error.
+    fn answer(self) -> AppError;
+}
+
+impl HeavyError for ReadoutError {
+    fn query(&self) -> Option<&QueryError> {
+        match self {
+            ReadoutError::Query(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn answer(self) -> AppError {
+        match self {
+            ReadoutError::Design(e) => AppError::bad_field(e.param(), format!("parameter `{}`: {e}", e.param())),
+            e @ ReadoutError::NoExposures { .. } => AppError::NotFound(e.to_string()),
+            e => AppError::TooLarge(e.to_string()),
+        }
+    }
+}
+
+/// Runs `query` (an experiment read-out or an attribution report) on a pooled store connection,
+/// off the async workers, bounded by the store's query timeout and by [`READOUTS_AT_ONCE`];
+/// `narrow` says how a timed-out request can ask for less.
+pub(super) async fn run<T: Send + 'static, E: HeavyError>(
     state: &AppState,
-    query: impl FnOnce(&mut crate::store::Store, &crate::config::Config) -> Result<T, ReadoutError> + Send + 'static,
+    narrow: &'static str,
+    query: impl FnOnce(&mut crate::store::Store, &crate::config::Config) -> Result<T, E> + Send + 'static,
 ) -> Result<T, AppError> {
     let retry_after_secs = state.config.backpressure.retry_after_secs;
     let permit = state.readouts.clone().try_acquire_owned().map_err(|_| AppError::Unavailable {
-        message: format!("{READOUTS_AT_ONCE} experiment read-outs are running; retry in a moment"),
+        message: format!("{READOUTS_AT_ONCE} read-outs or reports are running; retry in a moment"),
         retry_after_secs,
     })?;
     let mut store = state.query_store().await?;
     let config = state.config.clone();
-    tokio::task::spawn_blocking(move || {
+    let timeout = config.store.query_timeout();
+    let answer = tokio::task::spawn_blocking(move || {
         // Held by the blocking task, not the request: a client that hangs up does not end the
-        // read-out, so it must not free its place either.
+        // query, so it must not free its place either.
         let _permit = permit;
-        let timeout = config.store.query_timeout();
-        // The outer result is always Ok: the read-out's own error carries a cancelled statement.
-        let answer = store.with_timeout(timeout, |store| Ok(query(store, &config)));
-        answer.map_err(ReadoutError::Query)?.map_err(|e| match e {
-            ReadoutError::Query(e) if e.is_cancelled() => {
-                ReadoutError::Query(QueryError::TimedOut(timeout.unwrap_or_default()))
-            }
-            e => e,
-        })
+        // The outer result is always Ok: the query's own error carries a cancelled statement.
+        store.with_timeout(timeout, |store| Ok(query(store, &config)))
     })
     .await
-    .map_err(|e| AppError::Internal(e.into()))?
-    .map_err(|e| match e {
-        ReadoutError::Design(e) => AppError::bad_field(e.param(), format!("parameter `{}`: {e}", e.param())),
-        e @ ReadoutError::NoExposures { .. } => AppError::NotFound(e.to_string()),
-        e @ (ReadoutError::TooManyUnits(_) | ReadoutError::TooManyLinks(_)) => AppError::TooLarge(e.to_string()),
-        ReadoutError::Query(e @ QueryError::TimedOut(_)) => AppError::Unavailable {
-            message: format!("{e} (a read-out can be narrowed with from/to or version)"),
-            retry_after_secs,
+    .map_err(|e| AppError::Internal(e.into()))?;
+    let timed_out = |e: &QueryError| e.is_cancelled() || matches!(e, QueryError::TimedOut(_));
+    match answer {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) if e.query().is_none() => Err(e.answer()),
+        Ok(Err(e)) => Err(query_error(state, e.query().expect("a query error"), timed_out, timeout, narrow)),
+        Err(e) => Err(query_error(state, &e, timed_out, timeout, narrow)),
+    }
+}
+
+fn query_error(
+    state: &AppState,
+    e: &QueryError,
+    timed_out: impl Fn(&QueryError) -> bool,
+    timeout: Option<std::time::Duration>,
+    narrow: &str,
+) -> AppError {
+    match e {
+        e if timed_out(e) => AppError::Unavailable {
+            message: format!("{} ({narrow})", QueryError::TimedOut(timeout.unwrap_or_default())),
+            retry_after_secs: state.config.backpressure.retry_after_secs,
         },
-        ReadoutError::Query(QueryError::Store(e)) if e.is_unavailable() => state.store_unreachable(&e),
-        ReadoutError::Query(e) => AppError::Internal(e.into()),
-    })
+        QueryError::Store(e) if e.is_unavailable() => state.store_unreachable(e),
+        e => AppError::Internal(anyhow::anyhow!("{e}")),
+    }
 }

@@ -13,6 +13,7 @@ pub mod experiments;
 pub mod impressions;
 pub mod ops;
 pub mod privacy;
+pub mod reports;
 pub mod server;
 pub mod streaming;
 
@@ -29,7 +30,8 @@ pub fn router(state: AppState) -> Router {
         .merge(impressions::routes())
         .merge(events::routes())
         .merge(attribution::routes())
-        .merge(experiments::routes());
+        .merge(experiments::routes())
+        .merge(reports::routes());
     let app = Router::new()
         .merge(crate::sources::routes())
         .merge(ops::open_routes())

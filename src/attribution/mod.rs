@@ -63,6 +63,18 @@ pub struct AttributionSettings {
     pub max_cluster_ids: usize,
     /// Most events one answer reads; beyond them the answer is marked truncated.
     pub max_events: usize,
+    /// The `track` events that are conversions in an attribution report (`conversion=` on a
+    /// request replaces them).
+    pub conversions: Vec<String>,
+    /// The property under `properties` that holds a conversion's value.
+    pub value_property: String,
+    /// How long before a conversion its touches may lie (`30d`).
+    pub lookback: String,
+    /// The half-life of the `time_decay` model (`7d`).
+    pub half_life: String,
+    /// Most events and identity links one attribution report reads (413 beyond): a report
+    /// holds every person's touches in memory while it runs.
+    pub max_report_events: usize,
 }
 
 impl Default for AttributionSettings {
@@ -74,6 +86,11 @@ impl Default for AttributionSettings {
             session_timeout_ms: 30 * 60 * 1000,
             max_cluster_ids: 1_000,
             max_events: 20_000,
+            conversions: Vec::new(),
+            value_property: "revenue".to_owned(),
+            lookback: "30d".to_owned(),
+            half_life: "7d".to_owned(),
+            max_report_events: 10_000_000,
         }
     }
 }

@@ -127,24 +127,22 @@ pub struct PersonPaths {
     pub null_path: Vec<String>,
 }
 
-/// The paths of one person: `sessions` of all their devices, `conversions` all of theirs.
+/// A session as a touch of `group`; `None` for a session whose start does not parse (hand-built).
+pub fn touch(session: &Session, group: GroupBy) -> Option<Touch> {
+    let time_ms = session.started_at()?.timestamp_millis();
+    Some(Touch { group: group.of(session), time_ms, direct: session.channel == Channel::Direct })
+}
+
+/// The paths of one person: `touches` of all their devices (any order), `conversions` all of theirs.
 pub fn person_paths(
-    sessions: &[Session],
+    mut touches: Vec<Touch>,
     conversions: &[ConversionEvent],
     group: GroupBy,
     window: &Window,
 ) -> PersonPaths {
-    let mut touches: Vec<(i64, &str, Touch)> = sessions
-        .iter()
-        .filter_map(|session| {
-            let time_ms = session.started_at()?.timestamp_millis();
-            let touch = Touch { group: group.of(session), time_ms, direct: session.channel == Channel::Direct };
-            Some((time_ms, session.session_id.as_str(), touch))
-        })
-        .collect();
-    // The session id breaks ties so that the result does not depend on the input's order.
-    touches.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let starts: Vec<i64> = touches.iter().map(|t| t.0).collect();
+    // Ordered fully, so that the result does not depend on the input's order.
+    touches.sort_by(|a, b| (a.time_ms, &a.group, a.direct).cmp(&(b.time_ms, &b.group, b.direct)));
+    let starts: Vec<i64> = touches.iter().map(|t| t.time_ms).collect();
     let between =
         |from: i64, to: i64| &touches[starts.partition_point(|&t| t < from)..starts.partition_point(|&t| t < to)];
 
@@ -154,10 +152,7 @@ pub fn person_paths(
     let conversions_out = reported
         .iter()
         .map(|c| {
-            let mut path: Vec<Touch> = between(c.time_ms.saturating_sub(window.lookback_ms), c.time_ms)
-                .iter()
-                .map(|(_, _, touch)| touch.clone())
-                .collect();
+            let mut path: Vec<Touch> = between(c.time_ms.saturating_sub(window.lookback_ms), c.time_ms).to_vec();
             if path.is_empty() {
                 path.push(Touch { group: group.direct().to_owned(), time_ms: c.time_ms, direct: true });
             }
@@ -172,7 +167,7 @@ pub fn person_paths(
         .max()
         .unwrap_or(i64::MIN);
     let null_path =
-        between(null_from, window.to_ms.unwrap_or(i64::MAX)).iter().map(|(_, _, touch)| touch.group.clone()).collect();
+        between(null_from, window.to_ms.unwrap_or(i64::MAX)).iter().map(|touch| touch.group.clone()).collect();
     PersonPaths { conversions: conversions_out, null_path }
 }
 
@@ -230,6 +225,11 @@ mod tests {
     const MAIL: &str = "https://shop.example/?utm_source=newsletter&utm_medium=email&utm_campaign=nov";
     const ADS: &str = "https://shop.example/?gclid=abc&utm_source=google&utm_medium=cpc&utm_campaign=brand";
 
+    /// [`person_paths`] of sessions.
+    fn paths_of(sessions: &[Session], conversions: &[ConversionEvent], group: GroupBy, window: &Window) -> PersonPaths {
+        person_paths(sessions.iter().filter_map(|s| touch(s, group)).collect(), conversions, group, window)
+    }
+
     fn window(lookback_days: i64) -> Window {
         Window { from_ms: None, to_ms: None, lookback_ms: lookback_days * DAY_MS }
     }
@@ -253,7 +253,7 @@ mod tests {
             ("d1", 1000, ADS, ""),
             ("d1", 1001, SHOP, GOOGLE),
         ]);
-        let paths = person_paths(&sessions, &[at(1000, 5.0)], GroupBy::Channel, &window(30));
+        let paths = paths_of(&sessions, &[at(1000, 5.0)], GroupBy::Channel, &window(30));
         assert_eq!(paths.conversions.len(), 1);
         assert_eq!(groups(&paths.conversions[0]), ["Email", "Direct"]);
         assert_eq!(paths.conversions[0].value, 5.0);
@@ -269,7 +269,7 @@ mod tests {
             (GroupBy::Campaign, "(none)"),
             (GroupBy::Referrer, "direct"),
         ] {
-            let paths = person_paths(&[], &[at(5, 0.0)], group, &window(30));
+            let paths = paths_of(&[], &[at(5, 0.0)], group, &window(30));
             assert_eq!(
                 paths.conversions[0].touches,
                 [Touch { group: name.to_owned(), time_ms: T0 + 5 * HOUR_MS, direct: true }]
@@ -289,7 +289,7 @@ mod tests {
             ("d1", 50, SHOP, "https://www.facebook.com/"),
         ]);
         let path = |group| {
-            let paths = person_paths(&sessions, &[at(60, 1.0)], group, &window(30));
+            let paths = paths_of(&sessions, &[at(60, 1.0)], group, &window(30));
             groups(&paths.conversions[0]).into_iter().map(str::to_owned).collect::<Vec<_>>()
         };
         assert_eq!(
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(path(GroupBy::Source), ["newsletter", "google", "news.example.org", "direct", "google", "facebook"]);
         assert_eq!(path(GroupBy::Campaign), ["nov", "(none)", "(none)", "(none)", "brand", "(none)"]);
         assert_eq!(path(GroupBy::Referrer), ["email", "search", "link", "direct", "ad", "social"]);
-        let direct: Vec<bool> = person_paths(&sessions, &[at(60, 1.0)], GroupBy::Source, &window(30)).conversions[0]
+        let direct: Vec<bool> = paths_of(&sessions, &[at(60, 1.0)], GroupBy::Source, &window(30)).conversions[0]
             .touches
             .iter()
             .map(|t| t.direct)
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn several_conversions_of_one_person_share_touches_and_earlier_ones_do_not_reset_the_path() {
         let sessions = visits(&[("d1", 0, MAIL, ""), ("d1", 10, SHOP, GOOGLE), ("d1", 30, SHOP, "")]);
-        let paths = person_paths(&sessions, &[at(20, 10.0), at(12, 3.0)], GroupBy::Channel, &window(30));
+        let paths = paths_of(&sessions, &[at(20, 10.0), at(12, 3.0)], GroupBy::Channel, &window(30));
         let found: Vec<(i64, Vec<&str>)> = paths.conversions.iter().map(|c| (c.value as i64, groups(c))).collect();
         assert_eq!(found, [(3, vec!["Email", "Organic Search"]), (10, vec!["Email", "Organic Search"])]);
         assert_eq!(paths.null_path, ["Direct"]);
@@ -320,7 +320,7 @@ mod tests {
     fn the_devices_of_one_person_make_one_path() {
         // An e-mail opened on the phone, then a search on the laptop, then the purchase.
         let sessions = visits(&[("phone", 0, MAIL, ""), ("laptop", 5, SHOP, GOOGLE), ("phone", 7, SHOP, "")]);
-        let paths = person_paths(&sessions, &[at(8, 1.0)], GroupBy::Channel, &window(30));
+        let paths = paths_of(&sessions, &[at(8, 1.0)], GroupBy::Channel, &window(30));
         assert_eq!(groups(&paths.conversions[0]), ["Email", "Organic Search", "Direct"]);
         // And every model credits that merged path as a hand computation says.
         let c = &paths.conversions[0];
@@ -348,17 +348,17 @@ mod tests {
         let w = Window { from_ms: Some(T0 + 150 * HOUR_MS), to_ms: Some(T0 + 250 * HOUR_MS), lookback_ms: 5 * DAY_MS };
         // The conversion at 120 is before `from`, at 260 after `to`: only 210 is reported, and its
         // touch at 200 is in; the one at 100 (before `from`) is within the 120 h lookback too.
-        let paths = person_paths(&sessions, &[at(120, 1.0), at(210, 2.0), at(260, 4.0)], GroupBy::Channel, &w);
+        let paths = paths_of(&sessions, &[at(120, 1.0), at(210, 2.0), at(260, 4.0)], GroupBy::Channel, &w);
         assert_eq!(paths.conversions.len(), 1);
         assert_eq!(groups(&paths.conversions[0]), ["Organic Search", "Paid Search"]);
         // Nothing after the last conversion before `to` (210) and before `to` itself.
         assert!(paths.null_path.is_empty(), "{:?}", paths.null_path);
 
         // A person who never converted: every session in [from − lookback, to) = [30, 250).
-        let paths = person_paths(&sessions, &[], GroupBy::Channel, &w);
+        let paths = paths_of(&sessions, &[], GroupBy::Channel, &w);
         assert_eq!(paths.null_path, ["Organic Search", "Paid Search"]);
         // The conversion at 260 (after `to`) does not count as "their last" either.
-        let paths = person_paths(&sessions, &[at(260, 1.0)], GroupBy::Channel, &w);
+        let paths = paths_of(&sessions, &[at(260, 1.0)], GroupBy::Channel, &w);
         assert_eq!(paths.null_path, ["Organic Search", "Paid Search"]);
     }
 
@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn a_conversion_worth_zero_still_counts_one_conversion() {
         let sessions = visits(&[("d1", 0, MAIL, "")]);
-        let paths = person_paths(&sessions, &[at(1, 0.0)], GroupBy::Channel, &window(30));
+        let paths = paths_of(&sessions, &[at(1, 0.0)], GroupBy::Channel, &window(30));
         let rows = models::report(&Model::Linear, &paths.conversions, &[]);
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].group.as_str(), rows[0].conversions, rows[0].value), ("Email", 1.0, 0.0));
@@ -418,10 +418,10 @@ mod tests {
                     touches.iter().map(|&(d, h, u)| (devices[d].as_str(), h, URLS[u].0, URLS[u].1)).collect();
                 let sessions = visits(&list);
                 let events: Vec<ConversionEvent> = converted.iter().map(|&(h, cents)| at(h, f64::from(cents) / 100.0)).collect();
-                let paths = person_paths(&sessions, &events, group, &window(lookback_days));
+                let paths = paths_of(&sessions, &events, group, &window(lookback_days));
                 let mut reversed = sessions.clone();
                 reversed.reverse();
-                prop_assert_eq!(&person_paths(&reversed, &events, group, &window(lookback_days)), &paths);
+                prop_assert_eq!(&paths_of(&reversed, &events, group, &window(lookback_days)), &paths);
                 conversions.extend(paths.conversions);
                 if !paths.null_path.is_empty() {
                     null_paths.push(paths.null_path);

@@ -165,22 +165,8 @@ fn group_table(text: &mut String, group: &Group, alpha: f64) {
                 pct(c.and_then(|c| c.chance_to_beat_control)).trim_start_matches('+').to_owned(),
             ]);
         }
-        let widths: Vec<usize> =
-            (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
         text.push_str(&format!("\n{}\n", metric.metric));
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (cell, w))| {
-                    let pad = w - cell.chars().count();
-                    if i == 0 { format!("{cell}{}", " ".repeat(pad)) } else { format!("{}{cell}", " ".repeat(pad)) }
-                })
-                .collect();
-            text.push_str(cells.join("  ").trim_end());
-            text.push('\n');
-        }
+        text.push_str(&aligned(&rows));
         for t in &metric.treatments {
             if let Some(reason) = t.comparison.as_ref().and_then(|c| c.reason) {
                 text.push_str(&format!("  {}: {reason}\n", t.treatment));
@@ -190,4 +176,28 @@ fn group_table(text: &mut String, group: &Group, alpha: f64) {
             text.push_str(&format!("  {n} events had no numeric value (counted as 0)\n"));
         }
     }
+}
+
+/// Rows as aligned text: the first column left-aligned, the others right-aligned, two spaces apart.
+pub(super) fn aligned<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().filter_map(|r| r.as_ref().get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .as_ref()
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                let pad = w - cell.chars().count();
+                if i == 0 { format!("{cell}{}", " ".repeat(pad)) } else { format!("{}{cell}", " ".repeat(pad)) }
+            })
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
 }

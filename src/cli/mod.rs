@@ -1,5 +1,5 @@
 /*!
-The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`, `sluice experiment[s]`,
+The command line: `sluice serve`, `sluice export impressions|events`, `sluice anonymous|user`, `sluice experiment[s]`, `sluice report attribution`,
 `sluice lake ls`, `sluice journal repair`, `sluice forget user`, `sluice migrate`, `sluice store adopt-journal`
 (the load generator is a program of its own, `src/bin/sluice-load.rs`).
 
@@ -13,6 +13,7 @@ pub mod forget;
 pub mod journal;
 pub mod lake;
 pub mod migrate;
+pub mod report;
 pub mod serve;
 pub mod store;
 pub mod token;
@@ -119,6 +120,12 @@ pub enum Command {
         #[arg(long, value_name = "ENV")]
         environment: String,
     },
+    /// Print a report as `GET /api/reports/...` does (from the store; safe while a server runs).
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        what: report::ReportWhat,
+    },
     /// Erase a person (GDPR/CCPA) through the running server: `DELETE /api/user/ID`.
     Forget {
         /// What to erase.
@@ -150,6 +157,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::User { .. }
         | Command::Experiment(_)
         | Command::Experiments { .. }
+        | Command::Report { .. }
         | Command::Forget { .. } => (None, None, None),
     };
     let store = cli.store.clone().map(|url| StoreOverrides { url });
@@ -171,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { id } => attribution::run(&settings, attribution::Lookup::User, &id),
         Command::Experiment(args) => experiment::run(&settings, *args),
         Command::Experiments { environment } => experiment::list(&settings, &environment),
+        Command::Report { what } => report::run(&settings, what),
         Command::Forget { what } => forget::run(&settings, what),
     }
 }

@@ -715,25 +715,5 @@ pub struct SegmentAnalysis {
     pub analysis: Group,
 }
 
-/// Reads a window: a whole number and a unit (`ms`, `s`, `m`, `h`, `d`, `w`), e.g. `72h`.
-pub fn parse_window(text: &str) -> Result<i64, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let per: i64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        _ => return Err(format!("`{text}` is not a window; use a whole number and ms, s, m, h, d or w, e.g. 72h")),
-    };
-    number
-        .parse::<i64>()
-        .ok()
-        .and_then(|n| n.checked_mul(per))
-        .ok_or_else(|| format!("`{text}` is not a window; use a whole number and ms, s, m, h, d or w, e.g. 72h"))
-}
-
 #[cfg(test)]
 mod tests;

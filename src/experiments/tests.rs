@@ -56,16 +56,6 @@ fn metrics_parse_their_three_forms_and_name_what_is_wrong() {
 }
 
 #[test]
-fn windows_read_whole_numbers_and_units() {
-    assert_eq!(parse_window("72h"), Ok(72 * 3_600_000));
-    assert_eq!(parse_window("1500ms"), Ok(1500));
-    assert_eq!(parse_window("2w"), Ok(14 * 86_400_000));
-    for bad in ["", "h", "72", "1.5h", "-1h", "72 h", "99999999999999999999d"] {
-        assert!(parse_window(bad).is_err(), "{bad}");
-    }
-}
-
-#[test]
 fn a_unit_seen_with_two_treatments_counts_in_units_but_in_no_metric_and_not_in_the_srm() {
     let mut r = readout(&["conversion:Buy"], &[("a", 10, "on"), ("b", 10, "off"), ("c", 10, "off")]);
     r.add_exposure("m", Segment::None, 5, "off", "on").unwrap();

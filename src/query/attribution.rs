@@ -19,9 +19,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use super::cells::text;
 use super::{EventQuery, QueryError};
-use crate::attribution::{self, AttributionSettings, Event, Session, UserCluster};
+use crate::attribution::{self, AttributionSettings, Event, Links, Session, UserCluster};
+use crate::record::schema::Value;
 use crate::store::Store;
+use crate::store::where_clause::WhereClause;
 
 /// Most ids bound in one query: SQLite allows 32,766 values per statement, PostgreSQL 65,535.
 pub const IDS_PER_QUERY: usize = 10_000;
@@ -198,4 +201,41 @@ fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Res
         }
     }
     Ok((out, truncated))
+}
+
+/// Every identity link in the store, as `/api/user` follows them (an experiment read-out's and an
+/// attribution report's one pass over them); `None` when there are more than `max_links`.
+pub(crate) fn links(store: &mut Store, max_links: usize) -> Result<Option<Links>, QueryError> {
+    let mut links = Links::default();
+    let mut read = 0usize;
+    let none = WhereClause::default();
+    store.rows::<2>(
+        "SELECT DISTINCT user_id, anonymous_id FROM events WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL",
+        &none,
+        &mut |[user, anonymous]| {
+            read += 1;
+            if read <= max_links {
+                links.add_device(text(user), text(anonymous));
+            }
+            Ok(())
+        },
+    )?;
+    // A previousId is a userId (and the search goes on through it) when some event carried it
+    // as its userId.
+    store.rows::<3>(
+        "SELECT previous_id, user_id, EXISTS (SELECT 1 FROM events u WHERE u.user_id = a.previous_id)
+         FROM events a WHERE a.type = 'alias' AND a.previous_id IS NOT NULL AND a.user_id IS NOT NULL",
+        &none,
+        &mut |[previous, user, previous_is_user]| {
+            read += 1;
+            if read <= max_links {
+                links.add_alias(text(previous), text(user));
+                if matches!(previous_is_user, Value::Bool(true) | Value::Int(1)) {
+                    links.add_user(text(previous));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok((read <= max_links).then_some(links))
 }

@@ -22,8 +22,8 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use super::cells::{int, opt, text};
 use super::filter::{ParamError, check_window, no_nul, once, time_param};
-use crate::attribution::Links;
 use crate::experiments::{
     self, Analysis, By, Design, DesignError, ExperimentSettings, Metric, Readout, Segment, TooManyUnits,
 };
@@ -93,7 +93,7 @@ impl ReadoutRequest {
                 "version" => once(&mut version, name, || {
                     value.parse::<i64>().map_err(|_| bad(name, format!("`{value}` is not a whole number")))
                 })?,
-                "window" => once(&mut window, name, || match experiments::parse_window(value) {
+                "window" => once(&mut window, name, || match crate::duration::parse(value) {
                     Ok(ms) if ms > 0 => Ok((value.clone(), ms)),
                     Ok(_) => Err(bad(name, "must be longer than 0".into())),
                     Err(e) => Err(bad(name, e)),
@@ -253,7 +253,8 @@ pub fn readout(
         let exposed = started.elapsed();
         let (mut linked, mut joined) = (exposed, exposed);
         if !request.metrics.is_empty() {
-            let links = links(store, settings.max_links)?;
+            let links = super::attribution::links(store, settings.max_links)?
+                .ok_or(ReadoutError::TooManyLinks(settings.max_links))?;
             linked = started.elapsed();
             readout.join(&links, max_cluster_ids);
             drop(links);
@@ -343,45 +344,6 @@ fn exposures(
     too_many.map_or(Ok(()), |e| Err(e.into()))
 }
 
-/// Pass 2: the identity links, as `/api/user` follows them.
-fn links(store: &mut Store, max_links: usize) -> Result<Links, ReadoutError> {
-    let mut links = Links::default();
-    let mut read = 0usize;
-    let none = WhereClause::default();
-    store.rows::<2>(
-        "SELECT DISTINCT user_id, anonymous_id FROM events WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL",
-        &none,
-        &mut |[user, anonymous]| {
-            read += 1;
-            if read <= max_links {
-                links.add_device(text(user), text(anonymous));
-            }
-            Ok(())
-        },
-    )?;
-    // A previousId is a userId (and the search goes on through it) when some event carried it
-    // as its userId.
-    store.rows::<3>(
-        "SELECT previous_id, user_id, EXISTS (SELECT 1 FROM events u WHERE u.user_id = a.previous_id)
-         FROM events a WHERE a.type = 'alias' AND a.previous_id IS NOT NULL AND a.user_id IS NOT NULL",
-        &none,
-        &mut |[previous, user, previous_is_user]| {
-            read += 1;
-            if read <= max_links {
-                links.add_alias(text(previous), text(user));
-                if matches!(previous_is_user, Value::Bool(true) | Value::Int(1)) {
-                    links.add_user(text(previous));
-                }
-            }
-            Ok(())
-        },
-    )?;
-    if read > max_links {
-        return Err(ReadoutError::TooManyLinks(max_links));
-    }
-    Ok(links)
-}
-
 /// Pass 3: the metrics' events, one query per event name, with every property its metrics sum.
 fn events(store: &mut Store, readout: &mut Readout, design: &Design) -> Result<(), ReadoutError> {
     let Some((first, last)) = readout.exposure_span() else { return Ok(()) };
@@ -466,30 +428,12 @@ fn track_conditions<'q>(
 /// The path of a property under `properties`, as SQLite's `->` (`$."properties"."a"`) or
 /// PostgreSQL's `#>` (`{"properties","a"}`) takes it; [`Metric::parse`] refused the characters
 /// that would need escaping.
-fn json_path(path: &[String], sqlite: bool) -> String {
+pub(crate) fn json_path(path: &[String], sqlite: bool) -> String {
     let parts = std::iter::once("properties").chain(path.iter().map(String::as_str));
     if sqlite {
         parts.map(|p| format!(".\"{p}\"")).fold("$".to_owned(), |acc, p| acc + &p)
     } else {
         format!("{{{}}}", parts.map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(","))
-    }
-}
-
-fn text<'a>(v: Value<'a>) -> &'a str {
-    opt(v).unwrap_or_default()
-}
-
-fn opt<'a>(v: Value<'a>) -> Option<&'a str> {
-    match v {
-        Value::Text(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn int(v: Value<'_>) -> i64 {
-    match v {
-        Value::Int(n) => n,
-        _ => 0,
     }
 }
 

@@ -7,6 +7,8 @@ format. The HTTP export endpoint and `sluice export` both call exactly these two
 */
 
 pub mod attribution;
+pub mod attribution_report;
+mod cells;
 mod events;
 pub mod experiments;
 mod filter;

@@ -1,0 +1,58 @@
+/*!
+`GET /api/reports/attribution?model=…&conversion=…&from=…&to=…&group=…` — which channels,
+sources, campaigns or referrer types earn the conversions (JSON, or `format=csv`). The
+definitions are in [`crate::attribution::paths`] and [`crate::attribution::models`], the
+computation in [`crate::query::attribution_report`], the parameters in
+[`ReportRequest::from_pairs`]. A report shares the read-outs' limit of heavy queries at once.
+*/
+
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get};
+
+use super::experiments::{HeavyError, run};
+use crate::http::{AppError, AppState};
+use crate::query::QueryError;
+use crate::query::attribution_report::{self, ReportError, ReportFormat, ReportRequest};
+
+/// Routes of the reports API.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/reports/attribution", get(attribution))
+}
+
+impl HeavyError for ReportError {
+    fn query(&self) -> Option<&QueryError> {
+        match self {
+            ReportError::Query(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn answer(self) -> AppError {
+        match self {
+            e @ ReportError::NoConversions => AppError::bad_field("conversion", e.to_string()),
+            e @ ReportError::TooLarge(_) => AppError::TooLarge(e.to_string()),
+            e @ (ReportError::Setting(..) | ReportError::Query(_)) => AppError::Internal(e.into()),
+        }
+    }
+}
+
+async fn attribution(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
+    let request = ReportRequest::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))?;
+    let format = request.format;
+    let answer = run(&state, "a report can be narrowed with from/to", move |store, config| {
+        attribution_report::report(store, &request, &config.attribution)
+    })
+    .await?;
+    Ok(match format {
+        ReportFormat::Json => Json(answer).into_response(),
+        ReportFormat::Csv => {
+            let mut csv = Vec::new();
+            attribution_report::write_csv(&answer, &mut csv).map_err(|e| AppError::Internal(e.into()))?;
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response()
+        }
+    })
+}
