@@ -468,6 +468,32 @@ async fn an_attribution_report_credits_each_model_as_computed_by_hand(b: Backend
     assert_eq!(status, 200);
     assert_eq!(csv, "model,group,conversions,value,share\nfirst,Direct,2,60,0.5\nfirst,Organic Search,2,100,0.5\n");
 
+    // One user's conversions: each touch with its session and its credit under each model.
+    let ann = get_json(&s, "/api/user/ann/conversions?model=linear&model=first&group=source").await;
+    let conversions = ann["conversions"].as_array().unwrap();
+    assert_eq!(conversions.len(), 1, "{ann}");
+    let c = &conversions[0];
+    assert_eq!((&c["event"], &c["messageId"], &c["value"]), (&json!("Order Completed"), &json!("t1"), &json!(100.0)));
+    assert_eq!(c["timestamp"], "2026-11-05T12:00:00.000Z");
+    let touches: Vec<(Value, Value, Value)> = c["touches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["session"]["anonymousId"].clone(), t["group"].clone(), t["credit"].clone()))
+        .collect();
+    assert_eq!(
+        touches,
+        [
+            (json!("a1"), json!("google"), json!({"first": 1.0, "linear": 0.5})),
+            (json!("a2"), json!("newsletter"), json!({"first": 0.0, "linear": 0.5}))
+        ]
+    );
+    // An anonymousId is nobody's user; data_driven has no per-conversion credit.
+    assert_eq!(get_json(&s, "/api/user/b1/conversions").await["conversions"], json!([]));
+    let (status, body) = s.get("/api/user/ann/conversions?model=data_driven").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"field\":\"model\""), "{body}");
+
     // The command line gives the API's answer from the store (the conversions named by flag).
     let (dir, schema) = s.stop().await;
     let cli = |args: &[&str]| {

@@ -1,24 +1,27 @@
 /*!
 `GET /api/reports/attribution?model=…&conversion=…&from=…&to=…&group=…` — which channels,
-sources, campaigns or referrer types earn the conversions (JSON, or `format=csv`). The
+sources, campaigns or referrer types earn the conversions (JSON, or `format=csv`) — and
+`GET /api/user/{id}/conversions?model=…`, one user's conversions with each touch's credit. The
 definitions are in [`crate::attribution::paths`] and [`crate::attribution::models`], the
 computation in [`crate::query::attribution_report`], the parameters in
 [`ReportRequest::from_pairs`]. A report shares the read-outs' limit of heavy queries at once.
 */
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 
 use super::experiments::{HeavyError, run};
 use crate::http::{AppError, AppState};
-use crate::query::QueryError;
 use crate::query::attribution_report::{self, ReportError, ReportFormat, ReportRequest};
+use crate::query::{QueryError, no_nul};
 
 /// Routes of the reports API.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/reports/attribution", get(attribution))
+    Router::new()
+        .route("/api/reports/attribution", get(attribution))
+        .route("/api/user/{id}/conversions", get(user_conversions))
 }
 
 impl HeavyError for ReportError {
@@ -38,10 +41,38 @@ impl HeavyError for ReportError {
     }
 }
 
-async fn attribution(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+fn request(query: Option<&str>) -> Result<ReportRequest, AppError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
-    let request = ReportRequest::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))?;
+    ReportRequest::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))
+}
+
+/// `GET /api/user/{id}/conversions?model=…`: the user's conversions, each touch's credit.
+async fn user_conversions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let request = request(query.as_deref())?;
+    no_nul("id", &id).map_err(|e| AppError::bad_field("id", e.to_string()))?;
+    if request.models.contains(&"data_driven") {
+        return Err(AppError::bad_field(
+            "model",
+            "parameter `model`: data_driven credits channels over all paths, not the touches of one conversion; ask GET /api/reports/attribution for it",
+        ));
+    }
+    if request.format != ReportFormat::Json {
+        return Err(AppError::bad_field("format", "parameter `format`: a user's conversions are JSON only"));
+    }
+    let answer = run(&state, "a user's conversions can be narrowed with from/to", move |store, config| {
+        attribution_report::user_conversions(store, &id, &request, &config.attribution)
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+async fn attribution(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
+    let request = request(query.as_deref())?;
     let format = request.format;
     let answer = run(&state, "a report can be narrowed with from/to", move |store, config| {
         attribution_report::report(store, &request, &config.attribution)

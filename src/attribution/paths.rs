@@ -143,8 +143,7 @@ pub fn person_paths(
     // Ordered fully, so that the result does not depend on the input's order.
     touches.sort_by(|a, b| (a.time_ms, &a.group, a.direct).cmp(&(b.time_ms, &b.group, b.direct)));
     let starts: Vec<i64> = touches.iter().map(|t| t.time_ms).collect();
-    let between =
-        |from: i64, to: i64| &touches[starts.partition_point(|&t| t < from)..starts.partition_point(|&t| t < to)];
+    let between = |from: i64, to: i64| &touches[between(&starts, from, to)];
 
     let mut reported: Vec<ConversionEvent> =
         conversions.iter().copied().filter(|c| window.reports(c.time_ms)).collect();
@@ -169,6 +168,13 @@ pub fn person_paths(
     let null_path =
         between(null_from, window.to_ms.unwrap_or(i64::MAX)).iter().map(|touch| touch.group.clone()).collect();
     PersonPaths { conversions: conversions_out, null_path }
+}
+
+/// The indexes of the touches that started in `[from, to)`, of touches whose starts are `starts`
+/// (sorted): a conversion at `t` has those in `[t − lookback, t)`.
+pub fn between(starts: &[i64], from: i64, to: i64) -> std::ops::Range<usize> {
+    let first = starts.partition_point(|&t| t < from);
+    first..starts.partition_point(|&t| t < to).max(first)
 }
 
 /// A conversion's value from its value property: a JSON number, or a string holding one

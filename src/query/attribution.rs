@@ -171,7 +171,11 @@ pub fn cluster(store: &mut Store, id: &str, max_ids: usize) -> Result<(UserClust
 
 /// The events of the devices `anonymous_ids`, each read into what attribution reads, at most
 /// `max_events` of them (oldest first within each chunk of devices), and whether there were more.
-fn events(store: &mut Store, anonymous_ids: &[String], max_events: usize) -> Result<(Vec<Event>, bool), QueryError> {
+pub(crate) fn events(
+    store: &mut Store,
+    anonymous_ids: &[String],
+    max_events: usize,
+) -> Result<(Vec<Event>, bool), QueryError> {
     let max_events = max_events.max(1);
     let mut out = Vec::new();
     let mut truncated = false;

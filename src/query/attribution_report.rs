@@ -234,16 +234,7 @@ pub fn report(
     request: &ReportRequest,
     settings: &AttributionSettings,
 ) -> Result<ReportAnswer, ReportError> {
-    let names = if request.conversions.is_empty() { &settings.conversions } else { &request.conversions };
-    if names.is_empty() {
-        return Err(ReportError::NoConversions);
-    }
-    let duration = |name: &'static str, given: &Option<String>, configured: &String| {
-        let text = given.as_ref().unwrap_or(configured);
-        crate::duration::parse(text).map(|ms| (text.clone(), ms)).map_err(|e| ReportError::Setting(name, e))
-    };
-    let (lookback, lookback_ms) = duration("lookback", &request.lookback, &settings.lookback)?;
-    let (half_life, half_life_ms) = duration("half_life", &request.half_life, &settings.half_life)?;
+    let Resolved { names, lookback, lookback_ms, half_life, half_life_ms } = resolve(request, settings)?;
     let window = Window { from_ms: request.from, to_ms: request.to, lookback_ms };
     let group = request.group;
 
@@ -281,6 +272,30 @@ pub fn report(
             half_life,
         },
     })
+}
+
+/// What a request leaves to the configuration, resolved.
+struct Resolved<'a> {
+    names: &'a Vec<String>,
+    lookback: String,
+    lookback_ms: i64,
+    half_life: String,
+    half_life_ms: i64,
+}
+
+/// The conversion names (never none) and durations of `request`, else of `settings`.
+fn resolve<'a>(request: &'a ReportRequest, settings: &'a AttributionSettings) -> Result<Resolved<'a>, ReportError> {
+    let names = if request.conversions.is_empty() { &settings.conversions } else { &request.conversions };
+    if names.is_empty() {
+        return Err(ReportError::NoConversions);
+    }
+    let duration = |name: &'static str, given: &Option<String>, configured: &String| {
+        let text = given.as_ref().unwrap_or(configured);
+        crate::duration::parse(text).map(|ms| (text.clone(), ms)).map_err(|e| ReportError::Setting(name, e))
+    };
+    let (lookback, lookback_ms) = duration("lookback", &request.lookback, &settings.lookback)?;
+    let (half_life, half_life_ms) = duration("half_life", &request.half_life, &settings.half_life)?;
+    Ok(Resolved { names, lookback, lookback_ms, half_life, half_life_ms })
 }
 
 /// The model named `name` (one of [`MODELS`]).
@@ -469,4 +484,159 @@ pub fn write_csv(answer: &ReportAnswer, out: &mut dyn std::io::Write) -> Result<
     }
     csv.flush()?;
     Ok(())
+}
+
+/// One touch of a conversion in `GET /api/user/{id}/conversions`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditedTouch {
+    /// The session, as `/api/user` shows it; `null` for the direct touch of a conversion that had none.
+    pub session: Option<attribution::Session>,
+    /// Its row in a report grouped as asked.
+    pub group: String,
+    /// Whether it is in the `Direct` channel.
+    pub direct: bool,
+    /// Its share of the conversion under each model asked for.
+    pub credit: BTreeMap<&'static str, f64>,
+}
+
+/// One conversion of the user with its touches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversion {
+    /// The `track` event's name.
+    pub event: String,
+    /// Its `messageId`.
+    pub message_id: String,
+    /// When it converted (RFC 3339).
+    pub timestamp: String,
+    /// What it was worth.
+    pub value: f64,
+    /// Its touches, oldest first.
+    pub touches: Vec<CreditedTouch>,
+}
+
+/// `GET /api/user/{id}/conversions`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversions {
+    /// The user asked for.
+    pub user_id: String,
+    /// The user's conversions in `[from, to)`, oldest first.
+    pub conversions: Vec<UserConversion>,
+    /// Values that were not numbers (counted as 0).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Present when the user's cluster or events were cut at `attribution.max_cluster_ids` or `max_events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<super::attribution::Truncated>,
+    /// How it was computed.
+    pub settings: ReportSettings,
+}
+
+/// The conversions of userId `id` (its identity cluster: `/api/user`'s) with each touch's credit
+/// under the rule-based models asked for (`data_driven` has no per-conversion credit).
+pub fn user_conversions(
+    store: &mut Store,
+    id: &str,
+    request: &ReportRequest,
+    settings: &AttributionSettings,
+) -> Result<UserConversions, ReportError> {
+    let Resolved { names, lookback, lookback_ms, half_life, half_life_ms } = resolve(request, settings)?;
+    let group = request.group;
+
+    let (cluster, truncated_ids) = super::attribution::cluster(store, id, settings.max_cluster_ids)?;
+    let (events, truncated_events) = super::attribution::events(store, &cluster.anonymous_ids, settings.max_events)?;
+    let mut sessions: Vec<(i64, attribution::Session)> = attribution::sessions(&events, Some(id), settings)
+        .into_iter()
+        .filter_map(|s| Some((s.started_at()?.timestamp_millis(), s)))
+        .collect();
+    sessions.sort_by(|a, b| (a.0, &a.1.session_id).cmp(&(b.0, &b.1.session_id)));
+    let starts: Vec<i64> = sessions.iter().map(|s| s.0).collect();
+
+    // The conversions: the cluster's userIds', and those its devices made before anyone logged in.
+    let mut found: Vec<(String, String, i64, serde_json::Value)> = Vec::new();
+    let mut read = |q: &super::EventQuery, anonymous_only: bool| {
+        store.query_events(q, &mut |e| {
+            if anonymous_only && e.user_id.is_some() {
+                return Ok(());
+            }
+            let raw: serde_json::Value = serde_json::from_str(e.raw).unwrap_or_default();
+            let name = raw["event"].as_str().unwrap_or_default().to_owned();
+            found.push((name, e.message_id.to_owned(), e.timestamp, raw));
+            Ok(())
+        })
+    };
+    let base = super::EventQuery {
+        types: Some(vec!["track".to_owned()]),
+        events: Some(names.clone()),
+        from: request.from,
+        to: request.to,
+        limit: Some(settings.max_events as u64),
+        ..super::EventQuery::default()
+    };
+    read(&super::EventQuery { user_ids: Some(cluster.user_ids.clone()), ..base.clone() }, false)?;
+    read(&super::EventQuery { anonymous_ids: Some(cluster.anonymous_ids.clone()), ..base }, true)?;
+    found.sort_by(|a, b| (a.2, &a.1).cmp(&(b.2, &b.1)));
+    found.dedup_by(|a, b| a.1 == b.1);
+
+    let models: Vec<(&'static str, Model)> =
+        request.models.iter().map(|&m| (m, model(m, half_life_ms as f64))).collect();
+    let (mut not_numbers, mut example) = (0u64, None);
+    let conversions = found
+        .into_iter()
+        .map(|(event, message_id, time_ms, raw)| {
+            let value =
+                paths::conversion_value(raw["properties"].get(&settings.value_property)).unwrap_or_else(|what| {
+                    not_numbers += 1;
+                    example.get_or_insert(what);
+                    0.0
+                });
+            let chosen = &sessions[paths::between(&starts, time_ms.saturating_sub(lookback_ms), time_ms)];
+            let mut touches: Vec<(Option<attribution::Session>, models::Touch)> =
+                chosen.iter().filter_map(|(_, s)| paths::touch(s, group).map(|t| (Some(s.clone()), t))).collect();
+            if touches.is_empty() {
+                touches.push((None, models::Touch { group: group.direct().to_owned(), time_ms, direct: true }));
+            }
+            let conversion =
+                models::Conversion { time_ms, value, touches: touches.iter().map(|(_, t)| t.clone()).collect() };
+            let shares: Vec<(&'static str, Vec<f64>)> = models
+                .iter()
+                .filter_map(|(name, m)| models::credits(m, &conversion).map(|shares| (*name, shares)))
+                .collect();
+            let touches = touches
+                .into_iter()
+                .enumerate()
+                .map(|(i, (session, touch))| CreditedTouch {
+                    session,
+                    group: touch.group,
+                    direct: touch.direct,
+                    credit: shares.iter().map(|(name, s)| (*name, s[i])).collect(),
+                })
+                .collect();
+            UserConversion { event, message_id, timestamp: rfc3339(time_ms), value, touches }
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if let Some(example) = example {
+        warnings.push(format!(
+            "{not_numbers} conversion(s) had a `{}` that is not a number (e.g. {example}); each counts as worth 0",
+            settings.value_property
+        ));
+    }
+    let truncated = super::attribution::Truncated { ids: truncated_ids, events: truncated_events };
+    Ok(UserConversions {
+        user_id: id.to_owned(),
+        conversions,
+        warnings,
+        truncated: (truncated.ids || truncated.events).then_some(truncated),
+        settings: ReportSettings {
+            group: group.as_str(),
+            conversions: names.clone(),
+            value_property: settings.value_property.clone(),
+            from: request.from.map(rfc3339),
+            to: request.to.map(rfc3339),
+            lookback,
+            half_life,
+        },
+    })
 }
