@@ -6,7 +6,8 @@
 //! - baseline: `SELECT anonymous_id, timestamp, raw FROM events`, every row read.
 //!
 //! `cargo bench --bench attribution_report` runs both on SQLite; `PEOPLE`, `EVENTS_PER_PERSON`
-//! and `RUNS` change the size. Under `cargo test` it runs once on a few rows as a smoke test.
+//! and `RUNS` change the size; `RUST_LOG=sluice::query::attribution_report=debug` shows each
+//! pass's time. Under `cargo test` it runs once on a few rows as a smoke test.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +32,11 @@ const LANDINGS: [(&str, &str); 8] = [
     ("https://shop.example/", "https://duckduckgo.com/"),
 ];
 
-/// The events as the store loader writes them: messageId, type, event, userId, anonymousId, timestamp, raw.
-fn rows(
-    people: usize,
-    per_person: usize,
-) -> Vec<(String, &'static str, Option<&'static str>, Option<String>, String, i64, String)> {
+/// An event row as the store loader writes it: messageId, type, event, userId, anonymousId, timestamp, raw.
+type EventRow = (String, &'static str, Option<&'static str>, Option<String>, String, i64, String);
+
+/// The events of `people` people, `per_person` pages and tracks each, plus their identifies.
+fn rows(people: usize, per_person: usize) -> Vec<EventRow> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
         // xorshift: deterministic data without a dependency.
@@ -107,6 +108,11 @@ fn rows(
 }
 
 fn main() {
+    // RUST_LOG=sluice::query::attribution_report=debug shows the time of each pass.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let benching = std::env::args().any(|a| a == "--bench");
     let env_num = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (people, per_person, runs) = if benching {

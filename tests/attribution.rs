@@ -544,6 +544,18 @@ async fn an_attribution_report_refuses_what_it_cannot_answer_naming_the_paramete
     let (status, body) = s.get("/api/reports/attribution?conversion=Order%20Completed").await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("max_report_events"), "{body}");
+    // Conversions count against the bound too: 4 of them, by a userId alone (so no device
+    // events and no links to read), above 3.
+    drop(s);
+    let Some(s) = InProcess::start_on(b, |c| c.attribution.max_report_events = 3).await else { return };
+    let days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"];
+    let tracks =
+        days.iter().map(|d| track(None, Some("server-side"), d, &format!("{d}T10:00:00.000Z"), json!(1))).collect();
+    post_all(&s, tracks).await;
+    let (status, body) = s.get("/api/reports/attribution?conversion=Order%20Completed").await;
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = s.get("/api/reports/attribution?conversion=Order%20Completed&to=2026-11-04").await;
+    assert_eq!(status, 200, "three conversions are within the bound: {body}");
 }
 
 common::on_both_backends!(
