@@ -598,7 +598,12 @@ fn data_driven_credit_agrees_with_channel_attributions_markov_model() {
             let touches = path
                 .iter()
                 .zip(0..)
-                .map(|(group, i)| Touch { group: group.clone(), time_ms: i, direct: group == "Direct" })
+                .map(|(group, i)| Touch {
+                    group: group.clone(),
+                    time_ms: i,
+                    direct: group == "Direct",
+                    tie: String::new(),
+                })
                 .collect();
             conversions.push(Conversion { time_ms: 100, value, touches });
         }

@@ -50,6 +50,9 @@ pub struct Touch {
     /// Whether the session is in the `Direct` channel, whatever the report groups by: what
     /// [`Model::LastNonDirect`] passes over.
     pub direct: bool,
+    /// What orders touches that started in the same millisecond: the landing event's `eventId`,
+    /// as `/api/user`'s `firstTouch` and `lastTouch` break that tie.
+    pub tie: String,
 }
 
 /// One conversion and the touches that lead to it, already selected by the caller.
@@ -67,7 +70,12 @@ impl Conversion {
     /// The touches credit is shared among: `touches`, or one `Direct` touch at the conversion's time if there are none.
     pub fn effective_touches(&self) -> Cow<'_, [Touch]> {
         if self.touches.is_empty() {
-            Cow::Owned(vec![Touch { group: DIRECT.to_owned(), time_ms: self.time_ms, direct: true }])
+            Cow::Owned(vec![Touch {
+                group: DIRECT.to_owned(),
+                time_ms: self.time_ms,
+                direct: true,
+                tie: String::new(),
+            }])
         } else {
             Cow::Borrowed(&self.touches)
         }
@@ -313,7 +321,7 @@ mod tests {
     const T: i64 = 1_700_000_000_000;
 
     fn touch(group: &str, time_ms: i64) -> Touch {
-        Touch { group: group.to_owned(), time_ms, direct: group == DIRECT }
+        Touch { group: group.to_owned(), time_ms, direct: group == DIRECT, tie: String::new() }
     }
 
     /// A conversion at `T` worth `value`, with touches one hour apart ending one hour before it.

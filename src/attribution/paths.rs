@@ -130,7 +130,12 @@ pub struct PersonPaths {
 /// A session as a touch of `group`; `None` for a session whose start does not parse (hand-built).
 pub fn touch(session: &Session, group: GroupBy) -> Option<Touch> {
     let time_ms = session.started_at()?.timestamp_millis();
-    Some(Touch { group: group.of(session), time_ms, direct: session.channel == Channel::Direct })
+    Some(Touch {
+        group: group.of(session),
+        time_ms,
+        direct: session.channel == Channel::Direct,
+        tie: session.event_id.clone(),
+    })
 }
 
 /// The paths of one person: `touches` of all their devices (any order), `conversions` all of theirs.
@@ -141,7 +146,7 @@ pub fn person_paths(
     window: &Window,
 ) -> PersonPaths {
     // Ordered fully, so that the result does not depend on the input's order.
-    touches.sort_by(|a, b| (a.time_ms, &a.group, a.direct).cmp(&(b.time_ms, &b.group, b.direct)));
+    touches.sort_by(|a, b| (a.time_ms, &a.tie, &a.group, a.direct).cmp(&(b.time_ms, &b.tie, &b.group, b.direct)));
     let starts: Vec<i64> = touches.iter().map(|t| t.time_ms).collect();
     let between = |from: i64, to: i64| &touches[between(&starts, from, to)];
 
@@ -153,7 +158,12 @@ pub fn person_paths(
         .map(|c| {
             let mut path: Vec<Touch> = between(c.time_ms.saturating_sub(window.lookback_ms), c.time_ms).to_vec();
             if path.is_empty() {
-                path.push(Touch { group: group.direct().to_owned(), time_ms: c.time_ms, direct: true });
+                path.push(Touch {
+                    group: group.direct().to_owned(),
+                    time_ms: c.time_ms,
+                    direct: true,
+                    tie: String::new(),
+                });
             }
             Conversion { time_ms: c.time_ms, value: c.value, touches: path }
         })
@@ -177,16 +187,28 @@ pub fn between(starts: &[i64], from: i64, to: i64) -> std::ops::Range<usize> {
     first..starts.partition_point(|&t| t < to).max(first)
 }
 
+/// The largest value a conversion may have: beyond any real revenue, and small enough that
+/// the sum of every conversion a report may read stays finite (anyone who can post events
+/// could otherwise make a report's totals infinite).
+pub const MAX_VALUE: f64 = 1e15;
+
 /// A conversion's value from its value property: a JSON number, or a string holding one
-/// (`"19.99"`); a missing property or `null` is 0. Anything else is 0 too, and `Err` says what it
-/// was, for the report's `warnings`.
+/// (`"19.99"`), within ±[`MAX_VALUE`]; a missing property or `null` is 0. Anything else is 0
+/// too, and `Err` says what it was, for the report's `warnings`.
 pub fn conversion_value(property: Option<&serde_json::Value>) -> Result<f64, String> {
+    let in_range = |v: f64, what: String| {
+        if v.abs() <= MAX_VALUE { Ok(v) } else { Err(format!("{what}, beyond ±{MAX_VALUE:e}")) }
+    };
     match property {
         None | Some(serde_json::Value::Null) => Ok(0.0),
-        Some(serde_json::Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| format!("{n}")),
-        Some(serde_json::Value::String(text)) => {
-            text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("the string {text:?}"))
-        }
+        Some(serde_json::Value::Number(n)) => match n.as_f64().filter(|v| v.is_finite()) {
+            Some(v) => in_range(v, format!("{n}")),
+            None => Err(format!("{n}")),
+        },
+        Some(serde_json::Value::String(text)) => match text.trim().parse::<f64>().ok().filter(|v| v.is_finite()) {
+            Some(v) => in_range(v, format!("the string {text:?}")),
+            None => Err(format!("the string {text:?}")),
+        },
         Some(other) => Err(match other {
             serde_json::Value::Bool(_) => "a boolean".to_owned(),
             serde_json::Value::Array(_) => "an array".to_owned(),
@@ -278,7 +300,7 @@ mod tests {
             let paths = paths_of(&[], &[at(5, 0.0)], group, &window(30));
             assert_eq!(
                 paths.conversions[0].touches,
-                [Touch { group: name.to_owned(), time_ms: T0 + 5 * HOUR_MS, direct: true }]
+                [Touch { group: name.to_owned(), time_ms: T0 + 5 * HOUR_MS, direct: true, tie: String::new() }]
             );
             assert!(paths.null_path.is_empty());
         }
@@ -366,6 +388,37 @@ mod tests {
         // The conversion at 260 (after `to`) does not count as "their last" either.
         let paths = paths_of(&sessions, &[at(260, 1.0)], GroupBy::Channel, &w);
         assert_eq!(paths.null_path, ["Organic Search", "Paid Search"]);
+    }
+
+    #[test]
+    fn sessions_starting_in_the_same_millisecond_are_ordered_as_api_user_orders_its_touches() {
+        // Two landings on one device at the same instant (the black-box tester's case): /api/user's
+        // lastTouch breaks the tie by eventId, and so must every model's order.
+        for (first, second) in [("q0_1", "q0_2"), ("q0_2", "q0_1")] {
+            let event = |id: &str, referrer: &str| {
+                let json = serde_json::json!({
+                    "type": "page", "messageId": id, "anonymousId": "tq0", "timestamp": rfc3339(T0),
+                    "context": {"page": {"url": SHOP, "referrer": referrer}},
+                });
+                Event::from_json(&json.to_string()).unwrap()
+            };
+            let events = [event(first, "https://www.facebook.com/"), event(second, "https://chatgpt.com/")];
+            let sessions = sessions(&events, Some("u"), &AttributionSettings::default());
+            assert_eq!(sessions.len(), 2);
+            let last = crate::attribution::last_touch(&sessions).unwrap().channel.as_str();
+            let first_touch = crate::attribution::first_touch(&sessions).unwrap().channel.as_str();
+            let paths = paths_of(&sessions, &[at(1, 1.0)], GroupBy::Channel, &window(30));
+            assert_eq!(groups(&paths.conversions[0]), [first_touch, last], "messageIds {first}, {second}");
+        }
+    }
+
+    #[test]
+    fn a_value_too_large_to_add_up_is_refused_like_a_non_number() {
+        use serde_json::json;
+        // Two of 1e308 would sum to infinity, which JSON cannot carry.
+        assert_eq!(conversion_value(Some(&json!(1e308))), Err("1e+308, beyond ±1e15".to_owned()));
+        assert_eq!(conversion_value(Some(&json!("-2e15"))), Err("the string \"-2e15\", beyond ±1e15".to_owned()));
+        assert_eq!(conversion_value(Some(&json!(1e15))), Ok(1e15));
     }
 
     #[test]

@@ -571,7 +571,8 @@ pub fn user_conversions(
         .into_iter()
         .filter_map(|s| Some((s.started_at()?.timestamp_millis(), s)))
         .collect();
-    sessions.sort_by(|a, b| (a.0, &a.1.session_id).cmp(&(b.0, &b.1.session_id)));
+    // Ties as /api/user's firstTouch and lastTouch (and the reports) break them: by eventId.
+    sessions.sort_by(|a, b| (a.0, &a.1.event_id).cmp(&(b.0, &b.1.event_id)));
     let starts: Vec<i64> = sessions.iter().map(|s| s.0).collect();
 
     // The conversions: the cluster's userIds', and those its devices made before anyone logged in.
@@ -616,7 +617,9 @@ pub fn user_conversions(
             let mut touches: Vec<(Option<attribution::Session>, models::Touch)> =
                 chosen.iter().filter_map(|(_, s)| paths::touch(s, group).map(|t| (Some(s.clone()), t))).collect();
             if touches.is_empty() {
-                touches.push((None, models::Touch { group: group.direct().to_owned(), time_ms, direct: true }));
+                let direct =
+                    models::Touch { group: group.direct().to_owned(), time_ms, direct: true, tie: String::new() };
+                touches.push((None, direct));
             }
             let conversion =
                 models::Conversion { time_ms, value, touches: touches.iter().map(|(_, t)| t.clone()).collect() };
