@@ -534,6 +534,8 @@ async fn an_attribution_report_refuses_what_it_cannot_answer_naming_the_paramete
         ("/api/reports/attribution?conversion=Order%20Completed&limit=5", "limit"),
         ("/api/reports/attribution?conversion=", "conversion"),
         ("/api/reports/attribution?conversion=a%00b", "conversion"),
+        // Not UTF-8 once decoded: refused, not turned into U+FFFD (found by the black-box tester).
+        ("/api/reports/attribution?conversion=%FF", "conversion"),
     ] {
         let (status, body) = s.get(path).await;
         assert_eq!(status, 400, "{path}: {body}");

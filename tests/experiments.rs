@@ -469,6 +469,8 @@ async fn bad_parameters_are_400_naming_them_and_an_unknown_split_is_404(b: Backe
         (format!("{base}&control=o%00n"), "control"),
         ("/api/experiments/a%00b?environment=Production".to_owned(), "split"),
         ("/api/experiments?environment=%00".to_owned(), "environment"),
+        // Not UTF-8 once decoded: refused, not matched as U+FFFD.
+        ("/api/experiments?environment=%FF".to_owned(), "environment"),
         // Weights so unequal that no test of them means anything.
         (format!("{base}&weights=1e-320,1"), "weights"),
     ] {

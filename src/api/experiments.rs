@@ -24,9 +24,23 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/experiments", get(list)).route("/api/experiments/{split}", get(readout))
 }
 
-fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
-    serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))
+/// The query string's name/value pairs. A name or value that is not UTF-8 once percent-decoded
+/// is refused naming it: `serde_urlencoded` would silently turn its bytes into U+FFFD, a name that
+/// matches nothing without saying why.
+pub(super) fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, AppError> {
+    let query = query.unwrap_or("");
+    let utf8 = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().is_ok();
+    for part in query.split('&') {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        if !utf8(name) || !utf8(value) {
+            let field = percent_encoding::percent_decode_str(name).decode_utf8_lossy().replace('+', " ");
+            return Err(AppError::bad_field(
+                field.clone(),
+                format!("parameter `{field}` is not UTF-8 once percent-decoded; encode the text as UTF-8"),
+            ));
+        }
+    }
+    serde_urlencoded::from_str(query).map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))
 }
 
 async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {

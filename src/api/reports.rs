@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 
-use super::experiments::{HeavyError, run};
+use super::experiments::{HeavyError, pairs, run};
 use crate::http::{AppError, AppState};
 use crate::query::attribution_report::{self, ReportError, ReportFormat, ReportRequest};
 use crate::query::{QueryError, no_nul};
@@ -42,9 +42,7 @@ impl HeavyError for ReportError {
 }
 
 fn request(query: Option<&str>) -> Result<ReportRequest, AppError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| AppError::bad_request(format!("the query string is not valid: {e}")))?;
-    ReportRequest::from_pairs(&pairs).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))
+    ReportRequest::from_pairs(&pairs(query)?).map_err(|e| AppError::bad_field(e.param.clone(), e.to_string()))
 }
 
 /// `GET /api/user/{id}/conversions?model=…`: the user's conversions, each touch's credit.
