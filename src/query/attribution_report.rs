@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::QueryError;
-use super::cells::{int, opt, text};
+use super::cells::{int, opt, rfc3339, text};
 use super::filter::{ParamError, check_window, no_nul, once, time_param};
 use crate::attribution::models::{self, Model, Row};
 use crate::attribution::paths::{self, ConversionEvent, GroupBy, PersonPaths, Window};
@@ -205,6 +205,26 @@ pub struct ReportSettings {
     pub half_life: String,
 }
 
+impl ReportSettings {
+    fn new(
+        request: &ReportRequest,
+        settings: &AttributionSettings,
+        names: &[String],
+        lookback: String,
+        half_life: String,
+    ) -> ReportSettings {
+        ReportSettings {
+            group: request.group.as_str(),
+            conversions: names.to_vec(),
+            value_property: settings.value_property.clone(),
+            from: request.from.map(rfc3339),
+            to: request.to.map(rfc3339),
+            lookback,
+            half_life,
+        }
+    }
+}
+
 /// `GET /api/reports/attribution`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReportAnswer {
@@ -277,15 +297,7 @@ pub fn report(
         conversions: conversions.len() as u64,
         value: conversions.iter().map(|c| c.value).sum::<f64>() + 0.0,
         warnings,
-        settings: ReportSettings {
-            group: group.as_str(),
-            conversions: names.clone(),
-            value_property: settings.value_property.clone(),
-            from: request.from.map(rfc3339),
-            to: request.to.map(rfc3339),
-            lookback,
-            half_life,
-        },
+        settings: ReportSettings::new(request, settings, names, lookback, half_life),
     })
 }
 
@@ -483,11 +495,6 @@ fn assemble(
     (conversions, null_paths)
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 /// Writes `answer` as CSV: `model,group,conversions,value,share`, one row per model and group.
 pub fn write_csv(answer: &ReportAnswer, out: &mut dyn std::io::Write) -> Result<(), QueryError> {
     let mut csv = csv::Writer::from_writer(out);
@@ -653,14 +660,6 @@ pub fn user_conversions(
         conversions,
         warnings,
         truncated: (truncated.ids || truncated.events).then_some(truncated),
-        settings: ReportSettings {
-            group: group.as_str(),
-            conversions: names.clone(),
-            value_property: settings.value_property.clone(),
-            from: request.from.map(rfc3339),
-            to: request.to.map(rfc3339),
-            lookback,
-            half_life,
-        },
+        settings: ReportSettings::new(request, settings, names, lookback, half_life),
     })
 }

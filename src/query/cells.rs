@@ -22,3 +22,9 @@ pub(crate) fn int(v: Value<'_>) -> i64 {
         _ => 0,
     }
 }
+
+/// Epoch milliseconds as RFC 3339 (UTC, milliseconds), or the number itself when out of range.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}

@@ -19,10 +19,9 @@ timeout.
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::cells::{int, opt, text};
+use super::cells::{int, opt, rfc3339, text};
 use super::filter::{ParamError, check_window, no_nul, once, time_param};
 use crate::experiments::{
     self, Analysis, By, Design, DesignError, ExperimentSettings, Metric, Readout, Segment, TooManyUnits,
@@ -435,11 +434,6 @@ pub(crate) fn json_path(path: &[String], sqlite: bool) -> String {
     } else {
         format!("{{{}}}", parts.map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(","))
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// One flag of `GET /api/experiments`.
